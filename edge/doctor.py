@@ -1,0 +1,182 @@
+"""``facematch doctor``: what is installed, reachable or missing, and the fix for each."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+
+from edge.bus import BrokerAddress
+from edge.config import Settings
+from edge.services import port_open
+from edge.store import Store
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+
+@dataclass
+class Check:
+    name: str
+    level: str
+    detail: str
+    fix: str = ""
+
+
+def _version_of(binary: str, flag: str = "--version") -> str:
+    try:
+        out = subprocess.run([binary, flag], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0] if text else ""
+
+
+def _binary_check(name: str, package: str) -> Check:
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    if not path:
+        return Check(name, FAIL, "not installed", f"sudo apt-get install {package} (or ./install.sh)")
+    flag = "-h" if name == "mosquitto" else "--version"
+    return Check(name, OK, f"{path} {_version_of(path, flag)}".strip())
+
+
+def check_python() -> Check:
+    version = ".".join(map(str, sys.version_info[:3]))
+    if (3, 10) <= sys.version_info[:2] <= (3, 12):
+        return Check("python", OK, f"{version} ({sys.executable})")
+    return Check("python", FAIL, f"{version} is not supported", "use Python 3.10, 3.11 or 3.12")
+
+
+def check_redis(settings: Settings) -> Check:
+    if Store(settings.redis.url, socket_timeout=1.0).ping():
+        return Check("redis", OK, f"answering at {settings.redis.url}")
+    return Check(
+        "redis",
+        WARN,
+        f"nothing answers at {settings.redis.url}",
+        "`facematch up` starts one when the URL is local; otherwise start Redis or fix REDIS_URL",
+    )
+
+
+def check_broker(settings: Settings) -> Check:
+    address = BrokerAddress.parse(settings.mqtt.url)
+    if port_open(address.host, address.port, timeout=1.0):
+        return Check("broker", OK, f"answering at {settings.mqtt.url}")
+    return Check(
+        "broker",
+        WARN,
+        f"nothing answers at {settings.mqtt.url}",
+        "`facematch up` starts mosquitto when the URL is local; otherwise start the broker or fix MQTT_URL",
+    )
+
+
+def check_opencv() -> Check:
+    names = sorted(
+        {d.metadata["Name"] for d in metadata.distributions() if d.metadata["Name"].lower().startswith("opencv")}
+    )
+    if len(names) == 1:
+        return Check("opencv", OK, f"{names[0]} {metadata.version(names[0])}")
+    if not names:
+        return Check("opencv", FAIL, "no OpenCV distribution installed", "./install.sh")
+    return Check(
+        "opencv",
+        FAIL,
+        f"several OpenCV distributions installed: {', '.join(names)}",
+        "pip uninstall them all, then reinstall the project (./install.sh): they overwrite each other's cv2",
+    )
+
+
+def check_onnxruntime(settings: Settings) -> Check:
+    if importlib.util.find_spec("onnxruntime") is None:
+        return Check("onnxruntime", FAIL, "not installed", "./install.sh")
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    missing = [p for p in settings.models.onnx_providers if p not in available]
+    detail = f"{onnxruntime.__version__}; available providers: {', '.join(available)}"
+    if missing:
+        return Check(
+            "onnxruntime",
+            WARN,
+            f"{detail}; configured but unavailable: {', '.join(missing)}",
+            "install onnxruntime-gpu (./install.sh --gpu) or remove them from models.onnx_providers",
+        )
+    return Check("onnxruntime", OK, f"{detail}; using {', '.join(settings.models.onnx_providers)}")
+
+
+def check_models(settings: Settings) -> list[Check]:
+    try:
+        from models.manifest import load_manifest
+    except ImportError:
+        return [Check("models", WARN, "the model fetcher is not installed", "./install.sh")]
+    checks = []
+    for spec in load_manifest().models.values():
+        path = settings.models.dir / spec.file
+        if path.exists():
+            checks.append(Check(f"model {spec.name}", OK, str(path)))
+        else:
+            level = FAIL if spec.default else WARN
+            checks.append(Check(f"model {spec.name}", level, "not fetched", f"facematch models fetch {spec.name}"))
+    return checks
+
+
+def check_camera() -> Check:
+    devices = sorted(glob.glob("/dev/video*"))
+    if devices:
+        return Check("camera", OK, ", ".join(devices))
+    picamera = importlib.util.find_spec("picamera2") is not None
+    if picamera:
+        return Check("camera", OK, "picamera2 importable (Raspberry Pi camera)")
+    return Check(
+        "camera",
+        WARN,
+        "no /dev/video* device and no picamera2",
+        "plug in a USB camera, or use a file/RTSP source; the HTTP API works without a camera",
+    )
+
+
+def check_display() -> Check:
+    if os.environ.get("WAYLAND_DISPLAY") or os.environ.get("DISPLAY"):
+        return Check(
+            "display",
+            OK,
+            f"DISPLAY={os.environ.get('DISPLAY', '')} WAYLAND_DISPLAY={os.environ.get('WAYLAND_DISPLAY', '')}",
+        )
+    cards = glob.glob("/dev/dri/card*") + glob.glob("/dev/fb[0-9]")
+    if cards:
+        return Check("display", OK, f"no desktop session, but {', '.join(sorted(cards))} present")
+    return Check(
+        "display",
+        WARN,
+        "no monitor (no DISPLAY, no /dev/dri or /dev/fb)",
+        "attach a monitor for the door challenge; the web page at / works without one",
+    )
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    checks = [
+        check_python(),
+        _binary_check("redis-server", "redis-server"),
+        _binary_check("mosquitto", "mosquitto"),
+        check_redis(settings),
+        check_broker(settings),
+        check_opencv(),
+        check_onnxruntime(settings),
+    ]
+    checks += check_models(settings)
+    checks += [check_camera(), check_display()]
+    return checks
+
+
+def report(checks: list[Check]) -> str:
+    width = max(len(c.name) for c in checks)
+    lines = []
+    for check in checks:
+        lines.append(f"[{check.level:>4}] {check.name:<{width}}  {check.detail}")
+        if check.fix:
+            lines.append(f"{'':>7} {'':<{width}}  fix: {check.fix}")
+    return "\n".join(lines)

@@ -1,0 +1,168 @@
+"""Start a private ``redis-server`` or ``mosquitto`` on a loopback port, from the system packages.
+
+Used by ``facematch up`` (when nothing answers at a local URL) and by the test fixtures.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import getpass
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1
+
+
+class ServiceError(Exception):
+    """A service could not be started; the message says why and how to fix it."""
+
+
+def die_with_parent() -> None:
+    """In a child (``preexec_fn``): get SIGTERM when the parent dies, so a killed supervisor leaves no orphans."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux/glibc: the supervisor's own signal handling still stops children
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def is_local_host(host: str | None) -> bool:
+    """True when ``host`` names this machine (loopback, its host name, or one of its addresses)."""
+    if not host or host in ("localhost", socket.gethostname(), socket.getfqdn()):
+        return True
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror:
+        return False
+    for address in addresses:
+        if ipaddress.ip_address(address.split("%")[0]).is_loopback:
+            return True
+    try:
+        own = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+    except socket.gaierror:
+        own = set()
+    return bool(addresses & own)
+
+
+@dataclass
+class LocalService:
+    """A child server process with its config file and log in ``run_dir``."""
+
+    name: str
+    port: int
+    run_dir: Path
+    argv: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / f"{self.name}.log"
+
+    def start(self, timeout: float = 15.0) -> LocalService:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServiceError(f"{self.name} exited with code {self.process.returncode}: {self._log_tail()}")
+            if port_open(LOOPBACK, self.port):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise ServiceError(f"{self.name} did not listen on {LOOPBACK}:{self.port} within {timeout:g} s")
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(lines[-3:]) or "(empty log)"
+
+
+def _binary(name: str, package: str) -> str:
+    path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None)
+    if not path:
+        raise ServiceError(f"{name} is not installed: run ./install.sh (or apt-get install {package})")
+    return path
+
+
+def redis_service(port: int, run_dir: Path, *, persistent: bool) -> LocalService:
+    """A loopback-only Redis; ``persistent`` keeps an append-only file in ``run_dir`` (the gallery lives there)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = run_dir / "redis.conf"
+    lines = [
+        f"port {port}",
+        f"bind {LOOPBACK}",
+        "protected-mode yes",
+        "daemonize no",
+        f"dir {run_dir}",
+        'logfile ""',  # stdout, which start() sends to redis.log
+        'save ""',
+        f"appendonly {'yes' if persistent else 'no'}",
+    ]
+    config.write_text("\n".join(lines) + "\n")
+    binary = _binary("redis-server", "redis-server")
+    return LocalService("redis", port, run_dir, [binary, str(config)])
+
+
+def mosquitto_service(port: int, run_dir: Path) -> LocalService:
+    """A loopback-only Mosquitto (anonymous clients are fine: nothing outside this host can connect)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = run_dir / "mosquitto.conf"
+    lines = [
+        f"listener {port} {LOOPBACK}",
+        "allow_anonymous true",
+        "persistence false",
+        "log_dest stdout",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        # Mosquitto drops root privileges to its own user unless told to stay as the invoking one.
+        f"user {getpass.getuser()}",
+    ]
+    config.write_text("\n".join(lines) + "\n")
+    binary = _binary("mosquitto", "mosquitto")
+    return LocalService("mosquitto", port, run_dir, [binary, "-c", str(config)])

@@ -1,0 +1,190 @@
+"""``facematch up``: everything on one machine, supervised.
+
+Starts Redis and Mosquitto when nothing answers at their configured local URLs, then the product's processes;
+restarts a child that dies (exponential backoff, logged); on SIGINT/SIGTERM stops everything it started.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import sdnotify
+
+from edge.bus import BrokerAddress
+from edge.config import Settings
+from edge.services import (
+    LocalService,
+    ServiceError,
+    die_with_parent,
+    is_local_host,
+    mosquitto_service,
+    port_open,
+    redis_service,
+)
+from edge.store import Store
+
+log = logging.getLogger("facematch.up")
+
+MAX_BACKOFF = 30.0
+# A child that ran this long before dying is considered healthy again: its backoff starts over.
+STABLE_AFTER = 60.0
+
+
+@dataclass
+class Child:
+    """One supervised process. ``launch`` starts it and returns the process."""
+
+    name: str
+    launch: Callable[[], subprocess.Popen[bytes]]
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+    stop_hook: Callable[[], None] | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self.process = self.launch()
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.stop_hook:
+            self.stop_hook()
+            return
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %g s; killing it", self.name, timeout)
+            self.process.kill()
+            self.process.wait()
+
+
+def python_child(name: str, module: str) -> Child:
+    def launch() -> subprocess.Popen[bytes]:
+        # Children inherit the environment (FACEMATCH_CONFIG and overrides), so they read the same settings.
+        return subprocess.Popen([sys.executable, "-m", module], preexec_fn=die_with_parent, start_new_session=True)
+
+    return Child(name, launch)
+
+
+def service_child(service: LocalService) -> Child:
+    def launch() -> subprocess.Popen[bytes]:
+        service.start()
+        assert service.process is not None
+        return service.process
+
+    return Child(service.name, launch, stop_hook=service.stop)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, modules: list[tuple[str, str]]):
+        self.settings = settings
+        self.modules = modules
+        self.children: list[Child] = []
+        self._stopping = False
+        self._notifier = sdnotify.SystemdNotifier()
+
+    # -- backends ---------------------------------------------------------------------------------------------
+
+    def _backend_children(self) -> list[Child]:
+        children: list[Child] = []
+        run_dir = self.settings.paths.state_dir
+
+        redis_url = urlsplit(self.settings.redis.url)
+        if Store(self.settings.redis.url, socket_timeout=1.0).ping():
+            log.info("using the Redis already answering at %s", self.settings.redis.url)
+        elif redis_url.scheme == "redis" and is_local_host(redis_url.hostname):
+            port = redis_url.port or 6379
+            log.info("no Redis at %s: starting redis-server on 127.0.0.1:%d", self.settings.redis.url, port)
+            children.append(service_child(redis_service(port, run_dir / "redis", persistent=True)))
+        else:
+            log.error("Redis at %s is unreachable and not on this host; the hub will report it", redis_url.netloc)
+
+        broker = BrokerAddress.parse(self.settings.mqtt.url)
+        if port_open(broker.host, broker.port):
+            log.info("using the MQTT broker already answering at %s", self.settings.mqtt.url)
+        elif not broker.tls and is_local_host(broker.host):
+            log.info("no broker at %s: starting mosquitto on 127.0.0.1:%d", self.settings.mqtt.url, broker.port)
+            children.append(service_child(mosquitto_service(broker.port, run_dir / "mosquitto")))
+        else:
+            log.error("MQTT broker %s is unreachable and not on this host; components will retry", broker.host)
+        return children
+
+    # -- main loop --------------------------------------------------------------------------------------------
+
+    def _request_stop(self, signum: int, frame: object) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        self._stopping = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._request_stop)
+        signal.signal(signal.SIGINT, self._request_stop)
+        try:
+            self.children = self._backend_children()
+            for child in self.children:
+                child.start()
+            for name, module in self.modules:
+                child = python_child(name, module)
+                child.start()
+                self.children.append(child)
+        except ServiceError as exc:
+            log.error("%s", exc)
+            self._stop_all()
+            return 1
+        log.info("started: %s", ", ".join(c.name for c in self.children))
+        self._wait_ready()
+        while not self._stopping:
+            self._tend()
+            time.sleep(0.2)
+        self._notifier.notify("STOPPING=1")
+        self._stop_all()
+        return 0
+
+    def _wait_ready(self) -> None:
+        """Tell systemd (if any) that we are ready once the hub listens; log the address for the operator."""
+        host = self.settings.http.host
+        probe = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        deadline = time.monotonic() + 60
+        while not self._stopping and time.monotonic() < deadline:
+            if port_open(probe, self.settings.http.port):
+                log.info("facematch is up: http://%s:%d/", probe, self.settings.http.port)
+                self._notifier.notify("READY=1")
+                return
+            self._tend()
+            time.sleep(0.2)
+
+    def _tend(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.process is None or child.process.poll() is None:
+                if child.failures and now - child.started_at > STABLE_AFTER:
+                    child.failures = 0
+                continue
+            if child.restart_at is None:
+                delay = min(MAX_BACKOFF, 2.0**child.failures)
+                child.failures += 1
+                child.restart_at = now + delay
+                log.warning("%s exited with code %s; restarting in %.0f s", child.name, child.process.returncode, delay)
+            elif now >= child.restart_at:
+                try:
+                    child.start()
+                    log.info("%s restarted", child.name)
+                except (ServiceError, OSError) as exc:
+                    log.error("could not restart %s: %s", child.name, exc)
+                    child.restart_at = None
+
+    def _stop_all(self) -> None:
+        # Reverse order: the product's processes first, then the broker and Redis they talk to.
+        for child in reversed(self.children):
+            child.stop()
+        log.info("all processes stopped")

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# facematch set-up: system packages, the virtual environment, the project and its models.
+# Idempotent and non-interactive; Debian/Ubuntu on x86_64 or aarch64; as root or through sudo.
+set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+Usage: ./install.sh [--dev] [--gpu] [--no-models]
+  --dev        also install the test tools (pytest, ruff, Playwright for Python, Debian's chromium + driver)
+  --gpu        replace onnxruntime with onnxruntime-gpu (CUDA/TensorRT providers; see docs/DEPLOY.md)
+  --no-models  skip fetching model weights (fetch later with: .venv/bin/facematch models fetch)
+USAGE
+}
+
+DEV=0 GPU=0 MODELS=1
+for arg in "$@"; do
+  case "$arg" in
+    --dev) DEV=1 ;;
+    --gpu) GPU=1 ;;
+    --no-models) MODELS=0 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "install.sh: unknown option $arg" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+cd "$(dirname "$0")"
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install.sh: run as root or install sudo" >&2; exit 1; }
+  SUDO="sudo"
+fi
+
+# --- Python 3.10-3.12 ---------------------------------------------------------------------------------------
+PYTHON=""
+for candidate in python3.12 python3.11 python3.10 python3; do
+  if command -v "$candidate" >/dev/null &&
+     "$candidate" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else 1)' 2>/dev/null; then
+    PYTHON="$(command -v "$candidate")"; break
+  fi
+done
+if [ -z "$PYTHON" ]; then
+  echo "install.sh: facematch needs Python 3.10, 3.11 or 3.12 (TensorFlow and MediaPipe wheels); none found." >&2
+  echo "            Install one (e.g. apt-get install python3.11, or pyenv) and run ./install.sh again." >&2
+  exit 1
+fi
+
+# --- system packages ----------------------------------------------------------------------------------------
+# redis-server, mosquitto: sessions and the bus (started by `facematch up` when not already running).
+# libgl1, libglib2.0-0: what the OpenCV wheel links against. ffmpeg: converting recordings for tests and tools.
+PACKAGES=(redis-server mosquitto mosquitto-clients libgl1 libglib2.0-0 ffmpeg ca-certificates)
+if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+  PACKAGES+=("python3-venv")
+fi
+if [ "$DEV" = 1 ]; then
+  PACKAGES+=(chromium chromium-driver)
+fi
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "Installing system packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  say "System packages already installed"
+fi
+
+# --- virtual environment ------------------------------------------------------------------------------------
+if [ ! -x .venv/bin/python ]; then
+  say "Creating .venv with $PYTHON"
+  "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+say "Installing facematch and its Python dependencies into .venv"
+if [ "$DEV" = 1 ]; then
+  "${PIP[@]}" install -e ".[dev]"
+else
+  "${PIP[@]}" install -e .
+fi
+if [ "$GPU" = 1 ]; then
+  say "Replacing onnxruntime with onnxruntime-gpu"
+  "${PIP[@]}" uninstall -y onnxruntime
+  "${PIP[@]}" install "onnxruntime-gpu>=1.17,<2"
+fi
+
+# Exactly one OpenCV distribution: mediapipe depends on opencv-contrib-python, and so does facematch.
+opencvs=$(.venv/bin/python -m pip list --format=freeze 2>/dev/null | grep -ci '^opencv' || true)
+if [ "$opencvs" != 1 ]; then
+  echo "install.sh: expected exactly one OpenCV distribution in .venv, found $opencvs (see: .venv/bin/facematch doctor)" >&2
+  exit 1
+fi
+
+# --- models -------------------------------------------------------------------------------------------------
+if [ "$MODELS" = 1 ] && .venv/bin/facematch models --help >/dev/null 2>&1; then
+  say "Fetching model weights"
+  .venv/bin/facematch models fetch
+fi
+
+say "Done. Run:  .venv/bin/facematch up     (then open http://127.0.0.1:8000/)"
+say "Check:      .venv/bin/facematch doctor"

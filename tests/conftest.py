@@ -1,0 +1,72 @@
+"""Shared fixtures: a real redis-server and a real mosquitto on free loopback ports, and the shared data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge.config import Settings, load_settings
+from edge.services import LocalService, free_port, mosquitto_service, redis_service
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--shared",
+        default=os.environ.get("FACEMATCH_SHARED", str(PROJECT_ROOT.parent / "shared")),
+        help="the shared folder with data/ and models/ (default: ../shared or $FACEMATCH_SHARED)",
+    )
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def shared_dir(request: pytest.FixtureRequest) -> Path:
+    return Path(request.config.getoption("--shared"))
+
+
+@pytest.fixture(scope="session")
+def data_dir(shared_dir: Path) -> Path:
+    path = shared_dir / "data"
+    if not path.is_dir():
+        pytest.skip(f"real face data not found at {path} (pass --shared or set FACEMATCH_SHARED)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
+    service = redis_service(free_port(), tmp_path_factory.mktemp("redis"), persistent=False).start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
+    service = mosquitto_service(free_port(), tmp_path_factory.mktemp("mosquitto")).start()
+    yield service
+    service.stop()
+
+
+def make_settings(tmp_path: Path, redis_port: int, mqtt_port: int, **extra: str) -> Settings:
+    """Settings pointing at the test services, built exactly as the product builds them (from the environment)."""
+    env = {
+        "FACEMATCH_CONFIG": str(PROJECT_ROOT / "config.yaml"),
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "MQTT_URL": f"mqtt://127.0.0.1:{mqtt_port}",
+        "FACEMATCH_STATE_DIR": str(tmp_path / "state"),
+        "DEVICE_ID": "test-device",
+        **extra,
+    }
+    return load_settings(environ=env)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_server: LocalService, mqtt_broker: LocalService) -> Settings:
+    return make_settings(tmp_path, redis_server.port, mqtt_broker.port)

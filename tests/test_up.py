@@ -1,0 +1,161 @@
+"""`facematch up` on free ports: it starts Redis, Mosquitto and the hub, answers /health, and leaves nothing behind."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edge.services import free_port, port_open
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_health(port: int, timeout: float) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+            if response.status_code == 200:
+                return response
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"/health did not answer 200 within {timeout} s")
+
+
+@pytest.fixture
+def up_env(tmp_path):
+    ports = {"http": free_port(), "redis": free_port(), "mqtt": free_port()}
+    env = {
+        **os.environ,
+        "PORT": str(ports["http"]),
+        "REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
+        "MQTT_URL": f"mqtt://127.0.0.1:{ports['mqtt']}",
+        "FACEMATCH_STATE_DIR": str(tmp_path / "state"),
+        "DEVICE_ID": "up-test",
+    }
+    return env, ports
+
+
+def start_up(env):
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "up"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_up_serves_health_and_sigterm_leaves_no_process(up_env):
+    env, ports = up_env
+    up = start_up(env)
+    try:
+        body = wait_health(ports["http"], 60).json()
+        assert body["status"] == "healthy"
+        assert body["dependencies"]["redis"]["ok"] and body["dependencies"]["broker"]["ok"]
+        kids = children_of(up.pid)
+        assert len(kids) >= 3, "expected redis-server, mosquitto and the hub"
+        up.send_signal(signal.SIGTERM)
+        output, _ = up.communicate(timeout=30)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 0, output
+    assert "all processes stopped" in output
+    for pid in kids:
+        assert not alive(pid), f"child {pid} survived"
+    for port in ports.values():
+        assert not port_open("127.0.0.1", port), f"port {port} still open"
+    assert (Path(env["FACEMATCH_STATE_DIR"]) / "redis" / "redis.conf").exists()
+
+
+def test_up_restarts_a_child_that_dies(up_env):
+    env, ports = up_env
+    up = start_up(env)
+    try:
+        wait_health(ports["http"], 60)
+        hub = next(pid for pid in children_of(up.pid) if "-m\0hub" in Path(f"/proc/{pid}/cmdline").read_text())
+        os.kill(hub, signal.SIGKILL)
+        time.sleep(0.5)
+        wait_health(ports["http"], 30)
+        new_hub = [pid for pid in children_of(up.pid) if "-m\0hub" in Path(f"/proc/{pid}/cmdline").read_text()]
+        assert new_hub and new_hub[0] != hub
+        up.send_signal(signal.SIGINT)
+        output, _ = up.communicate(timeout=30)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert "hub exited with code -9; restarting" in output
+    assert "hub restarted" in output
+
+
+def test_up_uses_services_that_already_answer(up_env, redis_server, mqtt_broker):
+    env, ports = up_env
+    env = {
+        **env,
+        "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/0",
+        "MQTT_URL": f"mqtt://127.0.0.1:{mqtt_broker.port}",
+    }
+    up = start_up(env)
+    try:
+        wait_health(ports["http"], 60)
+        assert len(children_of(up.pid)) == 1  # only the hub
+        up.send_signal(signal.SIGTERM)
+        output, _ = up.communicate(timeout=30)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert "using the Redis already answering" in output and "using the MQTT broker already answering" in output
+    assert redis_server.running() and mqtt_broker.running()
+
+
+def test_health_is_503_naming_redis_when_it_is_down(up_env, mqtt_broker):
+    env, ports = up_env
+    # A Redis socket that nothing serves: up must not start one, and the hub must say so.
+    env = {**env, "REDIS_URL": "unix:///nonexistent/redis.sock", "MQTT_URL": f"mqtt://127.0.0.1:{mqtt_broker.port}"}
+    up = start_up(env)
+    try:
+        deadline = time.monotonic() + 60
+        response = None
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{ports['http']}/health", timeout=10)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert response is not None and response.status_code == 503
+        body = response.json()
+        assert body["status"] == "unhealthy"
+        assert body["dependencies"]["redis"]["ok"] is False
+        assert body["dependencies"]["broker"]["ok"] is True
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.communicate(timeout=30)
