@@ -33,6 +33,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if any(c.level == FAIL for c in checks) else 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from models import fetch
+
+    settings = _settings(args)
+    if args.models_command == "list":
+        return fetch.list_models(settings)
+    if args.models_command == "verify":
+        return fetch.verify(settings)
+    try:
+        return fetch.fetch(settings, args.names, everything=args.all)
+    except fetch.FetchError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facematch", description=__doc__)
     parser.add_argument("--version", action="version", version=f"facematch {__version__}")
@@ -42,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_up
     )
     sub.add_parser("doctor", help="check what is installed, reachable or missing").set_defaults(func=cmd_doctor)
+    models = sub.add_parser("models", help="fetch, list or verify model weights")
+    models.set_defaults(func=cmd_models)
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    fetch = models_sub.add_parser("fetch", help="fetch the default models (or those named), verifying sha256")
+    fetch.add_argument("names", nargs="*", help="models to fetch (default: every default model)")
+    fetch.add_argument("--all", action="store_true", help="also the optional models")
+    models_sub.add_parser("list", help="every model of the manifest: role, size, licence, fetched or not")
+    models_sub.add_parser("verify", help="check the sha256 of every fetched model")
     return parser
 
 
