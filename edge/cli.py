@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from edge import __version__
 from edge.config import ConfigError, Settings, load_settings
 from edge.logs import setup_logging
 
 # The product's processes that `facematch up` runs, in start order: (name, python module).
-PROCESSES: list[tuple[str, str]] = [("hub", "hub")]
+PROCESSES: list[tuple[str, str]] = [("inference", "edge.inference"), ("hub", "hub")]
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -48,6 +49,43 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 2
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from edge.bench.lfw import calibrate
+
+    settings = _settings(args)
+    setup_logging("calibrate", "WARNING")
+    print(f"wrote {calibrate(settings, args.lfw_dir, args.impostor_images)}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    settings = _settings(args)
+    setup_logging("bench", "WARNING")
+    if args.bench == "lfw":
+        from edge.bench.lfw import run_lfw
+
+        result = run_lfw(settings, args.lfw_dir, args.pairs, args.detector)
+        if args.json:
+            print(json.dumps(result, indent=1))
+        else:
+            at = result["at_default_threshold"]
+            print(
+                f"LFW {result['pairs_file']}: {result['pairs']} pairs, {result['images']} images, "
+                f"model {result['model']}, detector {result['detector']}\n"
+                f"accuracy {100 * result['accuracy_mean']:.2f} % ± {100 * result['accuracy_std']:.2f} (10-fold)\n"
+                f"TAR at FAR 1e-3: {100 * result['tar_at_far_1e-3']:.2f} %   AUC: {result['auc']:.5f}\n"
+                f"at similarity_score {at['threshold']}: FMR {100 * at['false_match_rate']:.3f} %, "
+                f"FNMR {100 * at['false_non_match_rate']:.2f} %\n"
+                f"no face found: {result['no_face_images']} images ({result['no_face_handling']})\n"
+                f"poor quality: {result['poor_quality_images']} images ({result['poor_quality_handling']})\n"
+                f"{result['ms_per_image']:.1f} ms per image (decode + detect + quality + embed, 2 threads)"
+            )
+        return 0
+    return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facematch", description=__doc__)
     parser.add_argument("--version", action="version", version=f"facematch {__version__}")
@@ -65,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--all", action="store_true", help="also the optional models")
     models_sub.add_parser("list", help="every model of the manifest: role, size, licence, fetched or not")
     models_sub.add_parser("verify", help="check the sha256 of every fetched model")
+    calibrate = sub.add_parser("calibrate", help="fit the similarity-score calibration of the embedding model on LFW")
+    calibrate.add_argument("--lfw-dir", type=Path, required=True, help="folder with images/, pairs*.txt")
+    calibrate.add_argument("--impostor-images", type=int, default=3000, help="images sampled for impostor pairs")
+    calibrate.set_defaults(func=cmd_calibrate)
+
+    bench = sub.add_parser("bench", help="benchmarks that print their figures")
+    bench.set_defaults(func=cmd_bench)
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    lfw = bench_sub.add_parser("lfw", help="LFW 10-fold verification accuracy through the API's pipeline")
+    lfw.add_argument("--lfw-dir", type=Path, required=True)
+    lfw.add_argument("--pairs", type=Path, help="pairs file (default: LFW_DIR/pairs.txt, View 2)")
+    lfw.add_argument("--detector", choices=["yunet", "mtcnn"], help="override matching.detector")
+    lfw.add_argument("--json", action="store_true")
     return parser
 
 

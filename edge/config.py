@@ -5,6 +5,7 @@ This is the only module that parses configuration. Every other module receives a
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -44,10 +45,22 @@ class HttpSettings(_Section):
     max_image_size: int = Field(10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024, description="bytes")
     max_image_dimension: int = Field(1024, ge=160, le=8192, description="pixels, longest side after downscale")
     max_video_size: int = Field(50 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024, description="bytes")
+    url_allow_networks: list[str] = Field(
+        default_factory=list, description="private networks image URLs may point at (refused by default)"
+    )
+
+    @field_validator("url_allow_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # raises ValueError naming the bad entry
+        return value
 
 
 class MatchingSettings(_Section):
     similarity_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    detector: Literal["yunet", "mtcnn"] = "yunet"
+    embedder: Literal["sface"] = "sface"
 
 
 class LivenessSettings(_Section):
@@ -100,6 +113,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "FACEMATCH_HOST": "http.host",
     "FACEMATCH_STATE_DIR": "paths.state_dir",
     "FACEMATCH_LOG_LEVEL": "log_level",
+    "FACEMATCH_DETECTOR": "matching.detector",
 }
 
 

@@ -70,3 +70,36 @@ def make_settings(tmp_path: Path, redis_port: int, mqtt_port: int, **extra: str)
 @pytest.fixture
 def settings(tmp_path: Path, redis_server: LocalService, mqtt_broker: LocalService) -> Settings:
     return make_settings(tmp_path, redis_server.port, mqtt_broker.port)
+
+
+@pytest.fixture(scope="session")
+def model_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings whose default models are present: fetched by the project's fetcher if install.sh has not."""
+    from models.fetch import FetchError, fetch_one, select
+
+    settings = load_settings(environ={"DEVICE_ID": "test-device"})
+    work = tmp_path_factory.mktemp("fetch")
+    for spec in select([], everything=False):
+        try:
+            fetch_one(spec, settings, work, say=lambda _: None)
+        except FetchError as exc:
+            pytest.fail(f"model {spec.name} is missing and could not be fetched: {exc}")
+    return settings
+
+
+@pytest.fixture(scope="session")
+def engine(model_settings: Settings):
+    from edge.vision.engine import FaceEngine
+
+    return FaceEngine(model_settings)
+
+
+@pytest.fixture(scope="session")
+def faces_dir(data_dir: Path) -> Path:
+    return data_dir / "faces"
+
+
+def read_bgr(path: Path):
+    from edge.vision.decode import decode_image
+
+    return decode_image(path.read_bytes(), 1024)

@@ -1,0 +1,1 @@
+"""Benchmark commands (``facematch bench ...``, ``facematch calibrate``): they print figures, they assert nothing."""

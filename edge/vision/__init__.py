@@ -1,0 +1,1 @@
+"""Detection, quality, alignment, embedding and anti-spoofing: pure functions and model wrappers."""

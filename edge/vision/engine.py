@@ -1,0 +1,79 @@
+"""The face engine: detect -> quality -> align -> embed -> calibrated compare. Models are loaded once."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.config import Settings
+from edge.vision.calibration import Calibration
+from edge.vision.detect import Detector, MtcnnDetector, YuNetDetector
+from edge.vision.embed import Embedding, SFaceEmbedder, cosine
+from edge.vision.quality import QualityLimits, QualityReport, assess
+from edge.vision.types import Face
+from models import model_path
+
+
+@dataclass
+class FaceAnalysis:
+    face: Face | None
+    quality: QualityReport
+    embedding: Embedding | None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "face": self.face.to_dict() if self.face else None,
+            "quality": self.quality.to_dict(),
+            "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
+        }
+
+
+def make_detector(name: str, models_dir: Path) -> Detector:
+    if name == "mtcnn":
+        return MtcnnDetector()
+    return YuNetDetector(model_path(models_dir, "yunet"))
+
+
+class FaceEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        detector: str | None = None,
+        limits: QualityLimits | None = None,
+        *,
+        calibrated: bool = True,
+    ):
+        models_dir = settings.models.dir
+        self.detector = make_detector(detector or settings.matching.detector, models_dir)
+        self.embedder = SFaceEmbedder(model_path(models_dir, "sface"), settings.models.onnx_providers)
+        # Only `facematch calibrate` runs uncalibrated: it is what writes the calibration.
+        self.calibration = Calibration.load(self.embedder.model_id) if calibrated else None
+        self.limits = limits or QualityLimits()
+
+    @property
+    def model_id(self) -> str:
+        return self.embedder.model_id
+
+    def analyze(self, image: np.ndarray, *, embed_if_poor: bool = False) -> FaceAnalysis:
+        """Detect, assess and (when the quality allows, or ``embed_if_poor``) embed the largest face."""
+        started = time.perf_counter()
+        faces = self.detector.detect(image)
+        detected = time.perf_counter()
+        report = assess(image, faces, self.limits)
+        timings = {"detect": (detected - started) * 1000}
+        embedding = None
+        if faces and (report.ok or embed_if_poor):
+            embedding = self.embedder.embed(image, faces[0])
+            timings["embed"] = (time.perf_counter() - detected) * 1000
+        return FaceAnalysis(faces[0] if faces else None, report, embedding, timings)
+
+    def compare(self, a: Embedding, b: Embedding) -> tuple[float, float]:
+        """(raw cosine, calibrated similarity score in [0, 1])."""
+        if self.calibration is None:
+            raise RuntimeError("this engine was built without a calibration")
+        raw = cosine(a, b)
+        return raw, self.calibration.score(raw)

@@ -1,0 +1,141 @@
+"""Image inputs of the API: base64 (with or without a ``data:`` prefix) or an http(s) URL.
+
+URLs are fetched with a timeout and a size cap. Every address a host name resolves to is checked before connecting
+(private, loopback, link-local, multicast and reserved addresses are refused unless allowed in config), the
+connection goes to the checked address (so DNS cannot change its answer in between), and every redirect is checked
+the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import ipaddress
+import socket
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import httpx
+
+from edge.config import Settings
+
+MAX_REDIRECTS = 5
+
+
+class ImageInputError(Exception):
+    """An input image is unusable: HTTP status, machine code, and a message naming the image."""
+
+    def __init__(self, status: int, code: str, image: str, message: str):
+        super().__init__(f"{image}: {message}")
+        self.status = status
+        self.code = code
+        self.image = image
+
+    def to_dict(self) -> dict[str, object]:
+        return {"code": self.code, "message": str(self), "image": self.image}
+
+
+def _address_allowed(address: str, allowed: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if any(ip in network for network in allowed):
+        return True
+    return not (
+        ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+    )
+
+
+class ImageLoader:
+    def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None):
+        self.max_bytes = settings.http.max_image_size
+        self.timeout = settings.http.request_timeout
+        self.allowed = [ipaddress.ip_network(n, strict=False) for n in settings.http.url_allow_networks]
+        self.client = client or httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def load(self, field: str, value: str) -> bytes:
+        text = value.strip()
+        if text.startswith(("http://", "https://")):
+            try:
+                data = await asyncio.wait_for(self._fetch(field, text), self.timeout)
+            except asyncio.TimeoutError:
+                raise ImageInputError(
+                    400, "url_timeout", field, f"the URL did not deliver the image within {self.timeout:g} s"
+                ) from None
+        elif "://" in text[:16]:
+            raise ImageInputError(400, "unsupported_url_scheme", field, "only http and https URLs are fetched")
+        else:
+            data = self._decode_base64(field, text)
+        if not data:
+            raise ImageInputError(400, "empty_image", field, "the image is empty")
+        return data
+
+    def _decode_base64(self, field: str, text: str) -> bytes:
+        if text.startswith("data:"):
+            header, _, text = text.partition(",")
+            if ";base64" not in header:
+                raise ImageInputError(400, "invalid_base64", field, "a data: URL must be base64-encoded")
+        # 4 base64 characters carry 3 bytes: refuse an oversized image before decoding it.
+        if len(text) * 3 // 4 > self.max_bytes + 3:
+            raise ImageInputError(413, "image_too_large", field, f"the image is larger than {self.max_bytes} bytes")
+        try:
+            data = base64.b64decode("".join(text.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise ImageInputError(400, "invalid_base64", field, "neither an http(s) URL nor valid base64") from None
+        if len(data) > self.max_bytes:
+            raise ImageInputError(413, "image_too_large", field, f"the image is larger than {self.max_bytes} bytes")
+        return data
+
+    async def _resolve_checked(self, field: str, host: str, port: int) -> str:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror:
+            raise ImageInputError(400, "url_unresolvable", field, f"the host {host!r} cannot be resolved") from None
+        addresses = [info[4][0] for info in infos]
+        refused = [a for a in addresses if not _address_allowed(a, self.allowed)]
+        if refused or not addresses:
+            raise ImageInputError(
+                400, "url_not_allowed", field,
+                f"the host {host!r} resolves to a private, loopback or link-local address ({refused[0] if refused else '-'})",
+            )  # fmt: skip
+        return addresses[0]
+
+    async def _fetch(self, field: str, url: str) -> bytes:
+        for _ in range(MAX_REDIRECTS + 1):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ImageInputError(400, "unsupported_url_scheme", field, "only http and https URLs are fetched")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            address = await self._resolve_checked(field, parts.hostname, port)
+            literal = f"[{address}]" if ":" in address else address
+            pinned = urlunsplit((parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, ""))
+            headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "Accept": "image/*"}
+            try:
+                async with self.client.stream(
+                    "GET", pinned, headers=headers, extensions={"sni_hostname": parts.hostname}
+                ) as response:
+                    if response.is_redirect and "location" in response.headers:
+                        url = urljoin(url, response.headers["location"])
+                        continue
+                    if response.status_code != 200:
+                        raise ImageInputError(
+                            400, "url_fetch_failed", field, f"the URL answered HTTP {response.status_code}"
+                        )
+                    declared = int(response.headers.get("content-length") or 0)
+                    if declared > self.max_bytes:
+                        raise ImageInputError(
+                            413, "image_too_large", field, f"the image is larger than {self.max_bytes} bytes"
+                        )
+                    chunks, size = [], 0
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > self.max_bytes:
+                            raise ImageInputError(
+                                413, "image_too_large", field, f"the image is larger than {self.max_bytes} bytes"
+                            )
+                        chunks.append(chunk)
+                    return b"".join(chunks)
+            except httpx.HTTPError as exc:
+                raise ImageInputError(400, "url_fetch_failed", field, f"fetching the URL failed: {exc}") from None
+        raise ImageInputError(400, "too_many_redirects", field, f"more than {MAX_REDIRECTS} redirects")

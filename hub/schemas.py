@@ -1,0 +1,66 @@
+"""Request and response models of the HTTP API (they are also the OpenAPI documentation at /docs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class MatchRequest(BaseModel):
+    image1: str = Field(
+        ...,
+        description="an http(s) URL, or the image's bytes in base64 (with or without a data: prefix)",
+        examples=["https://example.com/face1.jpg"],
+    )
+    image2: str = Field(..., examples=["data:image/jpeg;base64,/9j/4AAQSkZJRgABAQEA..."])
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="on the calibrated similarity score; default SIMILARITY_THRESHOLD (0.6)"
+    )
+    verbose: bool = Field(False, description="add per-image face, quality and timing details")
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "image1": "https://example.com/face1.jpg",
+                    "image2": "data:image/jpeg;base64,/9j/4AAQ...",
+                    "threshold": 0.6,
+                    "verbose": True,
+                }
+            ]  # fmt: skip
+        }
+    }
+
+
+class MatchResponse(BaseModel):
+    success: bool = True
+    match: bool
+    similarity_score: float = Field(..., description="calibrated: a score s stands for a false-match rate of 10^(-5s)")
+    threshold: float
+    model: str
+    warnings: list[str] = []
+    processing_time: float = Field(..., description="seconds, from request to answer")
+    details: dict[str, Any] | None = None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    success: bool = False
+    error: ErrorBody
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in {
+        400: "an input is not an image, a URL is refused or unreachable",
+        413: "an image or the body is too large",
+        422: "no usable face (the reason is named), or the request is malformed",
+        503: "a dependency (broker, inference daemon, Redis) is down; the body names it",
+        504: "the inference daemon did not answer in time",
+    }.items()
+}
