@@ -83,6 +83,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 f"{result['ms_per_image']:.1f} ms per image (decode + detect + quality + embed, 2 threads)"
             )
         return 0
+    if args.bench == "match":
+        from edge.bench import match
+
+        result = match.run((args.photo1, args.photo2), args.runs, args.url, args.api_key)
+        print(json.dumps(result, indent=1) if args.json else match.report(result))
+        return 0
     return 2
 
 
@@ -116,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     lfw.add_argument("--pairs", type=Path, help="pairs file (default: LFW_DIR/pairs.txt, View 2)")
     lfw.add_argument("--detector", choices=["yunet", "mtcnn"], help="override matching.detector")
     lfw.add_argument("--json", action="store_true")
+    match = bench_sub.add_parser("match", help="/match latency end to end, against face_recognition in the same run")
+    match.add_argument("photo1", type=Path)
+    match.add_argument("photo2", type=Path)
+    match.add_argument("--runs", type=int, default=30)
+    match.add_argument("--url", help="a running hub (default: start `facematch up` on free ports)")
+    match.add_argument("--api-key", help="X-API-Key for --url")
+    match.add_argument("--json", action="store_true")
     return parser
 
 

@@ -95,10 +95,9 @@ class ImageLoader:
         addresses = [info[4][0] for info in infos]
         refused = [a for a in addresses if not _address_allowed(a, self.allowed)]
         if refused or not addresses:
-            raise ImageInputError(
-                400, "url_not_allowed", field,
-                f"the host {host!r} resolves to a private, loopback or link-local address ({refused[0] if refused else '-'})",
-            )  # fmt: skip
+            shown = refused[0] if refused else "-"
+            message = f"the host {host!r} resolves to a private, loopback or link-local address ({shown})"
+            raise ImageInputError(400, "url_not_allowed", field, message)
         return addresses[0]
 
     async def _fetch(self, field: str, url: str) -> bytes:

@@ -28,7 +28,7 @@ class MatchRequest(BaseModel):
                     "threshold": 0.6,
                     "verbose": True,
                 }
-            ]  # fmt: skip
+            ]
         }
     }
 

@@ -43,7 +43,7 @@ def test_a_file_with_another_hash_is_refused(tmp_path):
     (source / "toy.bin").write_bytes(b"tampered")
     settings = load_settings(environ={"FACEMATCH_MODELS_DIR": str(source)})
     settings.models.dir = tmp_path / "dest"
-    with pytest.raises(FetchError, match="sha256 .* refused"):
+    with pytest.raises(FetchError, match=r"sha256 .* refused"):
         fetch_one(spec_for(b"weights"), settings, tmp_path / "work", say=lambda _: None)
     assert not (tmp_path / "dest" / "toy.bin").exists()
 

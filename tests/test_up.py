@@ -1,4 +1,4 @@
-"""`facematch up` on free ports: it starts Redis, Mosquitto and the hub, answers /health, and leaves nothing behind."""
+"""`facematch up` on free ports: it starts Redis, Mosquitto, inference and the hub; /health answers; nothing is left."""
 
 import os
 import signal
@@ -82,7 +82,8 @@ def test_up_serves_health_and_sigterm_leaves_no_process(up_env):
         assert body["status"] == "healthy"
         assert body["dependencies"]["redis"]["ok"] and body["dependencies"]["broker"]["ok"]
         kids = children_of(up.pid)
-        assert len(kids) >= 3, "expected redis-server, mosquitto and the hub"
+        assert len(kids) >= 4, "expected redis-server, mosquitto, the inference daemon and the hub"
+        assert body["dependencies"]["inference"]["ok"] and body["models"]
         up.send_signal(signal.SIGTERM)
         output, _ = up.communicate(timeout=30)
     finally:
@@ -127,7 +128,7 @@ def test_up_uses_services_that_already_answer(up_env, redis_server, mqtt_broker)
     up = start_up(env)
     try:
         wait_health(ports["http"], 60)
-        assert len(children_of(up.pid)) == 1  # only the hub
+        assert len(children_of(up.pid)) == 2  # only the inference daemon and the hub
         up.send_signal(signal.SIGTERM)
         output, _ = up.communicate(timeout=30)
     finally:

@@ -1,6 +1,7 @@
 """The face pipeline on real photographs (../shared/data/faces) and on synthetic damage done to them."""
 
 import io
+import itertools
 
 import cv2
 import numpy as np
@@ -173,7 +174,7 @@ def test_calibration_maps_fmr_decades_onto_scores(engine):
     cal = engine.calibration
     grid = np.linspace(-1, 1, 201)
     scores = [cal.score(c) for c in grid]
-    assert all(b >= a for a, b in zip(scores, scores[1:], strict=False)) and scores[0] == 0 and scores[-1] == 1
+    assert all(b >= a for a, b in itertools.pairwise(scores)) and scores[0] == 0 and scores[-1] == 1
     assert cal.meta["fmr_at_0_6_measured"] == pytest.approx(1e-3, rel=0.2)
     assert cal.score(cal.cosine_for(0.6)) == pytest.approx(0.6, abs=1e-3)
 

@@ -186,7 +186,8 @@ def calibrate(settings: Settings, lfw_dir: Path, impostor_images: int = 3000, se
             keep[a, b] = False
     impostor = similarity[keep]
     meta = {
-        "source": "LFW View 1 genuine pairs; impostor pairs among a random sample of LFW images (View 2 pairs excluded)",
+        "source": "LFW View 1 genuine pairs; impostor pairs among a random sample of LFW images "
+        "(View 2 pairs excluded)",
         "detector": engine.detector.name,
         "created": time.strftime("%Y-%m-%d"),
     }

