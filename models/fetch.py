@@ -20,6 +20,7 @@ import httpx
 from tqdm import tqdm
 
 from edge.config import PROJECT_ROOT, Settings
+from models.derive import dequantize
 from models.manifest import ModelSpec, Source, load_manifest, sha256_of
 
 
@@ -129,10 +130,13 @@ def fetch(settings: Settings, names: Iterable[str] = (), everything: bool = Fals
     with tempfile.TemporaryDirectory(prefix="facematch-fetch-") as tmp:
         for spec in select(names, everything):
             try:
-                fetch_one(spec, settings, Path(tmp))
+                path = fetch_one(spec, settings, Path(tmp))
             except FetchError as exc:
                 print(exc, file=sys.stderr)
                 failures += 1
+                continue
+            if spec.name == "sface":
+                print(f"sface: float32 copy for ONNX Runtime -> {dequantize(path)}")
     return 1 if failures else 0
 
 

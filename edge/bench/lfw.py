@@ -20,6 +20,7 @@ from edge.config import Settings
 from edge.vision.calibration import Calibration
 from edge.vision.decode import decode_image
 from edge.vision.engine import FaceEngine
+from edge.vision.quality import BLOCKING, NO_FACE
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def embed_images(engine: FaceEngine, images_dir: Path, names: list[str], max_dim
     def one(name: str) -> tuple[np.ndarray | None, list[str]]:
         pixels = decode_image((images_dir / name).read_bytes(), max_dimension)
         analysis = engine.analyze(pixels, embed_if_poor=True)
-        reasons = [r for r in analysis.quality.reasons if r != "no_face"]
+        reasons = [r for r in analysis.quality.reasons if r in BLOCKING and r != NO_FACE]
         return (analysis.embedding.vector if analysis.embedding else None), reasons
 
     started = time.perf_counter()

@@ -49,7 +49,9 @@ class FaceEngine:
     ):
         models_dir = settings.models.dir
         self.detector = make_detector(detector or settings.matching.detector, models_dir)
-        self.embedder = SFaceEmbedder(model_path(models_dir, "sface"), settings.models.onnx_providers)
+        self.embedder = SFaceEmbedder(
+            model_path(models_dir, "sface"), settings.models.onnx_providers, flip=settings.matching.flip_embedding
+        )
         # Only `facematch calibrate` runs uncalibrated: it is what writes the calibration.
         self.calibration = Calibration.load(self.embedder.model_id) if calibrated else None
         self.limits = limits or QualityLimits()
@@ -59,7 +61,7 @@ class FaceEngine:
         return self.embedder.model_id
 
     def analyze(self, image: np.ndarray, *, embed_if_poor: bool = False) -> FaceAnalysis:
-        """Detect, assess and (when the quality allows, or ``embed_if_poor``) embed the largest face."""
+        """Detect, assess and (when the quality allows, or ``embed_if_poor``) embed the most prominent face."""
         started = time.perf_counter()
         faces = self.detector.detect(image)
         detected = time.perf_counter()

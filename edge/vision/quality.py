@@ -18,12 +18,12 @@ TOO_DARK = "too_dark"
 TOO_BRIGHT = "too_bright"
 POSE_NOT_FRONTAL = "pose_not_frontal"
 
-# Reasons that refuse an image; MULTIPLE_FACES only warns (the largest face is used, and the response says so).
+# Reasons that refuse an image; MULTIPLE_FACES only warns (the most prominent face is used, and the response says so).
 BLOCKING = (NO_FACE, FACE_TOO_SMALL, TOO_BLURRY, TOO_DARK, TOO_BRIGHT, POSE_NOT_FRONTAL)
 
 MESSAGES = {
     NO_FACE: "no face was found",
-    MULTIPLE_FACES: "several faces were found; the largest was used",
+    MULTIPLE_FACES: "several faces were found; the most prominent (largest, nearest the centre) was used",
     FACE_TOO_SMALL: "the face is too small",
     TOO_BLURRY: "the face is too blurry",
     TOO_DARK: "the face is too dark",
@@ -78,7 +78,7 @@ def pose_ratios(face: Face) -> tuple[float, float]:
 
 
 def assess(image: np.ndarray, faces: list[Face], limits: QualityLimits | None = None) -> QualityReport:
-    """Check the largest face of ``faces`` (sorted largest first)."""
+    """Check the first face of ``faces`` (the detectors sort the most prominent first)."""
     limits = limits or QualityLimits()
     report = QualityReport(faces_found=len(faces))
     if not faces:
