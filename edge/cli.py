@@ -86,7 +86,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "match":
         from edge.bench import match
 
-        result = match.run((args.photo1, args.photo2), args.runs, args.url, args.api_key)
+        result = match.run((args.photo1, args.photo2), args.runs, args.url, args.api_key, args.detector)
         print(json.dumps(result, indent=1) if args.json else match.report(result))
         return 0
     return 2
@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     match.add_argument("--runs", type=int, default=30)
     match.add_argument("--url", help="a running hub (default: start `facematch up` on free ports)")
     match.add_argument("--api-key", help="X-API-Key for --url")
+    match.add_argument("--detector", choices=["yunet", "mtcnn"], help="detector of the stack it starts")
     match.add_argument("--json", action="store_true")
     return parser
 

@@ -175,6 +175,19 @@ class ImageServer:
                     self.send_header("Content-Length", str(len(image)))
                     self.end_headers()
                     self.wfile.write(image)
+                elif self.path == "/big.jpg":
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(10 * len(image)))
+                    self.end_headers()
+                    self.wfile.write(image * 10)
+                elif self.path == "/slow.jpg":
+                    time.sleep(3)
+                    self.send_response(200)
+                    self.end_headers()
+                elif self.path == "/loop":
+                    self.send_response(302)
+                    self.send_header("Location", "/loop")
+                    self.end_headers()
                 elif self.path.startswith("/redirect-to?"):
                     self.send_response(302)
                     self.send_header("Location", self.path.split("?", 1)[1])
@@ -202,6 +215,9 @@ def test_urls_in_an_allowed_network_are_fetched_and_redirects_rechecked(settings
     allowed = ImageServer(photo, "127.0.0.1")
     forbidden = ImageServer(photo, "127.0.0.2")
     settings.http.url_allow_networks = ["127.0.0.1/32"]
+    settings.http.max_image_size = 2 * len(photo)
+    second = b64(faces_dir / EXAMPLES / "obama2.jpg")
+    settings.http.request_timeout = 2.0
     client = hub_client(settings)
     try:
         wait_for_inference(client)
@@ -218,6 +234,14 @@ def test_urls_in_an_allowed_network_are_fetched_and_redirects_rechecked(settings
             },
         )
         assert response.status_code == 400 and response.json()["error"]["code"] == "url_not_allowed"
+        for path, status, code in [
+            ("/big.jpg", 413, "image_too_large"),
+            ("/loop", 400, "too_many_redirects"),
+            ("/slow.jpg", 400, "url_timeout"),
+        ]:
+            response = client.post("/match", json={"image1": f"{allowed.url}{path}", "image2": second})
+            assert response.status_code == status, path
+            assert response.json()["error"]["code"] == code and response.json()["error"]["image"] == "image1"
         response = client.post("/match", json={"image1": f"{allowed.url}/missing.jpg", "image2": "x"})
         assert response.status_code == 400 and response.json()["error"]["code"] in (
             "url_fetch_failed",

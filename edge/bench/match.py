@@ -41,7 +41,27 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def start_stack(state_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def resident_mb(parent: int) -> dict[str, float]:
+    """Resident memory of the hub and the inference daemon started by ``facematch up`` (Linux /proc)."""
+    sizes = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != parent:
+                continue
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        name = {b"hub": "hub", b"edge.inference": "inference"}.get(command[2] if len(command) > 2 else b"")
+        rss = next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")), None)
+        if name and rss:
+            sizes[name] = int(rss) / 1024
+    return sizes
+
+
+def start_stack(state_dir: Path, detector: str | None) -> tuple[subprocess.Popen[bytes], str]:
     ports = {"PORT": free_port(), "redis": free_port(), "mqtt": free_port()}
     env = {
         **os.environ,
@@ -50,6 +70,7 @@ def start_stack(state_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         "MQTT_URL": f"mqtt://127.0.0.1:{ports['mqtt']}",
         "FACEMATCH_STATE_DIR": str(state_dir),
         "FACEMATCH_LOG_LEVEL": "WARNING",
+        **({"FACEMATCH_DETECTOR": detector} if detector else {}),
     }
     process = subprocess.Popen([sys.executable, "-m", "edge.cli", "up"], env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{ports['PORT']}"
@@ -102,19 +123,24 @@ def time_face_recognition(first: bytes, second: bytes, runs: int) -> tuple[list[
     return timings, distance
 
 
-def run(photos: tuple[Path, Path], runs: int, url: str | None, api_key: str | None) -> dict[str, object]:
+def run(
+    photos: tuple[Path, Path], runs: int, url: str | None, api_key: str | None, detector: str | None = None
+) -> dict[str, object]:
     first, second = photo_640x480(photos[0]), photo_640x480(photos[1])
     result: dict[str, object] = {"photos": [str(p) for p in photos], "runs": runs, "size": "640x480"}
     process = None
     with tempfile.TemporaryDirectory(prefix="facematch-bench-") as tmp:
         try:
             if url is None:
-                process, url = start_stack(Path(tmp))
+                process, url = start_stack(Path(tmp), detector)
             ours = time_facematch(url, first, second, runs, api_key)
+            if process is not None:
+                result["resident_mb"] = resident_mb(process.pid)
         finally:
             if process is not None:
                 process.send_signal(signal.SIGTERM)
                 process.wait(30)
+    result["detector"] = detector or "configured"
     result["facematch"] = {"p50_ms": 1000 * statistics.median(ours), "p95_ms": 1000 * percentile(ours, 95)}
     baseline = time_face_recognition(first, second, max(3, runs // 4))
     if baseline is None:
@@ -131,7 +157,8 @@ def report(result: dict[str, object]) -> str:
     ours = result["facematch"]
     theirs = result["face_recognition"]
     lines = [
-        f"/match on two {result['size']} photos, {result['runs']} requests after 2 warm-ups",
+        f"/match on two {result['size']} photos, {result['runs']} requests after 2 warm-ups "
+        f"(detector: {result['detector']})",
         f"facematch (HTTP end to end):   p50 {ours['p50_ms']:.1f} ms   p95 {ours['p95_ms']:.1f} ms",  # type: ignore[index]
     ]
     if "missing" in theirs:  # type: ignore[operator]
@@ -141,4 +168,7 @@ def report(result: dict[str, object]) -> str:
             f"face_recognition (in process): p50 {theirs['p50_ms']:.1f} ms   p95 {theirs['p95_ms']:.1f} ms"  # type: ignore[index]
         )
         lines.append(f"facematch is {result['speedup_p50']:.1f}x faster at p50")
+    if result.get("resident_mb"):
+        memory = ", ".join(f"{name} {mb:.0f} MB" for name, mb in sorted(result["resident_mb"].items()))  # type: ignore[union-attr]
+        lines.append(f"resident memory after the run: {memory}")
     return "\n".join(lines)

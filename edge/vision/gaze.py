@@ -136,7 +136,7 @@ class GazeTracker:
         self._last_ms = -1
 
     def track(self, rgb: np.ndarray, t: float) -> GazeFrame:
-        stamp = max(int(round(t * 1000)), self._last_ms + 1)  # MediaPipe wants strictly increasing timestamps
+        stamp = max(round(t * 1000), self._last_ms + 1)  # MediaPipe wants strictly increasing timestamps
         self._last_ms = stamp
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         result = self._landmarker.detect_for_video(image, stamp)
