@@ -89,7 +89,52 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = match.run((args.photo1, args.photo2), args.runs, args.url, args.api_key, args.detector)
         print(json.dumps(result, indent=1) if args.json else match.report(result))
         return 0
+    if args.bench == "gaze":
+        from edge.bench import gaze
+        from edge.inference.liveness import FRAME_STRIDE
+        from edge.liveness.validator import ValidatorParams
+        from models import model_path
+
+        params = ValidatorParams(accuracy_threshold=settings.liveness.accuracy_threshold)
+        result = gaze.run(
+            args.data, model_path(settings.models.dir, "face_landmarker"), settings.paths.state_dir / "cache" / "gaze",
+            params, settings.liveness.area_duration, args.trials, args.photo_trials, stride=args.stride or FRAME_STRIDE,
+        )  # fmt: skip
+        print(json.dumps(result, indent=1) if args.json else gaze.report(result))
+        return 0
     return 2
+
+
+def cmd_liveness(args: argparse.Namespace) -> int:
+    import json
+
+    from edge.inference.liveness import score_video
+    from edge.liveness.validator import ValidatorParams
+    from edge.vision.video import VideoError
+    from models import model_path
+
+    settings = _settings(args)
+    setup_logging("liveness", "WARNING")
+    try:
+        sequence = [int(cell) for cell in args.sequence.split(",")]
+        params = ValidatorParams(accuracy_threshold=settings.liveness.accuracy_threshold)
+        result = score_video(
+            args.video, sequence, args.area_duration or settings.liveness.area_duration,
+            model_path(settings.models.dir, "face_landmarker"), params,
+        )  # fmt: skip
+    except (ValueError, VideoError) as exc:
+        print(f"cannot score {args.video}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"{result['result'].upper()}  overall accuracy {result['overall_accuracy']:.3f}")
+        for area in result["sequence_results"]:
+            print(f"  area {area['area']}: accuracy {area['accuracy']:.3f} over {area['frames_used']} frames")
+        for reason in result["reasons"]:
+            print(f"  reason: {reason['code']}: {reason['message']}")
+        print(f"  {result['frames_processed']} frames tracked in {result['tracking_time']:.2f} s")
+    return 0 if result["result"] == "pass" else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
     match.add_argument("--api-key", help="X-API-Key for --url")
     match.add_argument("--detector", choices=["yunet", "mtcnn"], help="detector of the stack it starts")
     match.add_argument("--json", action="store_true")
+    gaze = bench_sub.add_parser("gaze", help="simulated gaze challenges from the EyeGaze recordings")
+    gaze.add_argument("--data", type=Path, required=True, help="the data folder (with gaze/eyegaze)")
+    gaze.add_argument("--trials", type=int, default=400, help="genuine/replay/random challenges per person")
+    gaze.add_argument("--photo-trials", type=int, default=20, help="photo attacks (still and moved) per person")
+    gaze.add_argument("--stride", type=int, help="track every n-th frame (default: the scorer's)")
+    gaze.add_argument("--json", action="store_true")
+
+    liveness = sub.add_parser("liveness", help="liveness tools")
+    liveness_sub = liveness.add_subparsers(dest="liveness_command", required=True)
+    score = liveness_sub.add_parser("score", help="score a challenge video exactly as /submit-liveness does")
+    score.add_argument("video", type=Path)
+    score.add_argument("--sequence", required=True, help="the highlighted cells, e.g. 3,1,5")
+    score.add_argument("--area-duration", type=float, help="seconds per cell (default AREA_DURATION)")
+    score.add_argument("--json", action="store_true")
+    score.set_defaults(func=cmd_liveness)
     return parser
 
 

@@ -31,9 +31,17 @@ class Frame:
 
 
 def read_frames(
-    path: Path, *, max_frames: int = MAX_FRAMES, max_side: int = MAX_SIDE, max_seconds: float | None = None
+    path: Path,
+    *,
+    max_frames: int = MAX_FRAMES,
+    max_side: int = MAX_SIDE,
+    max_seconds: float | None = None,
+    stride: int = 1,
 ) -> Iterator[Frame]:
-    """Yield RGB frames with their timestamps, at most ``max_frames`` and up to ``max_seconds`` of video."""
+    """Yield RGB frames with their timestamps, at most ``max_frames`` decoded and up to ``max_seconds`` of video.
+
+    With ``stride`` n, only every n-th frame is converted and yielded (the others are decoded but not copied).
+    """
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise VideoError("invalid_video", "the file is not a video OpenCV can decode")
@@ -43,10 +51,11 @@ def read_frames(
         count = 0
         fps = capture.get(cv2.CAP_PROP_FPS)
         fallback_step = 1.0 / fps if 1 <= fps <= 240 else 1.0 / 30
+        index = -1
         while count < max_frames:
-            ok, bgr = capture.read()
-            if not ok:
+            if not capture.grab():
                 break
+            index += 1
             stamp_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
             if first_ms is None:
                 first_ms = stamp_ms
@@ -57,6 +66,11 @@ def read_frames(
                 break
             previous = t
             count += 1
+            if index % stride:
+                continue
+            ok, bgr = capture.retrieve()
+            if not ok:
+                break
             height, width = bgr.shape[:2]
             if max(height, width) > max_side:
                 scale = max_side / max(height, width)

@@ -1,0 +1,76 @@
+"""Challenge sequences on the 2×3 grid (cells 1..6, row-major: 1 2 3 / 4 5 6) and their schedule."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from itertools import permutations, product
+
+ROWS, COLUMNS = 2, 3
+SEQUENCE_LENGTH = 3
+
+
+def cell_position(cell: int) -> tuple[int, int]:
+    """Cell 1..6 -> (row 0..1, column 0..2)."""
+    if not 1 <= cell <= ROWS * COLUMNS:
+        raise ValueError(f"cell must be 1..{ROWS * COLUMNS}, got {cell}")
+    return (cell - 1) // COLUMNS, (cell - 1) % COLUMNS
+
+
+def cell_at(row: int, column: int) -> int:
+    return row * COLUMNS + column + 1
+
+
+def _designed_sequences() -> list[tuple[int, ...]]:
+    """Every sequence the server may draw: each cell in its own column (all three columns, so each switch moves the
+    gaze sideways, the axis the eyes show best) and both rows used."""
+    sequences = []
+    for columns in permutations(range(COLUMNS), SEQUENCE_LENGTH):
+        for rows in product(range(ROWS), repeat=SEQUENCE_LENGTH):
+            if len(set(rows)) > 1:
+                sequences.append(tuple(cell_at(r, c) for r, c in zip(rows, columns, strict=True)))
+    return sequences
+
+
+SEQUENCES = _designed_sequences()
+
+
+def generate_sequence() -> list[int]:
+    """A uniformly random designed sequence, drawn with a cryptographic generator."""
+    return list(SEQUENCES[secrets.randbelow(len(SEQUENCES))])
+
+
+@dataclass(frozen=True)
+class Window:
+    index: int
+    cell: int
+    start: float  # seconds from the start of the challenge
+    end: float
+
+    @property
+    def row(self) -> int:
+        return cell_position(self.cell)[0]
+
+    @property
+    def column(self) -> int:
+        return cell_position(self.cell)[1]
+
+
+@dataclass(frozen=True)
+class Challenge:
+    sequence: tuple[int, ...]
+    area_duration: float
+
+    def __post_init__(self) -> None:
+        for cell in self.sequence:
+            cell_position(cell)
+        if any(a == b for a, b in zip(self.sequence, self.sequence[1:], strict=False)):
+            raise ValueError("a cell may not follow itself")
+
+    @property
+    def total_duration(self) -> float:
+        return self.area_duration * len(self.sequence)
+
+    def windows(self) -> list[Window]:
+        d = self.area_duration
+        return [Window(k, cell, k * d, (k + 1) * d) for k, cell in enumerate(self.sequence)]

@@ -1,0 +1,194 @@
+"""Does a recorded gaze follow the challenge? Calibration-free, from per-frame gaze features.
+
+How it decides (the figures behind each choice are in docs/LIVENESS.md):
+
+1. Frames are placed in the challenge's windows by timestamp; the first ``settle`` seconds after each switch do not
+   count (the eyes need ~0.3–0.5 s to get there), nor do frames without exactly one face or with closed eyes.
+2. Horizontal gaze ``h`` (iris position between the eye corners plus the eye-look blendshapes, head yaw removed)
+   is the strong axis. A line ``h = a + b·column`` is fitted to the three windows' medians; the gain ``b`` must be at
+   least a physiological minimum (a photo or a still face has none) and every switch must move ``h`` the right way
+   by a share of that gain.
+3. Each counted frame goes to the column whose window level is nearest; a window's accuracy is the share of its
+   frames in the lit column; the overall accuracy is their mean and must reach the threshold (the seed's 0.8 rule).
+4. Vertical gaze ``v`` is the weak axis (r ≈ 0.5 with the target here), so it is not asked of every frame: the
+   windows in the lower row must sit lower than those in the upper row by a minimum margin, once the horizontal
+   leak into ``v`` has been removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.liveness.challenge import Challenge
+from edge.vision.gaze import GazeFrame
+
+NOT_ENOUGH_FRAMES = "not_enough_frames"
+NO_FACE = "face_not_tracked"
+MULTIPLE_FACES = "multiple_faces"
+EYES_CLOSED = "eyes_closed"
+NO_HORIZONTAL_MOVEMENT = "gaze_did_not_move"
+WRONG_DIRECTION = "gaze_moved_the_wrong_way"
+WRONG_ROW = "gaze_row_mismatch"
+LOW_ACCURACY = "accuracy_below_threshold"
+
+MESSAGES = {
+    NOT_ENOUGH_FRAMES: "too few usable frames in a highlighted area",
+    NO_FACE: "no face was tracked for much of the challenge",
+    MULTIPLE_FACES: "more than one face was in view",
+    EYES_CLOSED: "the eyes were closed for much of the challenge",
+    NO_HORIZONTAL_MOVEMENT: "the eyes did not move between the areas",
+    WRONG_DIRECTION: "the eyes moved away from the highlighted area",
+    WRONG_ROW: "the eyes did not move between the upper and lower row",
+    LOW_ACCURACY: "too few frames looked at the highlighted area",
+}
+
+
+@dataclass(frozen=True)
+class ValidatorParams:
+    accuracy_threshold: float = 0.8
+    settle: float = 0.6  # seconds ignored after each switch
+    min_frames: int = 8  # counted frames a window needs
+    min_usable: float = 0.5  # share of a window's frames that must be usable
+    look_weight: float = 0.2  # eye-look blendshape, in iris-position units
+    yaw_weight: float = 0.0  # head yaw (degrees) removed from h
+    min_gain: float = 0.02  # h per column, fitted on the three windows (genuine median 0.04–0.12 here; a photo ~0)
+    min_step: float = 0.25  # each switch must move h the right way by this share of the minimum gain per column
+    smooth: int = 7  # running median over frames (0.7 s at the scorer's 10 frames/s): removes landmark jitter
+    min_row_gap: float = 0.0  # v margin between lower and upper row windows, after removing the column leak
+    row_leak: float = 0.0  # v per column, measured on the recordings
+
+
+@dataclass
+class AreaResult:
+    index: int
+    cell: int
+    frames: int  # frames in the window
+    frames_used: int  # after the settle time, blinks, lost faces
+    accuracy: float
+    passed: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "index": self.index,
+            "area": self.cell,
+            "frames": self.frames,
+            "frames_used": self.frames_used,
+            "accuracy": round(self.accuracy, 4),
+            "passed": self.passed,
+        }
+
+
+@dataclass
+class LivenessVerdict:
+    passed: bool
+    overall_accuracy: float
+    areas: list[AreaResult]
+    reasons: list[str] = field(default_factory=list)
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "result": "pass" if self.passed else "fail",
+            "overall_accuracy": round(self.overall_accuracy, 4),
+            "sequence_results": [a.to_dict() for a in self.areas],
+            "reasons": [{"code": r, "message": MESSAGES[r]} for r in self.reasons],
+            "diagnostics": {k: round(v, 5) for k, v in self.diagnostics.items()},
+        }
+
+
+def horizontal(frame: GazeFrame, params: ValidatorParams) -> float:
+    """Grows as the gaze moves to the screen's right (the camera image is not mirrored: the iris moves left)."""
+    return -(frame.iris_x + params.look_weight * frame.look_x) - params.yaw_weight * frame.yaw
+
+
+def vertical(frame: GazeFrame) -> float:
+    """Grows as the gaze moves down the screen."""
+    return frame.iris_y - 0.1 * frame.look_y
+
+
+def running_median(values: np.ndarray, width: int) -> np.ndarray:
+    if width <= 1 or len(values) < width:
+        return values
+    half = width // 2
+    padded = np.pad(values, half, mode="edge")
+    return np.median(np.lib.stride_tricks.sliding_window_view(padded, width), axis=1)
+
+
+def validate(frames: list[GazeFrame], challenge: Challenge, params: ValidatorParams | None = None) -> LivenessVerdict:
+    params = params or ValidatorParams()
+    windows = challenge.windows()
+    reasons: list[str] = []
+    diagnostics: dict[str, float] = {}
+    in_window: list[list[GazeFrame]] = []
+    counted: list[list[GazeFrame]] = []
+    for window in windows:
+        inside = [f for f in frames if window.start <= f.t < window.end]
+        in_window.append(inside)
+        counted.append([f for f in inside if f.t >= window.start + params.settle and f.usable])
+
+    everything = [f for group in in_window for f in group]
+    if everything:
+        if np.mean([f.faces > 1 for f in everything]) > 0.2:
+            reasons.append(MULTIPLE_FACES)
+        if np.mean([not f.face for f in everything]) > 0.5:
+            reasons.append(NO_FACE)
+        elif np.mean([f.face and not f.usable for f in everything]) > 0.5:
+            reasons.append(EYES_CLOSED)
+    starved = any(
+        len(c) < params.min_frames or len(c) < params.min_usable * max(1, len(w)) * (1 - params.settle / 3)
+        for c, w in zip(counted, in_window, strict=True)
+    )
+    if starved:
+        reasons.append(NOT_ENOUGH_FRAMES)
+    if reasons:
+        areas = [
+            AreaResult(w.index, w.cell, len(i), len(c), 0.0, False)
+            for w, i, c in zip(windows, in_window, counted, strict=True)
+        ]
+        return LivenessVerdict(False, 0.0, areas, reasons, diagnostics)
+
+    columns = np.array([w.column for w in windows], dtype=float)
+    rows = np.array([w.row for w in windows], dtype=float)
+    h_med = np.array([np.median([horizontal(f, params) for f in c]) for c in counted])
+    v_med = np.array([np.median([vertical(f) for f in c]) for c in counted])
+
+    # Horizontal: gain and offset from the challenge's own windows.
+    gain = float(np.polyfit(columns, h_med, 1)[0]) if np.ptp(columns) > 0 else 0.0
+    diagnostics["horizontal_gain"] = float(gain)
+    if gain < params.min_gain:
+        reasons.append(NO_HORIZONTAL_MOVEMENT)
+    for k in range(1, len(windows)):
+        step = columns[k] - columns[k - 1]
+        if step and (h_med[k] - h_med[k - 1]) * np.sign(step) < params.min_step * params.min_gain * abs(step):
+            reasons.append(WRONG_DIRECTION)
+            break
+
+    # Vertical: lower-row windows must sit lower than upper-row ones, once the column leak is removed.
+    if np.ptp(rows) > 0:
+        corrected = v_med - params.row_leak * columns
+        gap = float(corrected[rows == 1].mean() - corrected[rows == 0].mean())
+        diagnostics["row_gap"] = gap
+        if gap < params.min_row_gap:
+            reasons.append(WRONG_ROW)
+
+    # Per-frame accuracy: each counted frame goes to the column whose window level it is nearest (the levels have
+    # passed the checks above); a window's accuracy is the share of its frames that land in its own column. This
+    # asks for steady gaze on each area without asking people to look at the exact centre of a cell.
+    levels = {int(c): float(np.median(h_med[columns == c])) for c in np.unique(columns)}
+    names, centres = np.array(list(levels)), np.array(list(levels.values()))
+    areas = []
+    for window, inside, used in zip(windows, in_window, counted, strict=True):
+        h = running_median(np.array([horizontal(f, params) for f in used]), params.smooth)
+        nearest = names[np.argmin(np.abs(h[:, None] - centres[None, :]), axis=1)]
+        accuracy = float(np.mean(nearest == window.column))
+        areas.append(
+            AreaResult(
+                window.index, window.cell, len(inside), len(used), accuracy, accuracy >= params.accuracy_threshold
+            )
+        )
+    overall = float(np.mean([a.accuracy for a in areas]))
+    if overall < params.accuracy_threshold:
+        reasons.append(LOW_ACCURACY)
+    return LivenessVerdict(not reasons, overall, areas, reasons, diagnostics)

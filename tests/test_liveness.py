@@ -1,0 +1,235 @@
+"""Challenge generation, the gaze validator on synthetic features, video decoding, and scoring real recordings."""
+
+import itertools
+import subprocess
+from collections import Counter
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.liveness import challenge as challenge_module
+from edge.liveness import validator as v
+from edge.liveness.challenge import SEQUENCES, Challenge, cell_position, generate_sequence
+from edge.vision.gaze import GazeFrame
+from edge.vision.video import VideoError, read_frames
+
+# ---------------------------------------------------------------------------------------------------- generation
+
+
+def test_generated_sequences_follow_the_design():
+    draws = [tuple(generate_sequence()) for _ in range(3600)]
+    for sequence in draws:
+        assert len(sequence) == 3 and all(1 <= c <= 6 for c in sequence)
+        assert all(a != b for a, b in itertools.pairwise(sequence))
+        assert sorted(cell_position(c)[1] for c in sequence) == [0, 1, 2]  # every column once
+        assert len({cell_position(c)[0] for c in sequence}) == 2  # both rows
+    counts = Counter(draws)
+    assert set(counts) == set(SEQUENCES) and len(SEQUENCES) == 36
+    expected = len(draws) / len(SEQUENCES)
+    assert all(expected / 2 < n < expected * 2 for n in counts.values()), counts
+
+
+def test_sequences_come_from_the_secrets_module(monkeypatch):
+    calls = []
+    monkeypatch.setattr(challenge_module.secrets, "randbelow", lambda n: calls.append(n) or 0)
+    assert tuple(generate_sequence()) == SEQUENCES[0] and calls == [36]
+
+
+def test_challenge_refuses_bad_sequences():
+    with pytest.raises(ValueError):
+        Challenge((1, 1, 2), 3.0)
+    with pytest.raises(ValueError):
+        Challenge((0, 2, 3), 3.0)
+    windows = Challenge((3, 1, 5), 2.0).windows()
+    assert [(w.cell, w.start, w.end) for w in windows] == [(3, 0.0, 2.0), (1, 2.0, 4.0), (5, 4.0, 6.0)]
+    assert (windows[2].row, windows[2].column) == (1, 1)
+
+
+# ----------------------------------------------------------------------------------------------------- validator
+
+SEQUENCE = (4, 2, 3)  # columns 0, 1, 2; rows 1, 0, 0
+IRIS_BY_COLUMN = {0: 0.60, 1: 0.50, 2: 0.40}  # the iris moves image-left as the gaze moves screen-right
+IRIS_Y_BY_ROW = {0: -0.05, 1: -0.02}
+
+
+def synthetic(sequence=SEQUENCE, duration=3.0, fps=10, noise=0.01, seed=0, **overrides):
+    rng = np.random.default_rng(seed)
+    frames = []
+    for k, cell in enumerate(sequence):
+        row, column = cell_position(cell)
+        for i in range(int(duration * fps)):
+            t = k * duration + i / fps
+            frames.append(
+                GazeFrame(
+                    t=t, faces=1, face=True,
+                    iris_x=IRIS_BY_COLUMN[column] + rng.normal(0, noise),
+                    iris_y=IRIS_Y_BY_ROW[row] + rng.normal(0, noise / 4),
+                    **overrides,
+                )
+            )  # fmt: skip
+    return frames
+
+
+def test_a_genuine_gaze_passes():
+    verdict = v.validate(synthetic(), Challenge(SEQUENCE, 3.0))
+    assert verdict.passed and verdict.reasons == [] and verdict.overall_accuracy > 0.95
+    assert [a.cell for a in verdict.areas] == list(SEQUENCE) and all(a.passed for a in verdict.areas)
+    assert all(a.frames == 30 and a.frames_used == 24 for a in verdict.areas)  # 0.6 s settle at 10 fps
+    body = verdict.to_dict()
+    assert body["result"] == "pass" and body["sequence_results"][0]["area"] == 4
+
+
+def test_a_still_face_fails_as_not_moving():
+    frames = [replace(f, iris_x=0.5, iris_y=-0.03) for f in synthetic()]
+    verdict = v.validate(frames, Challenge(SEQUENCE, 3.0))
+    assert not verdict.passed and v.NO_HORIZONTAL_MOVEMENT in verdict.reasons
+
+
+def test_gaze_following_another_column_order_fails():
+    verdict = v.validate(synthetic(sequence=(6, 2, 1)), Challenge(SEQUENCE, 3.0))
+    assert not verdict.passed and v.WRONG_DIRECTION in verdict.reasons
+
+
+def test_right_columns_wrong_rows_fail():
+    verdict = v.validate(synthetic(sequence=(1, 5, 6)), Challenge(SEQUENCE, 3.0))
+    assert not verdict.passed and verdict.reasons == [v.WRONG_ROW]
+
+
+def test_gaze_that_keeps_leaving_the_area_fails_on_accuracy():
+    # In each window the eyes spend the last 40 % of the time on the neighbouring column: the levels still order
+    # correctly, but too few frames are on the lit area.
+    frames = []
+    for f in synthetic():
+        k = int(f.t // 3.0)
+        column = cell_position(SEQUENCE[k])[1]
+        if f.t - 3.0 * k > 1.8:
+            f = replace(f, iris_x=IRIS_BY_COLUMN[1 if column != 1 else 2])
+        frames.append(f)
+    verdict = v.validate(frames, Challenge(SEQUENCE, 3.0))
+    assert not verdict.passed and verdict.reasons == [v.LOW_ACCURACY] and verdict.overall_accuracy < 0.8
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (dict(face=False, faces=0), v.NO_FACE),
+        (dict(faces=2, face=False), v.MULTIPLE_FACES),
+        (dict(blink=0.9), v.EYES_CLOSED),
+    ],
+)
+def test_tracking_failures_are_named(change, reason):
+    verdict = v.validate([replace(f, **change) for f in synthetic()], Challenge(SEQUENCE, 3.0))
+    assert not verdict.passed and reason in verdict.reasons and verdict.overall_accuracy == 0.0
+
+
+def test_too_few_frames_fail():
+    frames = synthetic(fps=2)
+    verdict = v.validate(frames, Challenge(SEQUENCE, 3.0))
+    assert not verdict.passed and verdict.reasons == [v.NOT_ENOUGH_FRAMES]
+
+
+def test_the_threshold_is_the_configured_one():
+    frames = synthetic(noise=0.06, seed=5)
+    verdict = v.validate(frames, Challenge(SEQUENCE, 3.0))
+    strict = v.validate(frames, Challenge(SEQUENCE, 3.0), v.ValidatorParams(accuracy_threshold=0.999))
+    assert verdict.overall_accuracy == strict.overall_accuracy < 0.999
+    assert not strict.passed and v.LOW_ACCURACY in strict.reasons
+
+
+# ------------------------------------------------------------------------------------------------------ decoding
+
+
+def ffmpeg_video(path, codec, seconds=2, rate=30):
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=size=320x240:rate={rate}", "-t", str(seconds),
+         "-pix_fmt", "yuv420p", "-c:v", codec, str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "codec"),
+    [("vp8.webm", "libvpx"), ("vp9.webm", "libvpx-vp9"), ("h264.mp4", "libx264"), ("h264.mkv", "libx264"),
+     ("mjpeg.avi", "mjpeg")],
+)  # fmt: skip
+def test_decodes_what_browsers_and_cameras_record(tmp_path, name, codec):
+    frames = list(read_frames(ffmpeg_video(tmp_path / name, codec)))
+    assert 55 <= len(frames) <= 61
+    times = [f.t for f in frames]
+    assert times[0] == 0 and all(b > a for a, b in itertools.pairwise(times))
+    assert times[-1] == pytest.approx(2.0 - 1 / 30, abs=0.05)
+    assert frames[0].rgb.shape == (240, 320, 3)
+
+
+def test_variable_frame_rate_keeps_real_timestamps(tmp_path):
+    # 10 fps for 1 s then 30 fps for 1 s: a frame count would misplace every later frame.
+    path = tmp_path / "vfr.webm"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=30", "-t", "2",
+         "-vf", "select='gte(t,1)+not(mod(n,3))'", "-fps_mode", "vfr", "-c:v", "libvpx", str(path)],
+        check=True,
+    )  # fmt: skip
+    frames = list(read_frames(path))
+    assert 38 <= len(frames) <= 42
+    assert frames[-1].t == pytest.approx(2.0 - 1 / 30, abs=0.06)
+
+
+def test_stride_and_caps_bound_the_work(tmp_path):
+    path = ffmpeg_video(tmp_path / "a.webm", "libvpx", seconds=3)
+    assert len(list(read_frames(path, stride=3))) == 30
+    assert len(list(read_frames(path, max_seconds=1.0))) == 31
+    assert len(list(read_frames(path, max_frames=10))) == 10
+    big = ffmpeg_video(tmp_path / "big.mp4", "libx264", seconds=1)
+    assert max(next(iter(read_frames(big, max_side=160))).rgb.shape[:2]) == 160
+
+
+@pytest.mark.parametrize("content", [b"", b"certainly not a video", None])
+def test_broken_videos_are_refused(tmp_path, content):
+    path = tmp_path / "broken.webm"
+    if content is None:  # a real file cut short after its header
+        whole = ffmpeg_video(tmp_path / "whole.webm", "libvpx").read_bytes()
+        content = whole[:300]
+    path.write_bytes(content)
+    with pytest.raises(VideoError):
+        list(read_frames(path))
+
+
+# ----------------------------------------------------------------------------------------- real recordings
+
+
+@pytest.fixture(scope="module")
+def landmarker(model_settings):
+    from models import model_path
+
+    return model_path(model_settings.models.dir, "face_landmarker")
+
+
+def test_scores_a_real_recording(data_dir, landmarker):
+    from edge.inference.liveness import score_video
+
+    video = data_dir / "gaze/eyegaze/both/game_video_1738773752.mp4"
+    result = score_video(video, [1, 2, 3], 3.0, landmarker)
+    assert result["result"] in ("pass", "fail")
+    assert len(result["sequence_results"]) == 3 and 80 <= result["frames_processed"] <= 110
+    assert all(a["frames_used"] > 10 for a in result["sequence_results"])
+
+
+def test_a_photo_held_in_front_of_the_camera_fails(data_dir, landmarker, tmp_path):
+    from edge.inference.liveness import score_video
+
+    source = data_dir / "gaze/eyegaze/horizontal/game_video_1738772966.mp4"
+    still = next(f.rgb for i, f in enumerate(read_frames(source)) if i == 200)
+    path = tmp_path / "photo.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (still.shape[1], still.shape[0]))
+    rng = np.random.default_rng(0)
+    for i in range(9 * 30):
+        matrix = cv2.getRotationMatrix2D((320, 240), 3 * np.sin(i / 20), 1.0)
+        matrix[:, 2] += (15 * np.sin(i / 15) + rng.normal(0, 0.5), 10 * np.cos(i / 25))
+        writer.write(cv2.cvtColor(cv2.warpAffine(still, matrix, (640, 480)), cv2.COLOR_RGB2BGR))
+    writer.release()
+    result = score_video(path, [4, 2, 3], 3.0, landmarker)
+    assert result["result"] == "fail"
+    assert {r["code"] for r in result["reasons"]} & {v.NO_HORIZONTAL_MOVEMENT, v.WRONG_DIRECTION, v.LOW_ACCURACY}
