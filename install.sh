@@ -107,5 +107,10 @@ if [ "$MODELS" = 1 ] && .venv/bin/facematch models --help >/dev/null 2>&1; then
   .venv/bin/facematch models fetch
 fi
 
+if [ ! -f var/api_keys.json ] && [ -z "${FACEMATCH_API_KEYS_FILE:-}" ]; then
+  say "Creating the first API key"
+  .venv/bin/facematch keys create --name install --if-none
+fi
+
 say "Done. Run:  .venv/bin/facematch up     (then open http://127.0.0.1:8000/)"
 say "Check:      .venv/bin/facematch doctor"

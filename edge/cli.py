@@ -137,6 +137,29 @@ def cmd_liveness(args: argparse.Namespace) -> int:
     return 0 if result["result"] == "pass" else 1
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    import json
+
+    from hub.security import create_key
+
+    settings = _settings(args)
+    keys_file = settings.api.keys_file
+    existing = json.loads(keys_file.read_text()).get("keys", []) if keys_file.exists() else []
+    if args.keys_command == "list":
+        for entry in existing:
+            print(f"{entry['name']:<20} created {entry['created']}  sha256 {entry['sha256'][:12]}…")
+        if not existing:
+            print(f"no keys in {keys_file} (create one: facematch keys create)")
+        return 0
+    if args.if_none and existing:
+        print(f"{keys_file} already holds {len(existing)} key(s); none created")
+        return 0
+    key = create_key(keys_file, args.name)
+    print(f"API key '{args.name}' (shown once; only its hash is kept in {keys_file}):")
+    print(f"  {key}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facematch", description=__doc__)
     parser.add_argument("--version", action="version", version=f"facematch {__version__}")
@@ -181,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     gaze.add_argument("--photo-trials", type=int, default=20, help="photo attacks (still and moved) per person")
     gaze.add_argument("--stride", type=int, help="track every n-th frame (default: the scorer's)")
     gaze.add_argument("--json", action="store_true")
+
+    keys = sub.add_parser("keys", help="API keys for the HTTP API")
+    keys.set_defaults(func=cmd_keys)
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="generate a key, store its hash, print it once")
+    create.add_argument("--name", default="default")
+    create.add_argument("--if-none", action="store_true", help="only when no key exists yet (install.sh)")
+    keys_sub.add_parser("list", help="names and creation dates of the stored keys")
 
     liveness = sub.add_parser("liveness", help="liveness tools")
     liveness_sub = liveness.add_subparsers(dest="liveness_command", required=True)

@@ -57,6 +57,13 @@ class HttpSettings(_Section):
         return value
 
 
+class ApiSettings(_Section):
+    keys_file: Path = Field(PROJECT_ROOT / "var" / "api_keys.json", description="hashed API keys")
+    rate_limit_per_key: str = Field("120/minute", pattern=r"^\d+/(second|minute|hour|day)$")
+    rate_limit_per_address: str = Field("240/minute", pattern=r"^\d+/(second|minute|hour|day)$")
+    cors_origins: list[str] = Field(default_factory=list, description="empty: CORS off")
+
+
 class MatchingSettings(_Section):
     similarity_threshold: float = Field(0.6, ge=0.0, le=1.0)
     detector: Literal["yunet", "mtcnn"] = "yunet"
@@ -85,6 +92,7 @@ class Settings(_Section):
     redis: RedisSettings = RedisSettings()
     mqtt: MqttSettings = MqttSettings()
     http: HttpSettings = HttpSettings()
+    api: ApiSettings = ApiSettings()
     matching: MatchingSettings = MatchingSettings()
     liveness: LivenessSettings = LivenessSettings()
     models: ModelSettings = ModelSettings()
@@ -115,6 +123,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "FACEMATCH_STATE_DIR": "paths.state_dir",
     "FACEMATCH_LOG_LEVEL": "log_level",
     "FACEMATCH_DETECTOR": "matching.detector",
+    "FACEMATCH_API_KEYS_FILE": "api.keys_file",
 }
 
 
@@ -130,7 +139,7 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 def _resolve_paths(tree: dict[str, Any], base: Path) -> None:
     """Relative paths in a config file are relative to that file, not to the working directory."""
-    for section, key in (("models", "dir"), ("models", "source_dir"), ("paths", "state_dir")):
+    for section, key in (("models", "dir"), ("models", "source_dir"), ("paths", "state_dir"), ("api", "keys_file")):
         value = tree.get(section, {}).get(key) if isinstance(tree.get(section), dict) else None
         if isinstance(value, str) and value and not Path(value).is_absolute():
             tree[section][key] = str((base / value).resolve())

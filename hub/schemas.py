@@ -64,3 +64,42 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         504: "the inference daemon did not answer in time",
     }.items()
 }
+
+
+class InitiateLivenessRequest(BaseModel):
+    area_duration: float | None = Field(
+        None, ge=1.0, le=10.0, description="seconds each area is highlighted; default AREA_DURATION (3.0)"
+    )
+
+    model_config = {"json_schema_extra": {"examples": [{"area_duration": 3.0}]}}
+
+
+class InitiateLivenessResponse(BaseModel):
+    success: bool = True
+    session_id: str
+    sequence: list[int] = Field(..., description="3 cells of the 2×3 grid, 1..6 row-major (1 2 3 / 4 5 6)")
+    area_duration: float
+    total_duration: float
+    expires_in: int = Field(..., description="seconds before the session expires")
+    instructions: str
+
+
+class AreaResultModel(BaseModel):
+    index: int
+    area: int
+    frames: int
+    frames_used: int
+    accuracy: float
+    passed: bool
+
+
+class SubmitLivenessResponse(BaseModel):
+    success: bool = True
+    session_id: str
+    result: str = Field(..., description="pass or fail")
+    overall_accuracy: float
+    sequence_results: list[AreaResultModel]
+    reasons: list[dict[str, str]] = Field(..., description="why it failed (empty on a pass)")
+    anti_spoofing: dict[str, Any]
+    frames_processed: int
+    processing_time: float

@@ -61,6 +61,7 @@ def make_settings(tmp_path: Path, redis_port: int, mqtt_port: int, **extra: str)
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "MQTT_URL": f"mqtt://127.0.0.1:{mqtt_port}",
         "FACEMATCH_STATE_DIR": str(tmp_path / "state"),
+        "FACEMATCH_API_KEYS_FILE": str(tmp_path / "api_keys.json"),
         "DEVICE_ID": "test-device",
         **extra,
     }
@@ -103,3 +104,92 @@ def read_bgr(path: Path):
     from edge.vision.decode import decode_image
 
     return decode_image(path.read_bytes(), 1024)
+
+
+def hub_client(settings: Settings, key: str | None = "create"):
+    """A started TestClient of the hub (lifespan run), sending a freshly created API key unless ``key`` is None."""
+    from fastapi.testclient import TestClient
+
+    from hub.app import create_app
+    from hub.security import create_key
+
+    if key == "create":
+        key = create_key(settings.api.keys_file, "test")
+    client = TestClient(create_app(settings), headers={"X-API-Key": key} if key else {})
+    client.__enter__()
+    return client
+
+
+@pytest.fixture
+def inference_worker(settings: Settings, engine):
+    """A real inference worker (the daemon's service and RPCs) on the test broker."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edge.bus import Bus
+    from edge.inference.service import InferenceService
+
+    bus = Bus(settings, "inference")
+    service = InferenceService(settings, engine)
+    pool = ThreadPoolExecutor(2)
+    for method in ("match", "health", "liveness"):
+        bus.serve(method, getattr(service, method), pool)
+    assert bus.start(wait=5)
+    yield bus
+    bus.stop()
+    pool.shutdown()
+    service.close()
+
+
+def wait_for_inference(client, timeout: float = 5.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.app.state.hub.component_online("inference"):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the hub never saw the inference worker online")
+
+
+@pytest.fixture(scope="module")
+def up_stack(tmp_path_factory, model_settings):
+    """`facematch up` on free ports, with one API key from the environment: (url, key)."""
+    import secrets
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from edge.services import free_port
+
+    state = tmp_path_factory.mktemp("up")
+    key = secrets.token_urlsafe(16)
+    port = free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "MQTT_URL": f"mqtt://127.0.0.1:{free_port()}",
+        "FACEMATCH_STATE_DIR": str(state),
+        "FACEMATCH_API_KEYS": key,
+        "FACEMATCH_API_KEYS_FILE": str(state / "none.json"),
+        "DEVICE_ID": "up-stack",
+    }
+    process = subprocess.Popen([sys.executable, "-m", "edge.cli", "up"], env=env, cwd=PROJECT_ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    else:
+        process.kill()
+        pytest.fail("facematch up did not become healthy within 90 s")
+    yield url, key
+    process.send_signal(signal.SIGTERM)
+    process.wait(30)

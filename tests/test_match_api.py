@@ -3,46 +3,19 @@
 import base64
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from fastapi.testclient import TestClient
 
 from edge.bus import Bus
-from edge.inference.service import InferenceService
-from hub.app import create_app
+from tests.conftest import hub_client, wait_for_inference
 
 EXAMPLES = "face_recognition/examples"
 
 
 @pytest.fixture
-def worker(settings, engine):
-    bus = Bus(settings, "inference")
-    service = InferenceService(settings, engine)
-    pool = ThreadPoolExecutor(2)
-    bus.serve("match", service.match, pool)
-    bus.serve("health", service.health, pool)
-    assert bus.start(wait=5)
-    yield bus
-    bus.stop()
-    pool.shutdown()
-    service.close()
-
-
-def hub_client(settings):
-    client = TestClient(create_app(settings))
-    client.__enter__()
-    return client
-
-
-def wait_for_inference(client, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.app.state.hub.component_online("inference"):
-            return
-        time.sleep(0.05)
-    raise AssertionError("the hub never saw the inference worker online")
+def worker(inference_worker):
+    return inference_worker
 
 
 @pytest.fixture
@@ -306,5 +279,6 @@ def test_health_reports_models_when_everything_runs(api):
     response = api.get("/health")
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["status"] == "healthy" and body["models"] == {"yunet": True, "sface-2021dec-int8bq": True}
+    assert body["status"] == "healthy"
+    assert body["models"] == {"yunet": True, "sface-2021dec-flip": True, "mediapipe-face-landmarker": True}
     assert all(dep["ok"] for dep in body["dependencies"].values())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -61,7 +62,7 @@ def resident_mb(parent: int) -> dict[str, float]:
     return sizes
 
 
-def start_stack(state_dir: Path, detector: str | None) -> tuple[subprocess.Popen[bytes], str]:
+def start_stack(state_dir: Path, detector: str | None, api_key: str) -> tuple[subprocess.Popen[bytes], str]:
     ports = {"PORT": free_port(), "redis": free_port(), "mqtt": free_port()}
     env = {
         **os.environ,
@@ -70,6 +71,8 @@ def start_stack(state_dir: Path, detector: str | None) -> tuple[subprocess.Popen
         "MQTT_URL": f"mqtt://127.0.0.1:{ports['mqtt']}",
         "FACEMATCH_STATE_DIR": str(state_dir),
         "FACEMATCH_LOG_LEVEL": "WARNING",
+        "FACEMATCH_API_KEYS": api_key,
+        "FACEMATCH_API_KEYS_FILE": str(state_dir / "no-keys.json"),
         **({"FACEMATCH_DETECTOR": detector} if detector else {}),
     }
     process = subprocess.Popen([sys.executable, "-m", "edge.cli", "up"], env=env, stdout=subprocess.DEVNULL)
@@ -132,7 +135,8 @@ def run(
     with tempfile.TemporaryDirectory(prefix="facematch-bench-") as tmp:
         try:
             if url is None:
-                process, url = start_stack(Path(tmp), detector)
+                api_key = secrets.token_urlsafe(24)
+                process, url = start_stack(Path(tmp), detector, api_key)
             ours = time_facematch(url, first, second, runs, api_key)
             if process is not None:
                 result["resident_mb"] = resident_mb(process.pid)

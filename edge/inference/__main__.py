@@ -14,7 +14,7 @@ from edge.inference.service import InferenceService
 from edge.logs import setup_logging
 from edge.vision.calibration import CalibrationMissing
 from edge.vision.engine import FaceEngine
-from models import ModelMissing
+from models import ModelMissing, model_path
 
 log = logging.getLogger("facematch.inference")
 
@@ -28,6 +28,7 @@ def main() -> int:
     setup_logging("inference", settings.log_level)
     try:
         engine = FaceEngine(settings)
+        model_path(settings.models.dir, "face_landmarker")  # the liveness RPC needs it: refuse to start without
     except (ModelMissing, CalibrationMissing) as exc:
         log.error("%s", exc)
         return 3
@@ -36,6 +37,7 @@ def main() -> int:
     requests = ThreadPoolExecutor(2, thread_name_prefix="rpc")
     bus.serve("match", service.match, requests)
     bus.serve("health", service.health, requests)
+    bus.serve("liveness", service.liveness, requests)
     bus.start()
     log.info("models loaded (%s + %s); serving RPCs", engine.detector.name, engine.model_id)
 

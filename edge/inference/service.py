@@ -37,10 +37,33 @@ class InferenceService:
             "models": {
                 "detector": self.engine.detector.name,
                 "embedding": self.engine.model_id,
+                "eye_tracker": "mediapipe-face-landmarker",
             },
             "calibration": self.engine.calibration.meta if self.engine.calibration else None,
             "loaded_at": self.loaded_at,
         }
+
+    # -- liveness ---------------------------------------------------------------------------------------------
+
+    def liveness(self, request: dict[str, Any]) -> dict[str, Any]:
+        from pathlib import Path
+
+        from edge.inference.liveness import score_video
+        from edge.liveness.validator import ValidatorParams
+        from edge.vision.video import VideoError
+        from models import model_path
+
+        path = Path(str(request.get("video_path", "")))
+        if not path.is_file():
+            raise RemoteError(400, "video_missing", "the uploaded video is not in the spool directory")
+        params = ValidatorParams(accuracy_threshold=self.settings.liveness.accuracy_threshold)
+        try:
+            return score_video(
+                path, list(request["sequence"]), float(request["area_duration"]),
+                model_path(self.settings.models.dir, "face_landmarker"), params,
+            )  # fmt: skip
+        except VideoError as exc:
+            raise RemoteError(400, exc.code, f"video: {exc}") from None
 
     # -- match ------------------------------------------------------------------------------------------------
 
