@@ -89,16 +89,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = match.run((args.photo1, args.photo2), args.runs, args.url, args.api_key, args.detector)
         print(json.dumps(result, indent=1) if args.json else match.report(result))
         return 0
+    if args.bench == "pad":
+        from edge.bench import pad
+        from edge.vision.antispoof import MiniFasNetEnsemble
+        from edge.vision.engine import make_detector
+
+        ensemble = MiniFasNetEnsemble(
+            settings.models.dir, settings.models.onnx_providers, settings.liveness.antispoof_threshold,
+            args.rule or settings.liveness.antispoof_rule,
+        )  # fmt: skip
+        result = pad.run(args.data, make_detector(settings.matching.detector, settings.models.dir), ensemble)
+        print(json.dumps(result, indent=1) if args.json else pad.report(result))
+        return 0
     if args.bench == "gaze":
         from edge.bench import gaze
-        from edge.inference.liveness import FRAME_STRIDE
+        from edge.inference.liveness import FRAME_INTERVAL
         from edge.liveness.validator import ValidatorParams
         from models import model_path
 
         params = ValidatorParams(accuracy_threshold=settings.liveness.accuracy_threshold)
         result = gaze.run(
             args.data, model_path(settings.models.dir, "face_landmarker"), settings.paths.state_dir / "cache" / "gaze",
-            params, settings.liveness.area_duration, args.trials, args.photo_trials, stride=args.stride or FRAME_STRIDE,
+            params, settings.liveness.area_duration, args.trials, args.photo_trials,
+            interval=FRAME_INTERVAL if args.interval is None else args.interval,
         )  # fmt: skip
         print(json.dumps(result, indent=1) if args.json else gaze.report(result))
         return 0
@@ -110,6 +123,7 @@ def cmd_liveness(args: argparse.Namespace) -> int:
 
     from edge.inference.liveness import score_video
     from edge.liveness.validator import ValidatorParams
+    from edge.vision.engine import FaceEngine
     from edge.vision.video import VideoError
     from models import model_path
 
@@ -120,7 +134,7 @@ def cmd_liveness(args: argparse.Namespace) -> int:
         params = ValidatorParams(accuracy_threshold=settings.liveness.accuracy_threshold)
         result = score_video(
             args.video, sequence, args.area_duration or settings.liveness.area_duration,
-            model_path(settings.models.dir, "face_landmarker"), params,
+            model_path(settings.models.dir, "face_landmarker"), params, engine=FaceEngine(settings),
         )  # fmt: skip
     except (ValueError, VideoError) as exc:
         print(f"cannot score {args.video}: {exc}", file=sys.stderr)
@@ -133,6 +147,9 @@ def cmd_liveness(args: argparse.Namespace) -> int:
             print(f"  area {area['area']}: accuracy {area['accuracy']:.3f} over {area['frames_used']} frames")
         for reason in result["reasons"]:
             print(f"  reason: {reason['code']}: {reason['message']}")
+        pad = result["anti_spoofing"]
+        if pad.get("checked"):
+            print(f"  anti-spoofing: live probability {pad['live_probability']} over {pad['frames_scored']} frames")
         print(f"  {result['frames_processed']} frames tracked in {result['tracking_time']:.2f} s")
     return 0 if result["result"] == "pass" else 1
 
@@ -198,11 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     match.add_argument("--api-key", help="X-API-Key for --url")
     match.add_argument("--detector", choices=["yunet", "mtcnn"], help="detector of the stack it starts")
     match.add_argument("--json", action="store_true")
+    pad = bench_sub.add_parser("pad", help="anti-spoofing APCER/BPCER/AUC on a labels.csv data set")
+    pad.add_argument("--data", type=Path, required=True, help="folder with labels.csv (../shared/data/spoof)")
+    pad.add_argument("--rule", choices=["min", "mean"], help="override liveness.antispoof_rule")
+    pad.add_argument("--json", action="store_true")
     gaze = bench_sub.add_parser("gaze", help="simulated gaze challenges from the EyeGaze recordings")
     gaze.add_argument("--data", type=Path, required=True, help="the data folder (with gaze/eyegaze)")
     gaze.add_argument("--trials", type=int, default=400, help="genuine/replay/random challenges per person")
     gaze.add_argument("--photo-trials", type=int, default=20, help="photo attacks (still and moved) per person")
-    gaze.add_argument("--stride", type=int, help="track every n-th frame (default: the scorer's)")
+    gaze.add_argument("--interval", type=float, help="seconds between tracked frames (default: the scorer's 0.1)")
     gaze.add_argument("--json", action="store_true")
 
     keys = sub.add_parser("keys", help="API keys for the HTTP API")

@@ -74,6 +74,8 @@ class MatchingSettings(_Section):
 class LivenessSettings(_Section):
     area_duration: float = Field(3.0, ge=1.0, le=10.0, description="seconds each grid cell is highlighted")
     accuracy_threshold: float = Field(0.8, ge=0.0, le=1.0)
+    antispoof_threshold: float = Field(0.5, ge=0.0, le=1.0, description="live probability a face needs")
+    antispoof_rule: Literal["min", "mean"] = Field("min", description="how the two MiniFASNet models are combined")
 
 
 class ModelSettings(_Section):
@@ -124,6 +126,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "FACEMATCH_LOG_LEVEL": "log_level",
     "FACEMATCH_DETECTOR": "matching.detector",
     "FACEMATCH_API_KEYS_FILE": "api.keys_file",
+    "ANTISPOOF_THRESHOLD": "liveness.antispoof_threshold",
 }
 
 

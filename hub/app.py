@@ -78,7 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description=(
             "Face matching with eye-tracking liveness. Every endpoint but `/health` and the web page needs an API key "
-            "in the `X-API-Key` header. Errors are `{\"success\": false, \"error\": {\"code\", \"message\", ...}}`."
+            'in the `X-API-Key` header. Errors are `{"success": false, "error": {"code", "message", ...}}`.'
         ),
         lifespan=lifespan,
     )
@@ -163,7 +163,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def match(request: MatchRequest, caller: Caller) -> dict[str, Any]:
         started = time.perf_counter()
         require_inference()
-        first, second = await asyncio.gather(images.load("image1", request.image1), images.load("image2", request.image2))
+        first, second = await asyncio.gather(
+            images.load("image1", request.image1), images.load("image2", request.image2)
+        )
         payload = {
             "image1": base64.b64encode(first).decode(),
             "image2": base64.b64encode(second).decode(),
@@ -206,8 +208,11 @@ def create_app(settings: Settings) -> FastAPI:
         tags=["liveness"],
         summary="Submit the recorded challenge video (multipart: session_id, video)",
         response_model=SubmitLivenessResponse,
-        responses={**ERROR_RESPONSES, 404: ERROR_RESPONSES[400] | {"description": "unknown or expired session"},
-                   409: ERROR_RESPONSES[400] | {"description": "the session was already submitted"}},  # fmt: skip
+        responses={
+            **ERROR_RESPONSES,
+            404: ERROR_RESPONSES[400] | {"description": "unknown or expired session"},
+            409: ERROR_RESPONSES[400] | {"description": "the session was already submitted"},
+        },
     )
     async def submit_liveness(
         caller: Caller, session_id: Annotated[str, Form()], video: Annotated[UploadFile, File()]
@@ -228,7 +233,9 @@ def create_app(settings: Settings) -> FastAPI:
                 while chunk := await video.read(UPLOAD_CHUNK):
                     size += len(chunk)
                     if size > settings.http.max_video_size:
-                        raise ApiError(413, "video_too_large", f"the video is larger than {settings.http.max_video_size} bytes")
+                        raise ApiError(
+                            413, "video_too_large", f"the video is larger than {settings.http.max_video_size} bytes"
+                        )
                     handle.write(chunk)
             if size == 0:
                 raise ApiError(400, "empty_video", "the video is empty")
@@ -240,15 +247,15 @@ def create_app(settings: Settings) -> FastAPI:
                 if exc.found == "missing":
                     raise ApiError(404, "unknown_session", "the session expired before the upload finished") from None
                 raise ApiError(409, "session_used", f"this session was already {exc.found}; open a new one") from None
-            payload = {"video_path": str(path), "sequence": session["sequence"], "area_duration": session["area_duration"]}
+            payload = {
+                "video_path": str(path),
+                "sequence": session["sequence"],
+                "area_duration": session["area_duration"],
+            }
             timeout = max(settings.http.request_timeout, LIVENESS_TIMEOUT_FLOOR)
             result = await state.bus.acall("liveness", payload, timeout=timeout)
         finally:
             path.unlink(missing_ok=True)
-        result["anti_spoofing"] = result.get("anti_spoofing") or {
-            "checked": False,
-            "reason": "passive anti-spoofing is not part of this build: the gaze verdict stands alone",
-        }
         await run_in_threadpool(
             state.store.transition, session_id, SessionState.SUBMITTED, SessionState.COMPLETED,
             result=result["result"], overall_accuracy=result["overall_accuracy"],

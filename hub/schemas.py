@@ -39,6 +39,9 @@ class MatchResponse(BaseModel):
     similarity_score: float = Field(..., description="calibrated: a score s stands for a false-match rate of 10^(-5s)")
     threshold: float
     model: str
+    liveness: dict[str, bool] = Field(
+        default_factory=dict, description="per image: did passive anti-spoofing find the face live (details if verbose)"
+    )
     warnings: list[str] = []
     processing_time: float = Field(..., description="seconds, from request to answer")
     details: dict[str, Any] | None = None

@@ -69,7 +69,8 @@ def test_submit_scores_a_real_video_and_cleans_up(api, settings, challenge_video
     assert all({"frames_used", "accuracy", "passed"} <= set(a) for a in body["sequence_results"])
     assert 0 <= body["overall_accuracy"] <= 1 and body["frames_processed"] > 60
     assert (body["result"] == "pass") == (body["reasons"] == [])
-    assert "anti_spoofing" in body and body["processing_time"] > 0
+    assert body["anti_spoofing"]["checked"] and body["anti_spoofing"]["frames_scored"] >= 5
+    assert body["processing_time"] > 0
     assert list((settings.paths.state_dir / "spool").iterdir()) == []  # the upload is gone
     # Single use: the same session cannot be scored twice.
     again = submit(api, session["session_id"], challenge_video.read_bytes())

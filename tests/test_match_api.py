@@ -52,6 +52,8 @@ def test_different_people_do_not_match_and_verbose_explains(api, faces_dir):
     assert details["image1"]["face"]["box"] and details["image2"]["quality"]["ok"] is True
     assert -1 <= details["cosine_similarity"] <= 1 and details["false_match_rate_at_threshold"] == pytest.approx(1e-3)
     assert details["image1"]["timings_ms"]["embed"] > 0
+    assert set(body["liveness"]) == {"image1", "image2"}
+    assert 0 <= details["image2"]["liveness"]["live_probability"] <= 1
 
 
 def test_threshold_is_honoured(api, faces_dir):

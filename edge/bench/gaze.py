@@ -103,13 +103,23 @@ def covered_sequences(cells: dict[int, list]) -> list[tuple[int, ...]]:
     return [s for s in SEQUENCES if all(cells.get(c) for c in s)]
 
 
+def decimate(times: list[float], interval: float) -> list[int]:
+    """Indices of the frames the scorer's ``read_frames(interval=...)`` would keep."""
+    kept, last = [], -np.inf
+    for i, t in enumerate(times):
+        if t - last >= 0.9 * interval:
+            kept.append(i)
+            last = t
+    return kept
+
+
 def photo_attack(
-    frame_rgb: np.ndarray, tracker: GazeTracker, seconds: float, moving: bool, rng: random.Random, stride: int = 1
+    frame_rgb: np.ndarray, tracker: GazeTracker, seconds: float, moving: bool, rng: random.Random, interval: float
 ) -> list[GazeFrame]:
     height, width = frame_rgb.shape[:2]
     frames = []
     phase = [rng.uniform(0, 6.28) for _ in range(4)]
-    for i in range(0, int(seconds * 30), stride):
+    for i in decimate([i / 30 for i in range(int(seconds * 30))], interval):
         t = i / 30
         if moving:  # a hand: slow sway of a few percent, tilt of a few degrees, breathing-like scale
             dx = 0.04 * width * np.sin(0.7 * t + phase[0])
@@ -138,16 +148,17 @@ def run(
     trials: int = 400,
     photo_trials: int = 20,
     seed: int = 11,
-    stride: int = 1,
+    interval: float = 0.0,
 ) -> dict[str, object]:
-    """``stride`` keeps every n-th frame, as the scorer's frame stride does."""
+    """``interval`` keeps frames at least that many seconds apart, as the scorer does."""
     rng = random.Random(seed)
     started = time.perf_counter()
     recordings = load_recordings(data_dir, landmarker, cache_dir)
     for rec in recordings:
-        rec.frames, rec.cells = rec.frames[::stride], rec.cells[::stride]
+        keep = decimate([f.t for f in rec.frames], interval)
+        rec.frames, rec.cells = [rec.frames[i] for i in keep], [rec.cells[i] for i in keep]
     windows = dwell_windows(recordings, duration)
-    results: dict[str, object] = {"area_duration": duration, "stride": stride, "people": {}}
+    results: dict[str, object] = {"area_duration": duration, "interval": interval, "people": {}}
     for person in PEOPLE:
         cells = windows[person]
         sequences = covered_sequences(cells)
@@ -174,15 +185,12 @@ def run(
 
         photo_still, photo_moved = [], []
         videos = [next((data_dir / "gaze" / "eyegaze").glob(f"*/game_video_{s}.mp4")) for s in PEOPLE[person]]
-        for i in range(photo_trials):  # photo attacks are tracked frame by frame here, at the scorer's stride
-            video = videos[i % len(videos)]
-            frame_index = rng.randrange(0, 1000)
-            still = next(
-                f.rgb for k, f in enumerate(read_frames(video, max_frames=frame_index + 1)) if k == frame_index
-            )
+        stills = [f.rgb for video in videos for f in read_frames(video, max_frames=1000, interval=1.0)]
+        for _ in range(photo_trials):  # photo attacks are tracked frame by frame, at the scorer's frame interval
+            still = rng.choice(stills)
             for moving, bucket in ((False, photo_still), (True, photo_moved)):
                 with GazeTracker(landmarker) as tracker:
-                    frames = photo_attack(still, tracker, 3 * duration, moving, rng, stride)
+                    frames = photo_attack(still, tracker, 3 * duration, moving, rng, interval)
                 bucket.append(validate(frames, Challenge(rng.choice(SEQUENCES), duration), params).passed)
 
         results["people"][person] = {  # type: ignore[index]
@@ -201,7 +209,7 @@ def run(
 
 
 def report(result: dict[str, object]) -> str:
-    lines = [f"simulated challenges, area duration {result['area_duration']} s, every {result['stride']} frame(s)"]
+    lines = [f"simulated challenges, area duration {result['area_duration']} s, frames every {result['interval']} s"]
     header = f"{'person':<7}{'seqs':>5}{'genuine':>9}{'accuracy':>10}{'replay':>8}{'random':>8}{'photo':>8}{'moved':>8}"
     lines.append(header)
     for person, r in result["people"].items():  # type: ignore[union-attr]

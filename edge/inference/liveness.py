@@ -1,14 +1,23 @@
-"""Score a recorded challenge video: decode -> gaze features -> validator. One call for the hub and the CLI."""
+"""Score a recorded challenge video: decode -> gaze features (+ anti-spoofing samples) -> verdicts.
+
+One call, ``score_video``, for the inference daemon's ``liveness`` RPC and for ``facematch liveness score``.
+"""
 
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
+
 from edge.liveness.challenge import Challenge
+from edge.liveness.presentation import PresentationParams, judge
 from edge.liveness.validator import ValidatorParams, validate
+from edge.vision.engine import FaceEngine
 from edge.vision.gaze import GazeFrame, GazeTracker
 from edge.vision.video import Frame, read_frames
 
@@ -16,18 +25,35 @@ from edge.vision.video import Frame, read_frames
 _DECODER = ThreadPoolExecutor(1, thread_name_prefix="decode")
 # Frames after the last window are not needed; a little more than the challenge is read.
 RECORDING_TAIL = 0.5
-# Every FRAME_STRIDE-th frame is tracked: at 30 fps, 10 frames a second still give each window ~24 counted frames
-# (the accuracy cost is measured by `facematch bench gaze --stride`).
-FRAME_STRIDE = 3
+# Frames are tracked at most every FRAME_INTERVAL seconds: 10 a second still give each window ~24 counted frames,
+# and a 9 s challenge scores in under a second on 2 cores (the accuracy cost is measured by `facematch bench gaze`).
+FRAME_INTERVAL = 0.1
+# Anti-spoofing looks at one frame every ANTISPOOF_INTERVAL seconds (~7 ms each); landmarks for the motion cue are kept
+# every MOTION_INTERVAL seconds.
+ANTISPOOF_INTERVAL = 1.0
+MOTION_INTERVAL = 0.5
+
+
+@dataclass
+class Tracked:
+    frames: list[GazeFrame] = field(default_factory=list)
+    live_probabilities: list[float] = field(default_factory=list)
+    point_sets: list[np.ndarray] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 def track_video(
-    path: Path, landmarker: Path, max_seconds: float, stride: int = FRAME_STRIDE
-) -> tuple[list[GazeFrame], float]:
-    """Gaze features of every frame up to ``max_seconds``; returns (frames, seconds spent decoding + tracking)."""
+    path: Path,
+    landmarker: Path,
+    max_seconds: float,
+    interval: float = FRAME_INTERVAL,
+    engine: FaceEngine | None = None,
+) -> Tracked:
+    """Gaze features of the frames up to ``max_seconds``; with ``engine``, anti-spoofing samples too."""
     started = time.perf_counter()
-    frames: list[GazeFrame] = []
-    source = read_frames(path, max_seconds=max_seconds, stride=stride)
+    tracked = Tracked()
+    source = read_frames(path, max_seconds=max_seconds, interval=interval)
+    next_pad, next_motion = 0.0, 0.0
 
     def next_frame() -> Frame | None:
         return next(source, None)
@@ -36,8 +62,18 @@ def track_video(
         pending = _DECODER.submit(next_frame)
         while (frame := pending.result()) is not None:
             pending = _DECODER.submit(next_frame)
-            frames.append(tracker.track(frame.rgb, frame.t))
-    return frames, time.perf_counter() - started
+            tracked.frames.append(tracker.track(frame.rgb, frame.t))
+            if frame.t >= next_motion and tracker.last_points is not None:
+                tracked.point_sets.append(tracker.last_points)
+                next_motion = frame.t + MOTION_INTERVAL
+            if engine is not None and frame.t >= next_pad:
+                bgr = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
+                faces = engine.detector.detect(bgr)
+                if faces:
+                    tracked.live_probabilities.append(engine.pad.score(bgr, faces[0]).live_probability)
+                    next_pad = frame.t + ANTISPOOF_INTERVAL
+    tracked.seconds = time.perf_counter() - started
+    return tracked
 
 
 def score_video(
@@ -46,13 +82,30 @@ def score_video(
     area_duration: float,
     landmarker: Path,
     params: ValidatorParams | None = None,
+    engine: FaceEngine | None = None,
 ) -> dict[str, Any]:
-    """The result object of /submit-liveness for a video whose first frame is the start of the first window."""
+    """The result object of /submit-liveness for a video whose first frame is the start of the first window.
+
+    It passes only when the gaze follows the sequence and, with ``engine``, the anti-spoofing cues find a live face.
+    """
     challenge = Challenge(tuple(sequence), area_duration)
-    frames, seconds = track_video(path, landmarker, challenge.total_duration + RECORDING_TAIL)
-    verdict = validate(frames, challenge, params)
+    tracked = track_video(path, landmarker, challenge.total_duration + RECORDING_TAIL, engine=engine)
+    verdict = validate(tracked.frames, challenge, params)
     result = verdict.to_dict()
-    result["frames_processed"] = len(frames)
-    result["video_seconds"] = round(frames[-1].t, 3) if frames else 0.0
-    result["tracking_time"] = round(seconds, 3)
+    if engine is not None:
+        presentation = judge(
+            tracked.live_probabilities,
+            tracked.point_sets,
+            [f.blink for f in tracked.frames if f.face],
+            PresentationParams(texture_threshold=engine.pad.threshold),
+        )
+        result["anti_spoofing"] = presentation.to_dict()
+        result["reasons"] += result["anti_spoofing"]["reasons"]
+        if not presentation.passed:
+            result["result"] = "fail"
+    else:
+        result["anti_spoofing"] = {"checked": False, "reason": "scored without the anti-spoofing models"}
+    result["frames_processed"] = len(tracked.frames)
+    result["video_seconds"] = round(tracked.frames[-1].t, 3) if tracked.frames else 0.0
+    result["tracking_time"] = round(tracked.seconds, 3)
     return result

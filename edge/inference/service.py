@@ -60,7 +60,7 @@ class InferenceService:
         try:
             return score_video(
                 path, list(request["sequence"]), float(request["area_duration"]),
-                model_path(self.settings.models.dir, "face_landmarker"), params,
+                model_path(self.settings.models.dir, "face_landmarker"), params, engine=self.engine,
             )  # fmt: skip
         except VideoError as exc:
             raise RemoteError(400, exc.code, f"video: {exc}") from None
@@ -79,7 +79,7 @@ class InferenceService:
         except ImageError as exc:
             status = 413 if exc.code == "image_too_large" else 400
             raise RemoteError(status, exc.code, f"{field}: {exc}", {"image": field}) from None
-        return self.engine.analyze(pixels)
+        return self.engine.analyze(pixels, antispoof=True)
 
     def match(self, request: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
@@ -104,6 +104,7 @@ class InferenceService:
         ]
         result: dict[str, Any] = {
             "match": score >= threshold,
+            "liveness": {field: a.liveness.is_live for field, a in analyses.items() if a.liveness},
             "similarity_score": round(score, 4),
             "threshold": threshold,
             "model": self.engine.model_id,

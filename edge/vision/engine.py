@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.config import Settings
+from edge.vision.antispoof import MiniFasNetEnsemble, PadResult
 from edge.vision.calibration import Calibration
 from edge.vision.detect import Detector, MtcnnDetector, YuNetDetector
 from edge.vision.embed import Embedding, SFaceEmbedder, cosine
@@ -22,12 +23,14 @@ class FaceAnalysis:
     face: Face | None
     quality: QualityReport
     embedding: Embedding | None
+    liveness: PadResult | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {
             "face": self.face.to_dict() if self.face else None,
             "quality": self.quality.to_dict(),
+            "liveness": self.liveness.to_dict() if self.liveness else None,
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
         }
 
@@ -52,6 +55,10 @@ class FaceEngine:
         self.embedder = SFaceEmbedder(
             model_path(models_dir, "sface"), settings.models.onnx_providers, flip=settings.matching.flip_embedding
         )
+        self.pad = MiniFasNetEnsemble(
+            models_dir, settings.models.onnx_providers, settings.liveness.antispoof_threshold,
+            settings.liveness.antispoof_rule,
+        )  # fmt: skip
         # Only `facematch calibrate` runs uncalibrated: it is what writes the calibration.
         self.calibration = Calibration.load(self.embedder.model_id) if calibrated else None
         self.limits = limits or QualityLimits()
@@ -60,8 +67,9 @@ class FaceEngine:
     def model_id(self) -> str:
         return self.embedder.model_id
 
-    def analyze(self, image: np.ndarray, *, embed_if_poor: bool = False) -> FaceAnalysis:
-        """Detect, assess and (when the quality allows, or ``embed_if_poor``) embed the most prominent face."""
+    def analyze(self, image: np.ndarray, *, embed_if_poor: bool = False, antispoof: bool = False) -> FaceAnalysis:
+        """Detect, assess and (when the quality allows, or ``embed_if_poor``) embed the most prominent face;
+        with ``antispoof``, also run the passive anti-spoofing models on it."""
         started = time.perf_counter()
         faces = self.detector.detect(image)
         detected = time.perf_counter()
@@ -71,7 +79,12 @@ class FaceEngine:
         if faces and (report.ok or embed_if_poor):
             embedding = self.embedder.embed(image, faces[0])
             timings["embed"] = (time.perf_counter() - detected) * 1000
-        return FaceAnalysis(faces[0] if faces else None, report, embedding, timings)
+        liveness = None
+        if faces and antispoof:
+            pad_started = time.perf_counter()
+            liveness = self.pad.score(image, faces[0])
+            timings["antispoof"] = (time.perf_counter() - pad_started) * 1000
+        return FaceAnalysis(faces[0] if faces else None, report, embedding, liveness, timings)
 
     def compare(self, a: Embedding, b: Embedding) -> tuple[float, float]:
         """(raw cosine, calibrated similarity score in [0, 1])."""

@@ -134,13 +134,20 @@ class GazeTracker:
         )
         self._landmarker = vision.FaceLandmarker.create_from_options(options)
         self._last_ms = -1
+        # The 478 landmarks (pixels) of the last frame with exactly one face, for the motion cues of anti-spoofing.
+        self.last_points: np.ndarray | None = None
 
     def track(self, rgb: np.ndarray, t: float) -> GazeFrame:
         stamp = max(round(t * 1000), self._last_ms + 1)  # MediaPipe wants strictly increasing timestamps
         self._last_ms = stamp
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         result = self._landmarker.detect_for_video(image, stamp)
-        return features_from_result(result, t, rgb.shape[1], rgb.shape[0])
+        height, width = rgb.shape[:2]
+        faces = result.face_landmarks or []
+        self.last_points = (
+            np.array([[p.x * width, p.y * height] for p in faces[0]], dtype=np.float32) if len(faces) == 1 else None
+        )
+        return features_from_result(result, t, width, height)
 
     def close(self) -> None:
         self._landmarker.close()

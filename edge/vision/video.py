@@ -7,6 +7,7 @@ to the end and timed by their presentation timestamps.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +37,12 @@ def read_frames(
     max_frames: int = MAX_FRAMES,
     max_side: int = MAX_SIDE,
     max_seconds: float | None = None,
-    stride: int = 1,
+    interval: float = 0.0,
 ) -> Iterator[Frame]:
     """Yield RGB frames with their timestamps, at most ``max_frames`` decoded and up to ``max_seconds`` of video.
 
-    With ``stride`` n, only every n-th frame is converted and yielded (the others are decoded but not copied).
+    With ``interval``, frames closer than that to the last yielded one are decoded but not converted or yielded:
+    time-based, so a variable frame rate gives evenly spaced frames.
     """
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
@@ -51,11 +53,10 @@ def read_frames(
         count = 0
         fps = capture.get(cv2.CAP_PROP_FPS)
         fallback_step = 1.0 / fps if 1 <= fps <= 240 else 1.0 / 30
-        index = -1
+        last_yielded = -math.inf
         while count < max_frames:
             if not capture.grab():
                 break
-            index += 1
             stamp_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
             if first_ms is None:
                 first_ms = stamp_ms
@@ -66,8 +67,9 @@ def read_frames(
                 break
             previous = t
             count += 1
-            if index % stride:
+            if t - last_yielded < 0.9 * interval:  # 0.9: jitter in the timestamps must not drop every other frame
                 continue
+            last_yielded = t
             ok, bgr = capture.retrieve()
             if not ok:
                 break

@@ -1,0 +1,117 @@
+"""The web challenge page in a real headless Chromium, fed a real face recording as its camera."""
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+BASE_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (install.sh --dev)"
+)
+
+
+@pytest.fixture(scope="module")
+def fake_camera(data_dir, tmp_path_factory):
+    """A y4m (what Chromium's fake camera reads) made from a real gaze recording."""
+    source = data_dir / "gaze/eyegaze/both/game_video_1738773752.mp4"
+    target = tmp_path_factory.mktemp("camera") / "camera.y4m"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-ss", "3", "-t", "16", "-i", str(source), "-r", "15", "-pix_fmt", "yuv420p",
+         str(target)],
+        check=True,
+    )  # fmt: skip
+    return target
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+def launch(playwright, *extra):
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BASE_ARGS + list(extra))
+
+
+def test_the_challenge_runs_end_to_end_with_a_real_face(playwright, up_stack, fake_camera):
+    url, key = up_stack
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser = launch(
+        playwright, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={fake_camera}",
+    )  # fmt: skip
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page.goto(f"{url}/?key={key}")
+        page.click("#start")
+        page.wait_for_selector("#challenge:not([hidden])", timeout=15_000)
+        page.wait_for_selector(".cell.lit", timeout=15_000)
+        page.wait_for_timeout(1500)
+        lit = page.eval_on_selector_all(".cell.lit", "cells => cells.map(c => Number(c.dataset.cell))")
+        assert len(lit) == 1 and 1 <= lit[0] <= 6
+        page.screenshot(path=str(ARTIFACTS / "challenge-grid.png"))
+        page.wait_for_selector("body[data-result]", timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "challenge-result.png"))
+        verdict = page.text_content("#verdict")
+        assert verdict in ("Liveness confirmed", "Liveness not confirmed")
+        assert page.locator("#areas tbody tr").count() == 3
+        assert "Overall accuracy" in page.text_content("#accuracy")
+    finally:
+        browser.close()
+
+
+def test_a_denied_camera_gets_a_clear_message(playwright, up_stack):
+    url, key = up_stack
+    browser = launch(playwright, "--use-fake-device-for-media-stream")
+    try:
+        context = browser.new_context()  # no camera permission granted, no fake consent UI: getUserMedia is denied
+        page = context.new_page()
+        page.goto(f"{url}/?key={key}")
+        page.click("#start")
+        page.wait_for_selector("#message:not([hidden])", timeout=15_000)
+        assert "Camera permission was denied" in page.text_content("#message")
+    finally:
+        browser.close()
+
+
+def test_a_wrong_key_gets_a_clear_message(playwright, up_stack, fake_camera):
+    url, _ = up_stack
+    browser = launch(
+        playwright, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={fake_camera}",
+    )  # fmt: skip
+    try:
+        page = browser.new_page()
+        page.goto(f"{url}/?key=fm_not_a_key")
+        page.click("#start")
+        page.wait_for_selector("#message:not([hidden])", timeout=15_000)
+        assert "API key is missing or not valid" in page.text_content("#message")
+    finally:
+        browser.close()
+
+
+def test_the_page_fits_a_phone(playwright, up_stack):
+    url, key = up_stack
+    browser = launch(playwright)
+    try:
+        page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
+        page.goto(f"{url}/?key={key}")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390
+        assert page.is_visible("#start")
+    finally:
+        browser.close()
+
+
+def test_no_external_resources():
+    """The device may be offline: the page loads nothing from other hosts."""
+    static = Path(__file__).resolve().parent.parent / "hub" / "static"
+    for path in static.iterdir():
+        assert not re.search(r"(src|href)=\"(https?:)?//", path.read_text()), path
+        assert not re.search(r"fetch\(\s*[\"'`]https?://", path.read_text()), path
