@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import cv2
@@ -69,7 +70,7 @@ def _residual(src: np.ndarray, dst: np.ndarray, matrix: np.ndarray, projective: 
 def planar_ratio(point_sets: list[np.ndarray], params: PresentationParams) -> float | None:
     """Median over frame pairs of (homography residual / similarity residual), for pairs that moved enough."""
     ratios = []
-    for a, b in zip(point_sets, point_sets[1:], strict=False):
+    for a, b in itertools.pairwise(point_sets):
         src, dst = a[STABLE_POINTS], b[STABLE_POINTS]
         width = float(np.ptp(src[:, 0])) or 1.0
         similarity, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
@@ -85,7 +86,7 @@ def planar_ratio(point_sets: list[np.ndarray], params: PresentationParams) -> fl
 
 def count_blinks(blink_scores: list[float], threshold: float = 0.45) -> int:
     closed = [score >= threshold for score in blink_scores]
-    return sum(1 for before, now in zip(closed, closed[1:], strict=False) if now and not before)
+    return sum(1 for before, now in itertools.pairwise(closed) if now and not before)
 
 
 def judge(
