@@ -89,6 +89,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = match.run((args.photo1, args.photo2), args.runs, args.url, args.api_key, args.detector)
         print(json.dumps(result, indent=1) if args.json else match.report(result))
         return 0
+    if args.bench == "liveness":
+        from edge.bench import liveness
+
+        result = liveness.run(args.video, args.runs, args.url, args.api_key)
+        print(json.dumps(result, indent=1) if args.json else liveness.report(result))
+        return 0
     if args.bench == "pad":
         from edge.bench import pad
         from edge.vision.antispoof import MiniFasNetEnsemble
@@ -215,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     match.add_argument("--api-key", help="X-API-Key for --url")
     match.add_argument("--detector", choices=["yunet", "mtcnn"], help="detector of the stack it starts")
     match.add_argument("--json", action="store_true")
+    live = bench_sub.add_parser("liveness", help="/submit-liveness processing time for a 9 s 640x480 WebM")
+    live.add_argument("video", type=Path, help="a face recording to cut the 9 s challenge video from")
+    live.add_argument("--runs", type=int, default=10)
+    live.add_argument("--url", help="a running hub (default: start `facematch up` on free ports)")
+    live.add_argument("--api-key", help="X-API-Key for --url")
+    live.add_argument("--json", action="store_true")
     pad = bench_sub.add_parser("pad", help="anti-spoofing APCER/BPCER/AUC on a labels.csv data set")
     pad.add_argument("--data", type=Path, required=True, help="folder with labels.csv (../shared/data/spoof)")
     pad.add_argument("--rule", choices=["min", "mean"], help="override liveness.antispoof_rule")

@@ -103,6 +103,9 @@ class SubmitLivenessResponse(BaseModel):
     overall_accuracy: float
     sequence_results: list[AreaResultModel]
     reasons: list[dict[str, str]] = Field(..., description="why it failed (empty on a pass)")
-    anti_spoofing: dict[str, Any]
-    frames_processed: int
+    anti_spoofing: dict[str, Any] = Field(..., description="video-level passive anti-spoofing verdict and cues")
+    frames_processed: int = Field(..., description="frames tracked (one every 0.1 s of video)")
+    video_seconds: float
+    tracking_time: float = Field(..., description="seconds spent decoding and tracking")
+    diagnostics: dict[str, float] = Field(default_factory=dict, description="gaze figures behind the verdict")
     processing_time: float

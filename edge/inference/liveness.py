@@ -5,8 +5,9 @@ One call, ``score_video``, for the inference daemon's ``liveness`` RPC and for `
 
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,10 @@ from edge.vision.engine import FaceEngine
 from edge.vision.gaze import GazeFrame, GazeTracker
 from edge.vision.video import Frame, read_frames
 
-# Decoding runs one frame ahead of the landmarker, on the second core.
-_DECODER = ThreadPoolExecutor(1, thread_name_prefix="decode")
+# Landmarks run in two lanes, one per core, each with its own FaceLandmarker taking every other frame (the landmarker
+# itself uses one core); the caller's thread decodes ahead of them.
+LANES = 2
+MAX_IN_FLIGHT = 8
 # Frames after the last window are not needed; a little more than the challenge is read.
 RECORDING_TAIL = 0.5
 # Frames are tracked at most every FRAME_INTERVAL seconds: 10 a second still give each window ~24 counted frames,
@@ -42,6 +45,20 @@ class Tracked:
     seconds: float = 0.0
 
 
+def _track_one(
+    tracker: GazeTracker, frame: Frame, engine: FaceEngine | None, want_pad: bool, want_points: bool
+) -> tuple[GazeFrame, np.ndarray | None, float | None]:
+    features = tracker.track(frame.rgb, frame.t)
+    points = tracker.last_points if want_points else None
+    live = None
+    if want_pad and engine is not None:
+        bgr = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
+        faces = engine.detector.detect(bgr)
+        if faces:
+            live = engine.pad.score(bgr, faces[0]).live_probability
+    return features, points, live
+
+
 def track_video(
     path: Path,
     landmarker: Path,
@@ -52,26 +69,35 @@ def track_video(
     """Gaze features of the frames up to ``max_seconds``; with ``engine``, anti-spoofing samples too."""
     started = time.perf_counter()
     tracked = Tracked()
-    source = read_frames(path, max_seconds=max_seconds, interval=interval)
     next_pad, next_motion = 0.0, 0.0
-
-    def next_frame() -> Frame | None:
-        return next(source, None)
-
-    with GazeTracker(landmarker) as tracker:
-        pending = _DECODER.submit(next_frame)
-        while (frame := pending.result()) is not None:
-            pending = _DECODER.submit(next_frame)
-            tracked.frames.append(tracker.track(frame.rgb, frame.t))
-            if frame.t >= next_motion and tracker.last_points is not None:
-                tracked.point_sets.append(tracker.last_points)
+    trackers = [GazeTracker(landmarker) for _ in range(LANES)]
+    lanes = [ThreadPoolExecutor(1, thread_name_prefix=f"landmarks-{i}") for i in range(LANES)]
+    in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+    futures: list[Future[tuple[GazeFrame, np.ndarray | None, float | None]]] = []
+    try:
+        for index, frame in enumerate(read_frames(path, max_seconds=max_seconds, interval=interval)):
+            want_pad, want_points = frame.t >= next_pad, frame.t >= next_motion
+            if want_pad:
+                next_pad = frame.t + ANTISPOOF_INTERVAL
+            if want_points:
                 next_motion = frame.t + MOTION_INTERVAL
-            if engine is not None and frame.t >= next_pad:
-                bgr = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
-                faces = engine.detector.detect(bgr)
-                if faces:
-                    tracked.live_probabilities.append(engine.pad.score(bgr, faces[0]).live_probability)
-                    next_pad = frame.t + ANTISPOOF_INTERVAL
+            in_flight.acquire()
+            lane = index % LANES
+            future = lanes[lane].submit(_track_one, trackers[lane], frame, engine, want_pad, want_points)
+            future.add_done_callback(lambda _: in_flight.release())
+            futures.append(future)
+        for future in futures:
+            features, points, live = future.result()
+            tracked.frames.append(features)
+            if points is not None:
+                tracked.point_sets.append(points)
+            if live is not None:
+                tracked.live_probabilities.append(live)
+    finally:
+        for lane in lanes:
+            lane.shutdown(wait=True, cancel_futures=True)
+        for tracker in trackers:
+            tracker.close()
     tracked.seconds = time.perf_counter() - started
     return tracked
 
