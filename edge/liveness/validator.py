@@ -51,7 +51,7 @@ class ValidatorParams:
     settle: float = 0.6  # seconds ignored after each switch
     min_frames: int = 8  # counted frames a window needs
     min_usable: float = 0.5  # share of a window's frames that must be usable
-    look_weight: float = 0.2  # eye-look blendshape, in iris-position units
+    look_weight: float = 0.0  # eye-look blendshape, in iris-position units (0.2 and 0.4 did worse on person A)
     yaw_weight: float = 0.0  # head yaw (degrees) removed from h
     min_gain: float = 0.02  # h per column, fitted on the three windows (genuine median 0.04–0.12 here; a photo ~0)
     min_step: float = 0.25  # each switch must move h the right way by this share of the minimum gain per column
