@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,7 +68,7 @@ class ApiSettings(_Section):
 class MatchingSettings(_Section):
     similarity_threshold: float = Field(0.6, ge=0.0, le=1.0)
     detector: Literal["yunet", "mtcnn"] = "yunet"
-    embedder: Literal["sface"] = "sface"
+    embedder: Literal["sface", "dlib"] = "sface"
     flip_embedding: bool = Field(True, description="embed the face and its mirror image (more accurate, ~2× slower)")
 
 
@@ -125,6 +126,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "FACEMATCH_STATE_DIR": "paths.state_dir",
     "FACEMATCH_LOG_LEVEL": "log_level",
     "FACEMATCH_DETECTOR": "matching.detector",
+    "FACEMATCH_EMBEDDER": "matching.embedder",
     "FACEMATCH_API_KEYS_FILE": "api.keys_file",
     "ANTISPOOF_THRESHOLD": "liveness.antispoof_threshold",
 }
@@ -194,3 +196,12 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         return Settings.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_describe(exc.errors()[0], sources)) from None
+
+
+def load_settings_or_exit() -> Settings:
+    """For a process's entry point: the settings, or the one-line error on stderr and exit code 2."""
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None

@@ -34,6 +34,20 @@ def die_with_parent() -> None:
         pass  # not Linux/glibc: the supervisor's own signal handling still stops children
 
 
+def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> bool:
+    """SIGTERM, then SIGKILL after ``timeout``. Returns True when it had to be killed."""
+    if process is None or process.poll() is not None:
+        return False
+    process.terminate()
+    try:
+        process.wait(timeout)
+        return False
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return True
+
+
 def free_port(host: str = LOOPBACK) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -105,14 +119,7 @@ class LocalService:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout)
 
     def _log_tail(self) -> str:
         try:

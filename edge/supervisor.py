@@ -27,6 +27,7 @@ from edge.services import (
     mosquitto_service,
     port_open,
     redis_service,
+    stop_process,
 )
 from edge.store import Store
 
@@ -57,16 +58,8 @@ class Child:
     def stop(self, timeout: float = 10.0) -> None:
         if self.stop_hook:
             self.stop_hook()
-            return
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop within %g s; killing it", self.name, timeout)
-            self.process.kill()
-            self.process.wait()
+        elif stop_process(self.process, timeout):
+            log.warning("%s did not stop within %g s; it was killed", self.name, timeout)
 
 
 def python_child(name: str, module: str) -> Child:

@@ -6,17 +6,13 @@ import sys
 
 import uvicorn
 
-from edge.config import ConfigError, load_settings
+from edge.config import load_settings_or_exit
 from edge.logs import setup_logging
 from hub.app import create_app
 
 
 def main() -> int:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    settings = load_settings_or_exit()
     setup_logging("hub", settings.log_level)
     app = create_app(settings)
     uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_level=settings.log_level.lower())

@@ -140,6 +140,15 @@ def inference_worker(settings: Settings, engine):
     service.close()
 
 
+@pytest.fixture
+def api(settings: Settings, inference_worker):
+    """A hub TestClient with an API key, once it has seen the inference worker online."""
+    client = hub_client(settings)
+    wait_for_inference(client)
+    yield client
+    client.__exit__(None, None, None)
+
+
 def wait_for_inference(client, timeout: float = 5.0) -> None:
     import time
 

@@ -23,14 +23,6 @@ def challenge_video(data_dir, tmp_path_factory):
     return target
 
 
-@pytest.fixture
-def api(settings, inference_worker):
-    client = hub_client(settings)
-    wait_for_inference(client)
-    yield client
-    client.__exit__(None, None, None)
-
-
 def initiate(client, **body):
     response = client.post("/initiate-liveness", json=body)
     assert response.status_code == 200, response.text

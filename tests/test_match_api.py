@@ -13,19 +13,6 @@ from tests.conftest import hub_client, wait_for_inference
 EXAMPLES = "face_recognition/examples"
 
 
-@pytest.fixture
-def worker(inference_worker):
-    return inference_worker
-
-
-@pytest.fixture
-def api(settings, worker):
-    client = hub_client(settings)
-    wait_for_inference(client)
-    yield client
-    client.__exit__(None, None, None)
-
-
 def b64(path, prefix=False):
     text = base64.b64encode(path.read_bytes()).decode()
     return f"data:image/jpeg;base64,{text}" if prefix else text
@@ -111,7 +98,7 @@ def test_bad_inputs_are_4xx_naming_the_image(api, faces_dir, image, status, code
     assert error["code"] == code and error["image"] == "image2"
 
 
-def test_oversized_image_is_413(settings, worker):
+def test_oversized_image_is_413(settings, inference_worker):
     settings.http.max_image_size = 2048
     client = hub_client(settings)
     try:
@@ -185,7 +172,7 @@ class ImageServer:
         self.server.server_close()
 
 
-def test_urls_in_an_allowed_network_are_fetched_and_redirects_rechecked(settings, worker, faces_dir):
+def test_urls_in_an_allowed_network_are_fetched_and_redirects_rechecked(settings, inference_worker, faces_dir):
     photo = (faces_dir / EXAMPLES / "obama.jpg").read_bytes()
     allowed = ImageServer(photo, "127.0.0.1")
     forbidden = ImageServer(photo, "127.0.0.2")

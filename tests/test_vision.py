@@ -185,3 +185,21 @@ def test_calibration_fit_on_synthetic_scores():
     cal = Calibration.fit("toy", impostor, rng.normal(0.7, 0.1, 1000), {})
     # For a normal(0, 0.1) impostor distribution FMR 1e-3 is at 3.09 sigma.
     assert cal.cosine_for(0.6) == pytest.approx(0.309, abs=0.01)
+
+
+def test_the_dlib_embedder_is_selectable_and_calibrated(model_settings, faces_dir, tmp_path):
+    pytest.importorskip("dlib", reason="dlib-bin is not installed (install.sh --dev installs it)")
+    from edge.vision.engine import FaceEngine
+    from models.fetch import fetch_one, select
+
+    for spec in select(["dlib_resnet", "dlib_shape5"], everything=False):
+        fetch_one(spec, model_settings, tmp_path, say=lambda _: None)
+    settings = model_settings.model_copy(deep=True)
+    settings.matching.embedder = "dlib"
+    dlib_engine = FaceEngine(settings)
+    photos = faces_dir / "face_recognition/examples"
+    obama1 = dlib_engine.analyze(read_bgr(photos / "obama.jpg")).embedding
+    obama2 = dlib_engine.analyze(read_bgr(photos / "obama2.jpg")).embedding
+    biden = dlib_engine.analyze(read_bgr(photos / "biden.jpg")).embedding
+    assert obama1.model_id == "dlib-resnet-v1"
+    assert dlib_engine.compare(obama1, obama2)[1] >= 0.6 > dlib_engine.compare(obama1, biden)[1]

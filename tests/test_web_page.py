@@ -39,13 +39,16 @@ def launch(playwright, *extra):
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BASE_ARGS + list(extra))
 
 
+def launch_with_camera(playwright, video):
+    """Chromium whose camera plays ``video`` (y4m) and whose permission prompt always says yes."""
+    fake = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    return launch(playwright, *fake, f"--use-file-for-fake-video-capture={video}")
+
+
 def test_the_challenge_runs_end_to_end_with_a_real_face(playwright, up_stack, fake_camera):
     url, key = up_stack
     ARTIFACTS.mkdir(exist_ok=True)
-    browser = launch(
-        playwright, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-video-capture={fake_camera}",
-    )  # fmt: skip
+    browser = launch_with_camera(playwright, fake_camera)
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 720})
         page.goto(f"{url}/?key={key}")
@@ -82,10 +85,7 @@ def test_a_denied_camera_gets_a_clear_message(playwright, up_stack):
 
 def test_a_wrong_key_gets_a_clear_message(playwright, up_stack, fake_camera):
     url, _ = up_stack
-    browser = launch(
-        playwright, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-video-capture={fake_camera}",
-    )  # fmt: skip
+    browser = launch_with_camera(playwright, fake_camera)
     try:
         page = browser.new_page()
         page.goto(f"{url}/?key=fm_not_a_key")

@@ -7,8 +7,6 @@ wall time seen by the client.
 
 from __future__ import annotations
 
-import secrets
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from edge.bench.match import percentile, resident_mb, start_stack
+from edge.bench.match import percentile, resident_mb, running_stack
 
 
 def make_webm(source: Path, target: Path, seconds: float = 9.0) -> Path:
@@ -28,40 +26,38 @@ def make_webm(source: Path, target: Path, seconds: float = 9.0) -> Path:
     return target
 
 
+def time_submissions(url: str, api_key: str, video: bytes, runs: int) -> dict[str, list[float]]:
+    server, wall, fps = [], [], []
+    with httpx.Client(timeout=120, headers={"X-API-Key": api_key}) as client:
+        for i in range(runs + 1):
+            session = client.post(f"{url}/initiate-liveness", json={}).json()
+            files = {"video": ("challenge.webm", video, "video/webm")}
+            response = client.post(f"{url}/submit-liveness", data={"session_id": session["session_id"]}, files=files)
+            response.raise_for_status()
+            body = response.json()
+            if i == 0:
+                continue  # warm-up
+            server.append(body["processing_time"])
+            wall.append(response.elapsed.total_seconds())
+            fps.append(body["frames_processed"] / body["tracking_time"])
+    return {"server": server, "wall": wall, "fps": fps}
+
+
 def run(source: Path, runs: int, url: str | None, api_key: str | None) -> dict[str, object]:
     result: dict[str, object] = {"source": str(source), "runs": runs}
-    process = None
     with tempfile.TemporaryDirectory(prefix="facematch-bench-") as tmp:
         video = make_webm(source, Path(tmp) / "challenge.webm").read_bytes()
-        try:
-            if url is None:
-                api_key = secrets.token_urlsafe(24)
-                process, url = start_stack(Path(tmp) / "state", None, api_key)
-            server, wall, fps = [], [], []
-            with httpx.Client(timeout=120, headers={"X-API-Key": api_key or ""}) as client:
-                for i in range(runs + 1):
-                    session = client.post(f"{url}/initiate-liveness", json={}).json()
-                    files = {"video": ("challenge.webm", video, "video/webm")}
-                    response = client.post(f"{url}/submit-liveness", data={"session_id": session["session_id"]},
-                                           files=files)  # fmt: skip
-                    response.raise_for_status()
-                    body = response.json()
-                    if i == 0:
-                        continue  # warm-up
-                    server.append(body["processing_time"])
-                    wall.append(response.elapsed.total_seconds())
-                    fps.append(body["frames_processed"] / body["tracking_time"])
-            if process is not None:
-                result["resident_mb"] = resident_mb(process.pid)
-        finally:
-            if process is not None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(30)
+        if url is not None:
+            timings = time_submissions(url, api_key or "", video, runs)
+        else:
+            with running_stack(Path(tmp) / "state") as (stack_url, stack_key, pid):
+                timings = time_submissions(stack_url, stack_key, video, runs)
+                result["resident_mb"] = resident_mb(pid)
     result.update(
-        server_p50_s=statistics.median(server),
-        server_p95_s=percentile(server, 95),
-        client_p50_s=statistics.median(wall),
-        tracked_frames_per_second=statistics.median(fps),
+        server_p50_s=statistics.median(timings["server"]),
+        server_p95_s=percentile(timings["server"], 95),
+        client_p50_s=statistics.median(timings["wall"]),
+        tracked_frames_per_second=statistics.median(timings["fps"]),
         video_bytes=len(video),
     )
     return result

