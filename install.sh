@@ -50,8 +50,9 @@ fi
 
 # --- system packages ----------------------------------------------------------------------------------------
 # redis-server, mosquitto: sessions and the bus (started by `facematch up` when not already running).
-# libgl1, libglib2.0-0: what the OpenCV wheel links against. ffmpeg: converting recordings for tests and tools.
-PACKAGES=(redis-server mosquitto mosquitto-clients libgl1 libglib2.0-0 ffmpeg ca-certificates)
+# libgl1, libglib2.0-0: what the OpenCV wheel links against; libegl1, libgles2: what MediaPipe links against.
+# ffmpeg: cutting and converting recordings (tests, benchmarks).
+PACKAGES=(redis-server mosquitto mosquitto-clients libgl1 libglib2.0-0 libegl1 libgles2 ffmpeg ca-certificates)
 if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
   PACKAGES+=("python3-venv")
 fi

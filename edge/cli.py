@@ -95,6 +95,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = liveness.run(args.video, args.runs, args.url, args.api_key)
         print(json.dumps(result, indent=1) if args.json else liveness.report(result))
         return 0
+    if args.bench == "pad" and args.video:
+        from edge.bench import pad_video
+        from edge.vision.engine import FaceEngine
+
+        result = pad_video.run(args.data, FaceEngine(settings))
+        print(json.dumps(result, indent=1) if args.json else pad_video.report(result))
+        return 0
     if args.bench == "pad":
         from edge.bench import pad
         from edge.vision.antispoof import MiniFasNetEnsemble
@@ -228,7 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--api-key", help="X-API-Key for --url")
     live.add_argument("--json", action="store_true")
     pad = bench_sub.add_parser("pad", help="anti-spoofing APCER/BPCER/AUC on a labels.csv data set")
-    pad.add_argument("--data", type=Path, required=True, help="folder with labels.csv (../shared/data/spoof)")
+    pad.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder with labels.csv (../shared/data/spoof); with --video, the data folder (../shared/data)",
+    )
+    pad.add_argument(
+        "--video",
+        action="store_true",
+        help="video-level verdict: genuine recordings against simulated print and screen attacks",
+    )
     pad.add_argument("--rule", choices=["min", "mean"], help="override liveness.antispoof_rule")
     pad.add_argument("--json", action="store_true")
     gaze = bench_sub.add_parser("gaze", help="simulated gaze challenges from the EyeGaze recordings")

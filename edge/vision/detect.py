@@ -15,7 +15,6 @@ import numpy as np
 
 from edge.vision.types import Face
 
-
 # OpenCV 5 warns on every FaceDetectorYN it creates that its new graph engine ignores the preferred target; only
 # errors are worth a log line.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
