@@ -68,7 +68,7 @@ class ApiSettings(_Section):
 class MatchingSettings(_Section):
     similarity_threshold: float = Field(0.6, ge=0.0, le=1.0)
     detector: Literal["yunet", "mtcnn"] = "yunet"
-    embedder: Literal["sface", "dlib"] = "sface"
+    embedder: Literal["sface", "facenet", "dlib"] = "sface"
     flip_embedding: bool = Field(True, description="embed the face and its mirror image (more accurate, ~2× slower)")
 
 

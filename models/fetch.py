@@ -20,7 +20,7 @@ import httpx
 from tqdm import tqdm
 
 from edge.config import PROJECT_ROOT, Settings
-from models.derive import dequantize
+from models.derive import dequantize, keras_to_onnx
 from models.manifest import ModelSpec, Source, load_manifest, sha256_of
 
 
@@ -137,6 +137,8 @@ def fetch(settings: Settings, names: Iterable[str] = (), everything: bool = Fals
                 continue
             if spec.name == "sface":
                 print(f"sface: float32 copy for ONNX Runtime -> {dequantize(path)}")
+            elif spec.name == "facenet":
+                print(f"facenet: converted to ONNX -> {keras_to_onnx(path)}")
     return 1 if failures else 0
 
 

@@ -203,3 +203,20 @@ def test_the_dlib_embedder_is_selectable_and_calibrated(model_settings, faces_di
     biden = dlib_engine.analyze(read_bgr(photos / "biden.jpg")).embedding
     assert obama1.model_id == "dlib-resnet-v1"
     assert dlib_engine.compare(obama1, obama2)[1] >= 0.6 > dlib_engine.compare(obama1, biden)[1]
+
+
+def test_the_facenet_embedder_is_selectable_and_calibrated(model_settings, faces_dir, tmp_path):
+    from edge.vision.engine import FaceEngine
+    from models.fetch import fetch_one, select
+
+    for spec in select(["facenet"], everything=False):
+        fetch_one(spec, model_settings, tmp_path, say=lambda _: None)
+    settings = model_settings.model_copy(deep=True)
+    settings.matching.embedder = "facenet"
+    facenet = FaceEngine(settings)  # converts the .h5 to ONNX on first use
+    photos = faces_dir / "face_recognition/examples"
+    obama1 = facenet.analyze(read_bgr(photos / "obama.jpg")).embedding
+    obama2 = facenet.analyze(read_bgr(photos / "obama2.jpg")).embedding
+    biden = facenet.analyze(read_bgr(photos / "biden.jpg")).embedding
+    assert obama1.model_id == "facenet-msceleb-flip"
+    assert facenet.compare(obama1, obama2)[1] >= 0.6 > facenet.compare(obama1, biden)[1]

@@ -12,7 +12,7 @@ import numpy as np
 from edge.vision.align import align
 from edge.vision.onnx import create_session
 from edge.vision.types import Face
-from models.derive import dequantize
+from models.derive import dequantize, keras_to_onnx
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,29 @@ class SFaceEmbedder:
         blob = np.stack(crops).astype(np.float32).transpose(0, 3, 1, 2)
         vector = self._session.run(None, {self._input: blob})[0].sum(axis=0).astype(np.float32)
         return Embedding(self.model_id, vector / max(float(np.linalg.norm(vector)), 1e-12))
+
+
+class FaceNetEmbedder:
+    """FaceNet (Inception-ResNet-v1, MS-Celeb-1M; keras-facenet converted to ONNX at fetch): 160×160 RGB aligned on
+    the ArcFace template scaled to 160 px, standardised per image -> 128-d; with ``flip``, plus its mirror image."""
+
+    input_size = 160
+
+    def __init__(self, model: Path, providers: list[str], flip: bool = True):
+        self.flip = flip
+        self.model_id = "facenet-msceleb" + ("-flip" if flip else "")
+        self._session = create_session(keras_to_onnx(model), providers)
+        self._input = self._session.get_inputs()[0].name
+
+    def embed(self, image: np.ndarray, face: Face) -> Embedding:
+        crop = cv2.cvtColor(align(image, face.landmarks, self.input_size), cv2.COLOR_BGR2RGB).astype(np.float32)
+        batch = np.stack([crop, crop[:, ::-1]] if self.flip else [crop])
+        mean = batch.mean(axis=(1, 2, 3), keepdims=True)
+        std = np.maximum(batch.std(axis=(1, 2, 3), keepdims=True), 1 / np.sqrt(crop.size))
+        vectors = self._session.run(None, {self._input: ((batch - mean) / std).astype(np.float32)})[0]
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        vector = vectors.sum(axis=0)
+        return Embedding(self.model_id, (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32))
 
 
 class DlibEmbedder:

@@ -12,7 +12,7 @@ from edge.config import Settings
 from edge.vision.antispoof import MiniFasNetEnsemble, PadResult
 from edge.vision.calibration import Calibration
 from edge.vision.detect import Detector, MtcnnDetector, YuNetDetector
-from edge.vision.embed import DlibEmbedder, Embedding, SFaceEmbedder, cosine
+from edge.vision.embed import DlibEmbedder, Embedding, FaceNetEmbedder, SFaceEmbedder, cosine
 from edge.vision.quality import QualityLimits, QualityReport, assess
 from edge.vision.types import Face
 from models import model_path
@@ -52,8 +52,12 @@ class FaceEngine:
     ):
         models_dir = settings.models.dir
         self.detector = make_detector(detector or settings.matching.detector, models_dir)
-        self.embedder: SFaceEmbedder | DlibEmbedder
-        if settings.matching.embedder == "dlib":
+        self.embedder: SFaceEmbedder | FaceNetEmbedder | DlibEmbedder
+        if settings.matching.embedder == "facenet":
+            self.embedder = FaceNetEmbedder(
+                model_path(models_dir, "facenet"), settings.models.onnx_providers, flip=settings.matching.flip_embedding
+            )
+        elif settings.matching.embedder == "dlib":
             self.embedder = DlibEmbedder(model_path(models_dir, "dlib_resnet"), model_path(models_dir, "dlib_shape5"))
         else:
             self.embedder = SFaceEmbedder(
