@@ -50,7 +50,8 @@ def wait_health(port: int, timeout: float) -> httpx.Response:
 
 
 @pytest.fixture
-def up_env(tmp_path):
+def up_env(tmp_path, model_settings):
+    """Free ports for `facematch up`; its inference daemon needs the models, so they are fetched first."""
     ports = {"http": free_port(), "redis": free_port(), "mqtt": free_port()}
     env = {
         **os.environ,
