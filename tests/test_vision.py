@@ -187,36 +187,24 @@ def test_calibration_fit_on_synthetic_scores():
     assert cal.cosine_for(0.6) == pytest.approx(0.309, abs=0.01)
 
 
-def test_the_dlib_embedder_is_selectable_and_calibrated(model_settings, faces_dir, tmp_path):
-    pytest.importorskip("dlib", reason="dlib-bin is not installed (install.sh --dev installs it)")
+@pytest.mark.parametrize(
+    ("embedder", "models", "model_id"),
+    [("dlib", ["dlib_resnet", "dlib_shape5"], "dlib-resnet-v1"), ("facenet", ["facenet"], "facenet-msceleb-flip")],
+)
+def test_other_embedders_are_selectable_and_calibrated(model_settings, faces_dir, tmp_path, embedder, models, model_id):
+    if embedder == "dlib":
+        pytest.importorskip("dlib", reason="dlib-bin is not installed (install.sh --dev installs it)")
     from edge.vision.engine import FaceEngine
     from models.fetch import fetch_one, select
 
-    for spec in select(["dlib_resnet", "dlib_shape5"], everything=False):
+    for spec in select(models, everything=False):
         fetch_one(spec, model_settings, tmp_path, say=lambda _: None)
     settings = model_settings.model_copy(deep=True)
-    settings.matching.embedder = "dlib"
-    dlib_engine = FaceEngine(settings)
+    settings.matching.embedder = embedder
+    other = FaceEngine(settings)  # FaceNet: converted from Keras to ONNX on first use
     photos = faces_dir / "face_recognition/examples"
-    obama1 = dlib_engine.analyze(read_bgr(photos / "obama.jpg")).embedding
-    obama2 = dlib_engine.analyze(read_bgr(photos / "obama2.jpg")).embedding
-    biden = dlib_engine.analyze(read_bgr(photos / "biden.jpg")).embedding
-    assert obama1.model_id == "dlib-resnet-v1"
-    assert dlib_engine.compare(obama1, obama2)[1] >= 0.6 > dlib_engine.compare(obama1, biden)[1]
-
-
-def test_the_facenet_embedder_is_selectable_and_calibrated(model_settings, faces_dir, tmp_path):
-    from edge.vision.engine import FaceEngine
-    from models.fetch import fetch_one, select
-
-    for spec in select(["facenet"], everything=False):
-        fetch_one(spec, model_settings, tmp_path, say=lambda _: None)
-    settings = model_settings.model_copy(deep=True)
-    settings.matching.embedder = "facenet"
-    facenet = FaceEngine(settings)  # converts the .h5 to ONNX on first use
-    photos = faces_dir / "face_recognition/examples"
-    obama1 = facenet.analyze(read_bgr(photos / "obama.jpg")).embedding
-    obama2 = facenet.analyze(read_bgr(photos / "obama2.jpg")).embedding
-    biden = facenet.analyze(read_bgr(photos / "biden.jpg")).embedding
-    assert obama1.model_id == "facenet-msceleb-flip"
-    assert facenet.compare(obama1, obama2)[1] >= 0.6 > facenet.compare(obama1, biden)[1]
+    obama1 = other.analyze(read_bgr(photos / "obama.jpg")).embedding
+    obama2 = other.analyze(read_bgr(photos / "obama2.jpg")).embedding
+    biden = other.analyze(read_bgr(photos / "biden.jpg")).embedding
+    assert obama1.model_id == model_id
+    assert other.compare(obama1, obama2)[1] >= 0.6 > other.compare(obama1, biden)[1]

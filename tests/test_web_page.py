@@ -69,16 +69,31 @@ def test_the_challenge_runs_end_to_end_with_a_real_face(playwright, up_stack, fa
         browser.close()
 
 
+def message_after_start(browser, url: str) -> str:
+    page = browser.new_context().new_page()
+    page.goto(url)
+    page.click("#start")
+    page.wait_for_selector("#message:not([hidden])", timeout=15_000)
+    return page.text_content("#message")
+
+
 def test_a_denied_camera_gets_a_clear_message(playwright, up_stack):
     url, key = up_stack
+    # No camera permission granted and no fake consent UI: getUserMedia is denied.
     browser = launch(playwright, "--use-fake-device-for-media-stream")
     try:
-        context = browser.new_context()  # no camera permission granted, no fake consent UI: getUserMedia is denied
-        page = context.new_page()
-        page.goto(f"{url}/?key={key}")
-        page.click("#start")
-        page.wait_for_selector("#message:not([hidden])", timeout=15_000)
-        assert "Camera permission was denied" in page.text_content("#message")
+        assert "Camera permission was denied" in message_after_start(browser, f"{url}/?key={key}")
+    finally:
+        browser.close()
+
+
+def test_no_camera_gets_a_clear_message(playwright, up_stack):
+    url, key = up_stack
+    if list(Path("/dev").glob("video*")):
+        pytest.skip("this machine has a camera")
+    browser = launch(playwright, "--use-fake-ui-for-media-stream")  # consent given, but no device at all
+    try:
+        assert "No camera was found" in message_after_start(browser, f"{url}/?key={key}")
     finally:
         browser.close()
 
@@ -87,11 +102,7 @@ def test_a_wrong_key_gets_a_clear_message(playwright, up_stack, fake_camera):
     url, _ = up_stack
     browser = launch_with_camera(playwright, fake_camera)
     try:
-        page = browser.new_page()
-        page.goto(f"{url}/?key=fm_not_a_key")
-        page.click("#start")
-        page.wait_for_selector("#message:not([hidden])", timeout=15_000)
-        assert "API key is missing or not valid" in page.text_content("#message")
+        assert "API key is missing or not valid" in message_after_start(browser, f"{url}/?key=fm_not_a_key")
     finally:
         browser.close()
 
