@@ -269,5 +269,10 @@ def test_health_reports_models_when_everything_runs(api):
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "healthy"
-    assert body["models"] == {"yunet": True, "sface-2021dec-flip": True, "mediapipe-face-landmarker": True}
+    assert body["models"] == {
+        "yunet": True,
+        "sface-2021dec-flip": True,
+        "mediapipe-face-landmarker": True,
+        "minifasnet-v2+v1se": True,
+    }
     assert all(dep["ok"] for dep in body["dependencies"].values())

@@ -38,6 +38,7 @@ class InferenceService:
                 "detector": self.engine.detector.name,
                 "embedding": self.engine.model_id,
                 "eye_tracker": "mediapipe-face-landmarker",
+                "antispoofing": "minifasnet-v2+v1se",
             },
             "calibration": self.engine.calibration.meta if self.engine.calibration else None,
             "loaded_at": self.loaded_at,
