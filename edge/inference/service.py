@@ -6,14 +6,19 @@ import base64
 import binascii
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from edge import __version__
 from edge.bus import RemoteError
 from edge.config import Settings
+from edge.inference.liveness import score_video
+from edge.liveness.validator import ValidatorParams
 from edge.vision.decode import ImageError, decode_image
 from edge.vision.engine import FaceAnalysis, FaceEngine
 from edge.vision.quality import MESSAGES, MULTIPLE_FACES, NO_FACE
+from edge.vision.video import VideoError
+from models import model_path
 
 IMAGE_FIELDS = ("image1", "image2")
 
@@ -47,13 +52,6 @@ class InferenceService:
     # -- liveness ---------------------------------------------------------------------------------------------
 
     def liveness(self, request: dict[str, Any]) -> dict[str, Any]:
-        from pathlib import Path
-
-        from edge.inference.liveness import score_video
-        from edge.liveness.validator import ValidatorParams
-        from edge.vision.video import VideoError
-        from models import model_path
-
         path = Path(str(request.get("video_path", "")))
         if not path.is_file():
             raise RemoteError(400, "video_missing", "the uploaded video is not in the spool directory")
