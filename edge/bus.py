@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import ssl
 import threading
 import uuid
@@ -151,6 +152,15 @@ class BrokerAddress:
             password=parts.password,
         )
 
+
+def on_this_host(method: str) -> str:
+    """An RPC method only workers on this machine may answer (its request names files in a local directory, such
+    as an uploaded video in the spool): ``liveness`` -> ``liveness/<host name>``."""
+    return f"{method}/{socket.gethostname()}"
+
+
+# The RPC that scores a spooled challenge video.
+LIVENESS_METHOD = on_this_host("liveness")
 
 Handler = Callable[[mqtt.MQTTMessage], None]
 RpcHandler = Callable[[dict[str, Any]], dict[str, Any]]

@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from edge import __version__
-from edge.bus import BusError
+from edge.bus import LIVENESS_METHOD, BusError
 from edge.config import Settings
 from edge.liveness.challenge import Challenge, generate_sequence
 from edge.store import SessionConflict, SessionState
@@ -253,7 +253,7 @@ def create_app(settings: Settings) -> FastAPI:
                 "area_duration": session["area_duration"],
             }
             timeout = max(settings.http.request_timeout, LIVENESS_TIMEOUT_FLOOR)
-            result = await state.bus.acall("liveness", payload, timeout=timeout)
+            result = await state.bus.acall(LIVENESS_METHOD, payload, timeout=timeout)
         finally:
             path.unlink(missing_ok=True)
         await run_in_threadpool(

@@ -137,8 +137,10 @@ def inference_worker(settings: Settings, engine):
     bus = Bus(settings, "inference")
     service = InferenceService(settings, engine)
     pool = ThreadPoolExecutor(2)
-    for method in ("match", "health", "liveness"):
-        bus.serve(method, getattr(service, method), pool)
+    from edge.bus import LIVENESS_METHOD
+
+    for method, handler in (("match", service.match), ("health", service.health), (LIVENESS_METHOD, service.liveness)):
+        bus.serve(method, handler, pool)
     assert bus.start(wait=5)
     yield bus
     bus.stop()

@@ -45,6 +45,12 @@ def test_topics_are_built_from_prefix_and_device():
     assert topics.component_of_status("facematch/door-2/inference/status") is None
     with pytest.raises(ValueError):
         topics.event("nonsense")
+    # The spool-reading RPC is scoped to this machine's workers.
+    import socket
+
+    from edge.bus import LIVENESS_METHOD
+
+    assert topics.rpc_request(LIVENESS_METHOD) == f"facematch/door-1/rpc/liveness/{socket.gethostname()}/request"
 
 
 def test_publish_subscribe_and_retained_online_status(buses):

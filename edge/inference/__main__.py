@@ -8,7 +8,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from edge.bus import Bus
+from edge.bus import LIVENESS_METHOD, Bus
 from edge.config import load_settings_or_exit
 from edge.inference.service import InferenceService
 from edge.logs import setup_logging
@@ -33,7 +33,7 @@ def main() -> int:
     requests = ThreadPoolExecutor(2, thread_name_prefix="rpc")
     bus.serve("match", service.match, requests)
     bus.serve("health", service.health, requests)
-    bus.serve("liveness", service.liveness, requests)
+    bus.serve(LIVENESS_METHOD, service.liveness, requests)
     bus.start()
     log.info("models loaded (%s + %s); serving RPCs", engine.detector.name, engine.model_id)
 
