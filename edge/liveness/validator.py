@@ -4,15 +4,14 @@ How it decides (the figures behind each choice are in docs/LIVENESS.md):
 
 1. Frames are placed in the challenge's windows by timestamp; the first ``settle`` seconds after each switch do not
    count (the eyes need ~0.3–0.5 s to get there), nor do frames without exactly one face or with closed eyes.
-2. Horizontal gaze ``h`` (iris position between the eye corners plus the eye-look blendshapes, head yaw removed)
-   is the strong axis. A line ``h = a + b·column`` is fitted to the three windows' medians; the gain ``b`` must be at
-   least a physiological minimum (a photo or a still face has none) and every switch must move ``h`` the right way
-   by a share of that gain.
+2. Horizontal gaze ``h`` (the iris position between the eye corners; adding eye-look blendshapes or head yaw made
+   things worse) is the strong axis. A line ``h = a + b·column`` is fitted to the three windows' medians; the gain
+   ``b`` must be at least a physiological minimum (a photo or a still face has none) and every switch must move
+   ``h`` the right way by a share of that gain.
 3. Each counted frame goes to the column whose window level is nearest; a window's accuracy is the share of its
    frames in the lit column; the overall accuracy is their mean and must reach the threshold (the seed's 0.8 rule).
 4. Vertical gaze ``v`` is the weak axis (r ≈ 0.5 with the target here), so it is not asked of every frame: the
-   windows in the lower row must sit lower than those in the upper row by a minimum margin, once the horizontal
-   leak into ``v`` has been removed.
+   windows in the lower row must sit lower than those in the upper row.
 """
 
 from __future__ import annotations
@@ -51,13 +50,10 @@ class ValidatorParams:
     settle: float = 0.6  # seconds ignored after each switch
     min_frames: int = 8  # counted frames a window needs
     min_usable: float = 0.5  # share of a window's frames that must be usable
-    look_weight: float = 0.0  # eye-look blendshape, in iris-position units (0.2 and 0.4 did worse on person A)
-    yaw_weight: float = 0.0  # head yaw (degrees) removed from h
     min_gain: float = 0.02  # h per column, fitted on the three windows (genuine median 0.04–0.12 here; a photo ~0)
     min_step: float = 0.25  # each switch must move h the right way by this share of the minimum gain per column
     smooth: int = 7  # running median over frames (0.7 s at the scorer's 10 frames/s): removes landmark jitter
-    min_row_gap: float = 0.0  # v margin between lower and upper row windows, after removing the column leak
-    row_leak: float = 0.0  # v per column, measured on the recordings
+    min_row_gap: float = 0.0  # v margin between lower and upper row windows
 
 
 @dataclass
@@ -98,9 +94,9 @@ class LivenessVerdict:
         }
 
 
-def horizontal(frame: GazeFrame, params: ValidatorParams) -> float:
+def horizontal(frame: GazeFrame) -> float:
     """Grows as the gaze moves to the screen's right (the camera image is not mirrored: the iris moves left)."""
-    return -(frame.iris_x + params.look_weight * frame.look_x) - params.yaw_weight * frame.yaw
+    return -frame.iris_x
 
 
 def vertical(frame: GazeFrame) -> float:
@@ -137,7 +133,8 @@ def validate(frames: list[GazeFrame], challenge: Challenge, params: ValidatorPar
         elif np.mean([f.face and not f.usable for f in everything]) > 0.5:
             reasons.append(EYES_CLOSED)
     starved = any(
-        len(c) < params.min_frames or len(c) < params.min_usable * max(1, len(w)) * (1 - params.settle / 3)
+        len(c) < params.min_frames
+        or len(c) < params.min_usable * max(1, len(w)) * (1 - params.settle / challenge.area_duration)
         for c, w in zip(counted, in_window, strict=True)
     )
     if starved:
@@ -151,10 +148,11 @@ def validate(frames: list[GazeFrame], challenge: Challenge, params: ValidatorPar
 
     columns = np.array([w.column for w in windows], dtype=float)
     rows = np.array([w.row for w in windows], dtype=float)
-    h_med = np.array([np.median([horizontal(f, params) for f in c]) for c in counted])
+    h_frames = [np.array([horizontal(f) for f in c]) for c in counted]
+    h_med = np.array([np.median(h) for h in h_frames])
     v_med = np.array([np.median([vertical(f) for f in c]) for c in counted])
 
-    # Horizontal: gain and offset from the challenge's own windows.
+    # Horizontal: the gain per column, from the challenge's own windows.
     gain = float(np.polyfit(columns, h_med, 1)[0]) if np.ptp(columns) > 0 else 0.0
     diagnostics["horizontal_gain"] = float(gain)
     if gain < params.min_gain:
@@ -165,10 +163,9 @@ def validate(frames: list[GazeFrame], challenge: Challenge, params: ValidatorPar
             reasons.append(WRONG_DIRECTION)
             break
 
-    # Vertical: lower-row windows must sit lower than upper-row ones, once the column leak is removed.
+    # Vertical: lower-row windows must sit lower than upper-row ones.
     if np.ptp(rows) > 0:
-        corrected = v_med - params.row_leak * columns
-        gap = float(corrected[rows == 1].mean() - corrected[rows == 0].mean())
+        gap = float(v_med[rows == 1].mean() - v_med[rows == 0].mean())
         diagnostics["row_gap"] = gap
         if gap < params.min_row_gap:
             reasons.append(WRONG_ROW)
@@ -179,8 +176,8 @@ def validate(frames: list[GazeFrame], challenge: Challenge, params: ValidatorPar
     levels = {int(c): float(np.median(h_med[columns == c])) for c in np.unique(columns)}
     names, centres = np.array(list(levels)), np.array(list(levels.values()))
     areas = []
-    for window, inside, used in zip(windows, in_window, counted, strict=True):
-        h = running_median(np.array([horizontal(f, params) for f in used]), params.smooth)
+    for window, inside, used, h_raw in zip(windows, in_window, counted, h_frames, strict=True):
+        h = running_median(h_raw, params.smooth)
         nearest = names[np.argmin(np.abs(h[:, None] - centres[None, :]), axis=1)]
         accuracy = float(np.mean(nearest == window.column))
         areas.append(
