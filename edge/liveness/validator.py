@@ -6,8 +6,8 @@ How it decides (the figures behind each choice are in docs/LIVENESS.md):
    count (the eyes need ~0.3–0.5 s to get there), nor do frames without exactly one face or with closed eyes.
 2. Horizontal gaze ``h`` (the iris position between the eye corners; adding eye-look blendshapes or head yaw made
    things worse) is the strong axis. A line ``h = a + b·column`` is fitted to the three windows' medians; the gain
-   ``b`` must be at least a physiological minimum (a photo or a still face has none) and every switch must move
-   ``h`` the right way by a share of that gain.
+   ``b`` must be at least a physiological minimum (a photo or a still face has none) and every pair of windows
+   must be ordered like their columns, by a share of that gain.
 3. Each counted frame goes to the column whose window level is nearest; a window's accuracy is the share of its
    frames in the lit column; the overall accuracy is their mean and must reach the threshold (the seed's 0.8 rule).
 4. Vertical gaze ``v`` is the weak axis (r ≈ 0.5 with the target here), so it is not asked of every frame: the
@@ -16,6 +16,7 @@ How it decides (the figures behind each choice are in docs/LIVENESS.md):
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -157,15 +158,18 @@ def validate(frames: list[GazeFrame], challenge: Challenge, params: ValidatorPar
     diagnostics["horizontal_gain"] = float(gain)
     if gain < params.min_gain:
         reasons.append(NO_HORIZONTAL_MOVEMENT)
-    for k in range(1, len(windows)):
-        step = columns[k] - columns[k - 1]
-        if step and (h_med[k] - h_med[k - 1]) * np.sign(step) < params.min_step * params.min_gain * abs(step):
+    # Every pair of windows, not only each switch, must be ordered like its columns: a recording made for another
+    # sequence can move the right way at both switches (columns 1, 0, 2 shown for 2, 0, 1) but not order all three.
+    for i, j in itertools.combinations(range(len(windows)), 2):
+        apart = columns[j] - columns[i]
+        if apart and (h_med[j] - h_med[i]) * np.sign(apart) < params.min_step * params.min_gain * abs(apart):
             reasons.append(WRONG_DIRECTION)
             break
 
-    # Vertical: lower-row windows must sit lower than upper-row ones.
+    # Vertical: every lower-row window must sit lower than every upper-row one (comparing the rows' means instead let
+    # twice as many replays of another row pattern through, for the same genuine pass rate within one session).
     if np.ptp(rows) > 0:
-        gap = float(v_med[rows == 1].mean() - v_med[rows == 0].mean())
+        gap = float(v_med[rows == 1].min() - v_med[rows == 0].max())
         diagnostics["row_gap"] = gap
         if gap < params.min_row_gap:
             reasons.append(WRONG_ROW)
