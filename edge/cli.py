@@ -118,13 +118,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from edge.bench import gaze
         from edge.inference.liveness import FRAME_INTERVAL
         from edge.liveness.validator import ValidatorParams
+        from edge.vision.engine import FaceEngine
         from models import model_path
 
         params = ValidatorParams(accuracy_threshold=settings.liveness.accuracy_threshold)
+        sessions = gaze.find_sessions(args.data)
+        if not sessions:
+            print(f"no game_video_<ts>.mp4 with its game_coordinates_<ts>.csv under {args.data}", file=sys.stderr)
+            return 2
+        people = gaze.group_by_person([video for video, _ in sessions], FaceEngine(settings))
         result = gaze.run(
-            args.data, model_path(settings.models.dir, "face_landmarker"), settings.paths.state_dir / "cache" / "gaze",
+            people, model_path(settings.models.dir, "face_landmarker"), settings.paths.state_dir / "cache" / "gaze",
             params, settings.liveness.area_duration, args.trials, args.photo_trials,
-            interval=FRAME_INTERVAL if args.interval is None else args.interval,
+            interval=FRAME_INTERVAL if args.interval is None else args.interval, screen=args.screen,
         )  # fmt: skip
         print(json.dumps(result, indent=1) if args.json else gaze.report(result))
         return 0
@@ -190,6 +196,17 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def screen_size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    try:
+        size = int(width), int(height)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, like 2560x1340, not {text!r}") from None
+    if min(size) <= 0:
+        raise argparse.ArgumentTypeError(f"a screen size must be positive, not {text!r}")
+    return size
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facematch", description=__doc__)
     parser.add_argument("--version", action="version", version=f"facematch {__version__}")
@@ -253,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     gaze.add_argument("--trials", type=int, default=400, help="genuine/replay/random challenges per person")
     gaze.add_argument("--photo-trials", type=int, default=20, help="photo attacks (still and moved) per person")
     gaze.add_argument("--interval", type=float, help="seconds between tracked frames (default: the scorer's 0.1)")
+    gaze.add_argument(
+        "--screen", type=screen_size, default=(2560, 1340), metavar="WxH",
+        help="the size of the target window the coordinates refer to (EyeGaze: 2560x1340)",
+    )  # fmt: skip
     gaze.add_argument("--json", action="store_true")
 
     keys = sub.add_parser("keys", help="API keys for the HTTP API")

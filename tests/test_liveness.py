@@ -92,6 +92,20 @@ def test_gaze_following_another_column_order_fails():
     assert not verdict.passed and v.WRONG_DIRECTION in verdict.reasons
 
 
+def test_a_replay_that_moves_the_right_way_at_both_switches_still_fails():
+    # Shown columns 1, 0, 2 for a challenge of columns 2, 0, 1: both switches go the right way, the order does not.
+    verdict = v.validate(synthetic(sequence=(2, 1, 3)), Challenge((3, 1, 2), 3.0))
+    assert not verdict.passed and v.WRONG_DIRECTION in verdict.reasons
+
+
+def test_every_lower_row_window_must_sit_below_every_upper_row_one():
+    # Challenge rows 1, 1, 0; the second window is looked at above the upper row. The rows' means are still ordered
+    # (the first window is well below), but that window is not below the third.
+    frames = [replace(f, iris_y=-0.06) if 3.0 <= f.t < 6.0 else f for f in synthetic(sequence=(4, 5, 3))]
+    verdict = v.validate(frames, Challenge((4, 5, 3), 3.0))
+    assert not verdict.passed and verdict.reasons == [v.WRONG_ROW]
+
+
 def test_right_columns_wrong_rows_fail():
     verdict = v.validate(synthetic(sequence=(1, 5, 6)), Challenge(SEQUENCE, 3.0))
     assert not verdict.passed and verdict.reasons == [v.WRONG_ROW]
@@ -233,3 +247,29 @@ def test_a_photo_held_in_front_of_the_camera_fails(data_dir, landmarker, tmp_pat
     result = score_video(path, [4, 2, 3], 3.0, landmarker)
     assert result["result"] == "fail"
     assert {r["code"] for r in result["reasons"]} & {v.NO_HORIZONTAL_MOVEMENT, v.WRONG_DIRECTION, v.LOW_ACCURACY}
+
+
+# ----------------------------------------------------------------------------------------- the gaze benchmark
+
+
+def test_bench_finds_sessions_wherever_they_are(tmp_path):
+    from edge.bench.gaze import find_sessions
+
+    for folder, stamp, with_csv in (("x/deep", "200", True), ("y", "100", True), ("z", "300", False)):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / f"game_video_{stamp}.mp4").touch()
+        if with_csv:
+            (tmp_path / folder / f"game_coordinates_{stamp}.csv").touch()
+    found = find_sessions(tmp_path)
+    assert [(v.name, c.name) for v, c in found] == [
+        ("game_video_100.mp4", "game_coordinates_100.csv"),
+        ("game_video_200.mp4", "game_coordinates_200.csv"),
+    ]  # the session without target coordinates is left out
+
+
+def test_bench_groups_the_recordings_by_person_like_the_data_readme(data_dir, engine):
+    from edge.bench.gaze import find_sessions, group_by_person
+
+    people = group_by_person([video for video, _ in find_sessions(data_dir / "gaze")], engine)
+    stamps = {name: [v.stem.removeprefix("game_video_") for v in videos] for name, videos in people.items()}
+    assert stamps == {"A": ["1738772966", "1738773281", "1738773752"], "B": ["1738774660", "1738774720"]}
