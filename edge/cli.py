@@ -97,9 +97,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.bench == "pad" and args.video:
         from edge.bench import pad_video
+        from edge.inference.liveness import scoring_params
         from edge.vision.engine import FaceEngine
 
-        result = pad_video.run(args.data, FaceEngine(settings))
+        result = pad_video.run(args.data, FaceEngine(settings), scoring_params(settings.liveness)[1])
         print(json.dumps(result, indent=1) if args.json else pad_video.report(result))
         return 0
     if args.bench == "pad":
@@ -116,12 +117,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.bench == "gaze":
         from edge.bench import gaze
-        from edge.inference.liveness import FRAME_INTERVAL
-        from edge.liveness.validator import ValidatorParams
+        from edge.inference.liveness import FRAME_INTERVAL, scoring_params
         from edge.vision.engine import FaceEngine
         from models import model_path
 
-        params = ValidatorParams(accuracy_threshold=settings.liveness.accuracy_threshold)
+        params, _ = scoring_params(settings.liveness)
         sessions = gaze.find_sessions(args.data)
         if not sessions:
             print(f"no game_video_<ts>.mp4 with its game_coordinates_<ts>.csv under {args.data}", file=sys.stderr)
@@ -140,8 +140,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_liveness(args: argparse.Namespace) -> int:
     import json
 
-    from edge.inference.liveness import score_video
-    from edge.liveness.validator import ValidatorParams
+    from edge.inference.liveness import score_video, scoring_params
     from edge.vision.engine import FaceEngine
     from edge.vision.video import VideoError
     from models import model_path
@@ -150,10 +149,10 @@ def cmd_liveness(args: argparse.Namespace) -> int:
     setup_logging("liveness", "WARNING")
     try:
         sequence = [int(cell) for cell in args.sequence.split(",")]
-        params = ValidatorParams(accuracy_threshold=settings.liveness.accuracy_threshold)
+        params, presentation = scoring_params(settings.liveness)
         result = score_video(
             args.video, sequence, args.area_duration or settings.liveness.area_duration,
-            model_path(settings.models.dir, "face_landmarker"), params, engine=FaceEngine(settings),
+            model_path(settings.models.dir, "face_landmarker"), params, FaceEngine(settings), presentation,
         )  # fmt: skip
     except (ValueError, VideoError) as exc:
         print(f"cannot score {args.video}: {exc}", file=sys.stderr)

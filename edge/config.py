@@ -77,6 +77,14 @@ class LivenessSettings(_Section):
     accuracy_threshold: float = Field(0.8, ge=0.0, le=1.0)
     antispoof_threshold: float = Field(0.5, ge=0.0, le=1.0, description="live probability a face needs")
     antispoof_rule: Literal["min", "mean"] = Field("min", description="how the two MiniFASNet models are combined")
+    # Both measured by `facematch bench pad --video` (docs/LIVENESS.md): on the webcam recordings here the texture
+    # model's mean over a challenge goes down to 0.015 for real people, so the video threshold sits below that.
+    video_antispoof_threshold: float = Field(
+        0.01, ge=0.0, le=1.0, description="mean live probability over a challenge video (see docs/LIVENESS.md)"
+    )
+    screen_pattern_threshold: float = Field(
+        2.8, ge=0.0, description="moiré peak around the face above which a challenge video is a filmed screen"
+    )
 
 
 class ModelSettings(_Section):
@@ -129,6 +137,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "FACEMATCH_EMBEDDER": "matching.embedder",
     "FACEMATCH_API_KEYS_FILE": "api.keys_file",
     "ANTISPOOF_THRESHOLD": "liveness.antispoof_threshold",
+    "FACEMATCH_VIDEO_ANTISPOOF_THRESHOLD": "liveness.video_antispoof_threshold",
 }
 
 

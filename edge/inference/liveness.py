@@ -15,11 +15,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge.config import LivenessSettings
 from edge.liveness.challenge import Challenge
-from edge.liveness.presentation import PresentationParams, judge
+from edge.liveness.presentation import PresentationEvidence, PresentationParams, judge
 from edge.liveness.validator import ValidatorParams, validate
 from edge.vision.engine import FaceEngine
 from edge.vision.gaze import GazeFrame, GazeTracker
+from edge.vision.moire import face_spectrum
 from edge.vision.video import Frame, read_frames
 
 # Landmarks run in two lanes, one per core, each with its own FaceLandmarker taking every other frame (the landmarker
@@ -40,23 +42,31 @@ MOTION_INTERVAL = 0.5
 @dataclass
 class Tracked:
     frames: list[GazeFrame] = field(default_factory=list)
-    live_probabilities: list[float] = field(default_factory=list)
-    point_sets: list[np.ndarray] = field(default_factory=list)
+    presentation: PresentationEvidence = field(default_factory=PresentationEvidence)
     seconds: float = 0.0
+
+
+@dataclass
+class FrameResult:
+    features: GazeFrame
+    points: np.ndarray | None = None
+    live: float | None = None
+    spectrum: np.ndarray | None = None
 
 
 def _track_one(
     tracker: GazeTracker, frame: Frame, engine: FaceEngine | None, want_pad: bool, want_points: bool
-) -> tuple[GazeFrame, np.ndarray | None, float | None]:
-    features = tracker.track(frame.rgb, frame.t)
-    points = tracker.last_points if want_points else None
-    live = None
+) -> FrameResult:
+    result = FrameResult(tracker.track(frame.rgb, frame.t))
+    if want_points:
+        result.points = tracker.last_points
     if want_pad and engine is not None:
         bgr = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
         faces = engine.detector.detect(bgr)
         if faces:
-            live = engine.pad.score(bgr, faces[0]).live_probability
-    return features, points, live
+            result.live = engine.pad.score(bgr, faces[0]).live_probability
+            result.spectrum = face_spectrum(bgr, faces[0].box)
+    return result
 
 
 def track_video(
@@ -73,7 +83,7 @@ def track_video(
     trackers = [GazeTracker(landmarker) for _ in range(LANES)]
     lanes = [ThreadPoolExecutor(1, thread_name_prefix=f"landmarks-{i}") for i in range(LANES)]
     in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
-    futures: list[Future[tuple[GazeFrame, np.ndarray | None, float | None]]] = []
+    futures: list[Future[FrameResult]] = []
     try:
         for index, frame in enumerate(read_frames(path, max_seconds=max_seconds, interval=interval)):
             want_pad, want_points = frame.t >= next_pad, frame.t >= next_motion
@@ -86,13 +96,18 @@ def track_video(
             future = lanes[lane].submit(_track_one, trackers[lane], frame, engine, want_pad, want_points)
             future.add_done_callback(lambda _: in_flight.release())
             futures.append(future)
+        evidence = tracked.presentation
         for future in futures:
-            features, points, live = future.result()
-            tracked.frames.append(features)
-            if points is not None:
-                tracked.point_sets.append(points)
-            if live is not None:
-                tracked.live_probabilities.append(live)
+            result = future.result()
+            tracked.frames.append(result.features)
+            if result.features.face:
+                evidence.blink_scores.append(result.features.blink)
+            if result.points is not None:
+                evidence.point_sets.append(result.points)
+            if result.live is not None:
+                evidence.live_probabilities.append(result.live)
+            if result.spectrum is not None:
+                evidence.screen_spectra.append(result.spectrum)
     finally:
         for lane in lanes:
             lane.shutdown(wait=True, cancel_futures=True)
@@ -102,6 +117,17 @@ def track_video(
     return tracked
 
 
+def scoring_params(liveness: LivenessSettings) -> tuple[ValidatorParams, PresentationParams]:
+    """The validator's and the anti-spoofing verdict's settings, as configured."""
+    return (
+        ValidatorParams(accuracy_threshold=liveness.accuracy_threshold),
+        PresentationParams(
+            texture_threshold=liveness.video_antispoof_threshold,
+            screen_pattern_threshold=liveness.screen_pattern_threshold,
+        ),
+    )
+
+
 def score_video(
     path: Path,
     sequence: list[int],
@@ -109,6 +135,7 @@ def score_video(
     landmarker: Path,
     params: ValidatorParams | None = None,
     engine: FaceEngine | None = None,
+    presentation_params: PresentationParams | None = None,
 ) -> dict[str, Any]:
     """The result object of /submit-liveness for a video whose first frame is the start of the first window.
 
@@ -119,12 +146,7 @@ def score_video(
     verdict = validate(tracked.frames, challenge, params)
     result = verdict.to_dict()
     if engine is not None:
-        presentation = judge(
-            tracked.live_probabilities,
-            tracked.point_sets,
-            [f.blink for f in tracked.frames if f.face],
-            PresentationParams(texture_threshold=engine.pad.threshold),
-        )
+        presentation = judge(tracked.presentation, presentation_params)
         result["anti_spoofing"] = presentation.to_dict()
         result["reasons"] += result["anti_spoofing"]["reasons"]
         if not presentation.passed:

@@ -12,8 +12,7 @@ from typing import Any
 from edge import __version__
 from edge.bus import RemoteError
 from edge.config import Settings
-from edge.inference.liveness import score_video
-from edge.liveness.validator import ValidatorParams
+from edge.inference.liveness import score_video, scoring_params
 from edge.vision.decode import ImageError, decode_image
 from edge.vision.engine import FaceAnalysis, FaceEngine
 from edge.vision.quality import MESSAGES, MULTIPLE_FACES, NO_FACE
@@ -55,11 +54,11 @@ class InferenceService:
         path = Path(str(request.get("video_path", "")))
         if not path.is_file():
             raise RemoteError(400, "video_missing", "the uploaded video is not in the spool directory")
-        params = ValidatorParams(accuracy_threshold=self.settings.liveness.accuracy_threshold)
+        params, presentation = scoring_params(self.settings.liveness)
         try:
             return score_video(
                 path, list(request["sequence"]), float(request["area_duration"]),
-                model_path(self.settings.models.dir, "face_landmarker"), params, engine=self.engine,
+                model_path(self.settings.models.dir, "face_landmarker"), params, self.engine, presentation,
             )  # fmt: skip
         except VideoError as exc:
             raise RemoteError(400, exc.code, f"video: {exc}") from None

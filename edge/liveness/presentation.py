@@ -1,11 +1,16 @@
 """Video-level presentation-attack detection: cues a photo or a screen cannot fake, over the whole challenge.
 
-- texture: the MiniFASNet live probability, averaged over frames sampled through the challenge;
+Measured with ``facematch bench pad --video`` (figures in docs/LIVENESS.md); the verdict names the cue that failed.
+
+- texture (decisive): the MiniFASNet live probability, averaged over frames sampled through the challenge. The
+  webcam recordings here score real people as low as 0.015, so the video threshold is far below the photo one;
+- screen pattern (decisive): the moiré of a filmed screen, from the spectra of the window around the face averaged
+  over the same frames (``edge.vision.moire``);
 - planar motion (reported, not decisive): a printed photo moved by hand moves as one plane, so the landmarks of two
-  frames should fit a homography, while a turning head shows parallax. Measured on 9 s stretches of real recordings
-  against a still frame tilted in perspective by hand-like motion, the ratio (homography residual / residual beyond a
-  similarity) did not separate them: real median 0.48 (5th percentile 0.29), attacks 0.24–0.64. MediaPipe's landmark
-  jitter on 60–130 px faces is as large as the parallax, so the ratio is returned for inspection only;
+  frames should fit a homography, while a turning head shows parallax. It does not separate at these face sizes:
+  MediaPipe fits its 3D face to a tilted photo too (ratio ~0.63 under an extreme tilt, against ~0.75 for a person),
+  and optical-flow tracks on the face (no face prior) barely leave a similarity under a hand's tilt: over a 60-130 px
+  face a homography is locally a similarity;
 - blinks: counted and reported (a photo never blinks, but people may not blink in 9 s either: not a verdict).
 """
 
@@ -17,10 +22,14 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from edge.vision.moire import screen_pattern_score
+
 TEXTURE = "antispoof_texture"
+SCREEN_PATTERN = "screen_pattern"
 
 MESSAGES = {
     TEXTURE: "the anti-spoofing model found the face printed or on a screen",
+    SCREEN_PATTERN: "the picture around the face shows the fine periodic pattern of a filmed screen",
 }
 
 # Mesh points that stay put on a face whatever the eyes and mouth do (forehead, cheeks, nose, jaw, temples).
@@ -33,9 +42,20 @@ STABLE_POINTS = np.array(
 
 @dataclass(frozen=True)
 class PresentationParams:
-    texture_threshold: float = 0.5
+    texture_threshold: float = 0.01
+    screen_pattern_threshold: float = 2.8
     min_texture_frames: int = 2
     min_off_similarity: float = 0.012  # motion beyond a similarity, in face widths, for the planar ratio to exist
+
+
+@dataclass
+class PresentationEvidence:
+    """What the scorer samples through a challenge video."""
+
+    live_probabilities: list[float] = field(default_factory=list)  # MiniFASNet, about one frame a second
+    screen_spectra: list[np.ndarray] = field(default_factory=list)  # around the face, the same frames (moire.py)
+    point_sets: list[np.ndarray] = field(default_factory=list)  # landmarks, every half second
+    blink_scores: list[float] = field(default_factory=list)  # every tracked frame with a face
 
 
 @dataclass
@@ -43,6 +63,7 @@ class PresentationVerdict:
     passed: bool
     live_probability: float | None
     frames_scored: int
+    screen_pattern: float | None
     planar_ratio: float | None
     blinks: int
     reasons: list[str] = field(default_factory=list)
@@ -53,6 +74,7 @@ class PresentationVerdict:
             "passed": self.passed,
             "live_probability": None if self.live_probability is None else round(self.live_probability, 4),
             "frames_scored": self.frames_scored,
+            "screen_pattern": None if self.screen_pattern is None else round(self.screen_pattern, 3),
             "planar_motion_ratio": None if self.planar_ratio is None else round(self.planar_ratio, 4),
             "blinks": self.blinks,
             "reasons": [{"code": r, "message": MESSAGES[r]} for r in self.reasons],
@@ -89,16 +111,17 @@ def count_blinks(blink_scores: list[float], threshold: float = 0.45) -> int:
     return sum(1 for before, now in itertools.pairwise(closed) if now and not before)
 
 
-def judge(
-    live_probabilities: list[float],
-    point_sets: list[np.ndarray],
-    blink_scores: list[float],
-    params: PresentationParams | None = None,
-) -> PresentationVerdict:
+def judge(evidence: PresentationEvidence, params: PresentationParams | None = None) -> PresentationVerdict:
     params = params or PresentationParams()
     reasons = []
-    live = float(np.mean(live_probabilities)) if live_probabilities else None
-    if live is not None and len(live_probabilities) >= params.min_texture_frames and live < params.texture_threshold:
+    scored = len(evidence.live_probabilities)
+    live = float(np.mean(evidence.live_probabilities)) if scored else None
+    if live is not None and scored >= params.min_texture_frames and live < params.texture_threshold:
         reasons.append(TEXTURE)
-    ratio = planar_ratio(point_sets, params)
-    return PresentationVerdict(not reasons, live, len(live_probabilities), ratio, count_blinks(blink_scores), reasons)
+    screen = screen_pattern_score(evidence.screen_spectra)
+    enough_screen = len(evidence.screen_spectra) >= params.min_texture_frames
+    if screen is not None and enough_screen and screen > params.screen_pattern_threshold:
+        reasons.append(SCREEN_PATTERN)
+    ratio = planar_ratio(evidence.point_sets, params)
+    blinks = count_blinks(evidence.blink_scores)
+    return PresentationVerdict(not reasons, live, scored, screen, ratio, blinks, reasons)
