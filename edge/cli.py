@@ -99,8 +99,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from edge.bench import pad_video
         from edge.inference.liveness import scoring_params
         from edge.vision.engine import FaceEngine
+        from models import model_path
 
-        result = pad_video.run(args.data, FaceEngine(settings), scoring_params(settings.liveness)[1])
+        landmarker = model_path(settings.models.dir, "face_landmarker")
+        result = pad_video.run(args.data, FaceEngine(settings), landmarker, scoring_params(settings.liveness)[1])
         print(json.dumps(result, indent=1) if args.json else pad_video.report(result))
         return 0
     if args.bench == "pad":

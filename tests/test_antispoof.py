@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from edge.liveness.presentation import (
+    MOVES_AS_PICTURE,
     SCREEN_PATTERN,
     TEXTURE,
     PresentationEvidence,
@@ -15,6 +16,7 @@ from edge.liveness.presentation import (
 )
 from edge.vision.antispoof import CROP_CLAMPED, FACE_AT_BORDER, MiniFasNetEnsemble, context_crop
 from edge.vision.moire import face_spectrum, screen_pattern_score
+from edge.vision.motion import MotionSample, picture_motion
 from tests.conftest import read_bgr
 
 SILENT_FACE = "Silent-Face-Anti-Spoofing/images/sample"
@@ -173,3 +175,58 @@ def test_match_reports_per_image_liveness(engine, faces_dir):
     analysis = engine.analyze(image, antispoof=True)
     assert analysis.liveness is not None and analysis.to_dict()["liveness"]["live_probability"] >= 0
     assert engine.analyze(image).liveness is None
+
+
+# ------------------------------------------------------------------------------------ the picture-motion cue
+
+
+def _textured(shape, seed):
+    noise = np.random.default_rng(seed).uniform(0, 255, shape).astype(np.float32)
+    return np.clip(cv2.GaussianBlur(noise, (0, 0), 2.0) * 3 - 256, 0, 255).astype(np.uint8)
+
+
+def _shifted(image, dx, dy):
+    return cv2.warpAffine(image, np.float32([[1, 0, dx], [0, 1, dy]]), image.shape[::-1], borderMode=cv2.BORDER_REFLECT)
+
+
+def test_picture_motion_tells_a_picture_from_a_head_and_keeps_quiet_otherwise():
+    scene, picture = _textured((480, 640), 1), _textured((480, 640), 2)
+    box = (280.0, 190.0, 80.0, 100.0)
+    sheet = np.zeros((480, 640), bool)
+    sheet[120:360, 220:420] = True  # a head-and-shoulders print around the face
+
+    def frame(dx, dy, what):
+        if what == "picture":  # the sheet, face and surroundings alike, moves over a still room
+            return np.where(_shifted(sheet.astype(np.uint8), dx, dy) > 0, _shifted(picture, dx, dy), scene)
+        if what == "head":  # only the face moves; the room around it stays
+            face = np.zeros((480, 640), np.uint8)
+            cv2.ellipse(face, (320 + dx, 240 + dy), (45, 60), 0, 0, 360, 1, -1)
+            return np.where(face > 0, _shifted(picture, dx, dy), scene)
+        return _shifted(np.where(sheet, picture, scene), dx, dy)  # "camera": everything moves
+
+    def samples(what, steps):
+        return [MotionSample(frame(dx, dy, what), (box[0] + dx, box[1] + dy, box[2], box[3])) for dx, dy in steps]
+
+    moving = [(0, 0), (6, 2), (12, -1), (5, -5), (-2, 3)]
+    picture_score, opinions = picture_motion(samples("picture", moving))
+    head_score, _ = picture_motion(samples("head", moving))
+    assert opinions == 4 and picture_score < PresentationParams().picture_motion_threshold < head_score
+    assert picture_motion(samples("camera", moving)) == (None, 0)  # a moving camera looks like a moving picture
+    assert picture_motion(samples("picture", [(0, 0), (1, 0), (0, 1), (1, 1)])) == (None, 0)  # too little motion
+    verdict = judge(PresentationEvidence([0.9] * 3, motion_samples=samples("picture", moving)))
+    assert not verdict.passed and verdict.reasons == [MOVES_AS_PICTURE] and verdict.picture_motion == picture_score
+
+
+def test_picture_motion_on_a_real_recording_and_a_print_of_it(data_dir, engine, model_settings):
+    import random
+
+    from edge.bench.pad_video import clips, evidence, printed
+    from models import model_path
+
+    landmarker = model_path(model_settings.models.dir, "face_landmarker")
+    clip = next(clips(data_dir / "gaze/eyegaze/horizontal/game_video_1738774660.mp4"))
+    face = engine.detector.detect(clip[9])[0].box
+    real = judge(evidence(engine, landmarker, clip))
+    photo = judge(evidence(engine, landmarker, printed(clip[9], face, clip[0], random.Random(1), len(clip))))
+    assert MOVES_AS_PICTURE not in real.reasons
+    assert MOVES_AS_PICTURE in photo.reasons and photo.picture_motion is not None

@@ -3,15 +3,18 @@ made from them, cue by cue and combined as the scorer combines them.
 
 - genuine: 9 s clips, starting every 3 s, of the real recordings in ``gaze/eyegaze`` and ``video/`` (every face
   video there);
-- print: the clip's middle frame "printed" (contrast squeezed towards paper white, slight blur, paper grain), laid on
-  a background at 75 % of the frame and moved by hand (sway, roll, zoom and a perspective tilt of up to ~20°);
+- print: the clip's middle frame "printed" (contrast squeezed towards paper white, slight blur, paper grain) and moved
+  by hand (sway, roll, zoom and a perspective tilt of up to ~20°) in front of a room (the clip's first frame, mirrored
+  and blurred): *sheet*, the whole frame on a sheet filling 75 % of the view; *portrait*, a head-and-shoulders crop
+  showing the face at about its real size;
 - screen: the clip itself shown on a simulated screen (black bezel, moiré from the pixel grid, gamma, a blue cast, a
   faint reflection), filmed at 85 % of the frame.
 
 Both attacks are filmed again: sensor noise (σ 2.5) and JPEG compression (quality 85) on every frame, as a camera adds.
-Every clip goes through the scorer's own sampling (one frame a second: YuNet box, MiniFASNet pair, moiré window).
-The moiré cue is also run on the real screen and phone replays of ``spoof/labels.csv``: the simulation is what the
-cue was designed against, those photos are what it has to face.
+Every clip goes through the scorer's own per-frame work (``track_frame``: landmarks and motion samples every 0.5 s,
+the MiniFASNet pair and the moiré window every 1 s) and its verdict (``judge``). The moiré cue is also run on the real
+screen and phone replays of ``spoof/labels.csv``: the simulation is what the cue was designed against, those photos
+are what it has to face.
 """
 
 from __future__ import annotations
@@ -25,15 +28,18 @@ import cv2
 import numpy as np
 
 from edge.bench.lfw import roc_auc
+from edge.inference.liveness import ANTISPOOF_INTERVAL, MOTION_INTERVAL, Tracked, track_frame
 from edge.liveness.presentation import PresentationEvidence, PresentationParams, judge
 from edge.vision.engine import FaceEngine
+from edge.vision.gaze import GazeTracker
 from edge.vision.moire import face_spectrum, screen_pattern_score
-from edge.vision.video import read_frames
+from edge.vision.video import Frame, read_frames
 
 CLIP_SECONDS = 9
 CLIP_STRIDE = 3
-SAMPLE_INTERVAL = 1.0
-ATTACKS = ("print", "screen")
+SAMPLE_INTERVAL = MOTION_INTERVAL  # 0.5 s; anti-spoofing every other sample, as the scorer does
+ATTACKS = ("print_sheet", "print_portrait", "screen")
+CUES = {"texture": True, "screen_pattern": False, "picture_motion": True}  # cue -> higher means live
 
 
 def recordings(data_dir: Path) -> list[Path]:
@@ -43,13 +49,14 @@ def recordings(data_dir: Path) -> list[Path]:
 
 
 def clips(video: Path) -> Iterator[list[np.ndarray]]:
-    """9 s clips starting every 3 s, as BGR frames one second apart."""
+    """9 s clips starting every 3 s, as BGR frames half a second apart."""
     frames = [
         cv2.cvtColor(f.rgb, cv2.COLOR_RGB2BGR)
         for f in read_frames(video, max_frames=100_000, interval=SAMPLE_INTERVAL, max_side=960)
     ]
-    for start in range(0, len(frames) - CLIP_SECONDS + 1, CLIP_STRIDE):
-        yield frames[start : start + CLIP_SECONDS]
+    per_clip, stride = round(CLIP_SECONDS / SAMPLE_INTERVAL), round(CLIP_STRIDE / SAMPLE_INTERVAL)
+    for start in range(0, len(frames) - per_clip + 1, stride):
+        yield frames[start : start + per_clip]
 
 
 def filmed(frame: np.ndarray, rng: random.Random) -> np.ndarray:
@@ -59,28 +66,42 @@ def filmed(frame: np.ndarray, rng: random.Random) -> np.ndarray:
     return cv2.imdecode(encoded, cv2.IMREAD_COLOR)
 
 
-def printed(frame: np.ndarray, rng: random.Random, count: int) -> list[np.ndarray]:
+def printed(
+    frame: np.ndarray,
+    face: tuple[float, float, float, float] | None,
+    room: np.ndarray,
+    rng: random.Random,
+    count: int,
+) -> list[np.ndarray]:
+    """The frame printed and moved by hand in front of a room: the whole frame on a sheet filling 75 % of the view
+    (``face`` None), or a head-and-shoulders portrait showing the face at about its real size."""
     height, width = frame.shape[:2]
     paper = frame.astype(np.float32) * 0.78 + 45  # ink on paper: no true blacks, duller whites
     paper = cv2.GaussianBlur(paper, (0, 0), 0.8)
     paper += np.random.default_rng(rng.randrange(1 << 30)).normal(0, 4, paper.shape)  # grain
     paper = np.clip(paper, 0, 255).astype(np.uint8)
-    background = np.full_like(frame, rng.randrange(60, 200))
+    background = cv2.GaussianBlur(cv2.flip(room, 1), (0, 0), 1.5)
+    sheet = np.zeros((height, width), np.uint8)
+    if face is None:
+        sheet[:] = 255
+        pivot, size = (width / 2, height / 2), 0.75
+    else:
+        x, y, w, h = face
+        pivot, size = (x + w / 2, y + h / 2), rng.uniform(0.95, 1.15)
+        top, left = max(0, int(pivot[1] - 1.5 * h)), max(0, int(pivot[0] - 1.3 * w))
+        sheet[top : int(pivot[1] + 1.7 * h), left : int(pivot[0] + 1.3 * w)] = 255
     phase = [rng.uniform(0, 6.3) for _ in range(6)]
-    centre = np.array([[1, 0, -width / 2], [0, 1, -height / 2], [0, 0, 1]])
+    centre = np.array([[1, 0, -pivot[0]], [0, 1, -pivot[1]], [0, 0, 1]])
     out = []
     for i in range(count):
         t = i * SAMPLE_INTERVAL
-        hand = np.vstack([
-            cv2.getRotationMatrix2D((width / 2, height / 2), 5 * np.sin(0.5 * t + phase[0]),
-                                    0.75 * (1 + 0.05 * np.sin(0.6 * t + phase[1]))),
-            [0, 0, 1],
-        ])  # fmt: skip
+        roll, zoom = 5 * np.sin(0.5 * t + phase[0]), size * (1 + 0.05 * np.sin(0.6 * t + phase[1]))
+        hand = np.vstack([cv2.getRotationMatrix2D(pivot, roll, zoom), [0, 0, 1]])
         hand[:2, 2] += (0.05 * width * np.sin(0.7 * t + phase[2]), 0.04 * height * np.sin(0.9 * t + phase[3]))
         tilt = np.eye(3)
         tilt[2, :2] = 0.0004 * np.sin(0.4 * t + phase[4]), 0.0004 * np.sin(0.3 * t + phase[5])
         matrix = hand @ np.linalg.inv(centre) @ tilt @ centre
-        mask = cv2.warpPerspective(np.full((height, width), 255, np.uint8), matrix, (width, height))
+        mask = cv2.warpPerspective(sheet, matrix, (width, height))
         warped = cv2.warpPerspective(paper, matrix, (width, height))
         out.append(filmed(np.where(mask[..., None] > 0, warped, background), rng))
     return out
@@ -107,17 +128,15 @@ def on_screen(frames: list[np.ndarray], rng: random.Random) -> list[np.ndarray]:
     return out
 
 
-def evidence(engine: FaceEngine, frames: list[np.ndarray]) -> PresentationEvidence:
-    """What the scorer samples once a second: the anti-spoofing pair and the moiré window around the face."""
-    found = PresentationEvidence()
-    for frame in frames:
-        faces = engine.detector.detect(frame)
-        if faces:
-            found.live_probabilities.append(engine.pad.score(frame, faces[0]).live_probability)
-            spectrum = face_spectrum(frame, faces[0].box)
-            if spectrum is not None:
-                found.screen_spectra.append(spectrum)
-    return found
+def evidence(engine: FaceEngine, landmarker: Path, frames: list[np.ndarray]) -> PresentationEvidence:
+    """What the scorer collects from these frames (half a second apart), through its own per-frame function."""
+    tracked = Tracked()
+    every = round(ANTISPOOF_INTERVAL / SAMPLE_INTERVAL)
+    with GazeTracker(landmarker) as tracker:
+        for i, frame in enumerate(frames):
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            tracked.add(track_frame(tracker, Frame(i * SAMPLE_INTERVAL, rgb), engine, i % every == 0, True))
+    return tracked.presentation
 
 
 def real_replays(data_dir: Path, engine: FaceEngine) -> list[dict[str, object]]:
@@ -148,65 +167,87 @@ def cue_figures(genuine: np.ndarray, attacks: dict[str, np.ndarray], live_high: 
     return result
 
 
-def run(data_dir: Path, engine: FaceEngine, params: PresentationParams, seed: int = 5) -> dict[str, object]:
+def run(
+    data_dir: Path, engine: FaceEngine, landmarker: Path, params: PresentationParams, seed: int = 5
+) -> dict[str, object]:
     rng = random.Random(seed)
-    texture: dict[str, list[float]] = {"genuine": [], "print": [], "screen": []}
-    screen: dict[str, list[float]] = {"genuine": [], "print": [], "screen": []}
-    refused: dict[str, list[bool]] = {"genuine": [], "print": [], "screen": []}
+    kinds = ("genuine", *ATTACKS)
+    cues: dict[str, dict[str, list[float]]] = {cue: {k: [] for k in kinds} for cue in CUES}
+    refused: dict[str, list[bool]] = {k: [] for k in kinds}
     by_folder: dict[str, list[bool]] = {}
     for video in recordings(data_dir):
         for clip in clips(video):
-            made = {"genuine": clip, "print": printed(clip[len(clip) // 2], rng, len(clip)),
-                    "screen": on_screen(clip, rng)}  # fmt: skip
+            middle = clip[len(clip) // 2]
+            faces = engine.detector.detect(middle)
+            made = {
+                "genuine": clip,
+                "print_sheet": printed(middle, None, clip[0], rng, len(clip)),
+                "print_portrait": printed(middle, faces[0].box, clip[0], rng, len(clip)) if faces else [],
+                "screen": on_screen(clip, rng),
+            }
             for kind, frames in made.items():
-                found = evidence(engine, frames)
+                if not frames:
+                    continue
+                found = evidence(engine, landmarker, frames)
                 if len(found.live_probabilities) < params.min_texture_frames:
                     continue  # no face in the clip: nothing for anti-spoofing to judge
                 verdict = judge(found, params)
-                texture[kind].append(verdict.live_probability)  # type: ignore[arg-type]
-                screen[kind].append(verdict.screen_pattern if verdict.screen_pattern is not None else 0.0)
+                for cue, value in (("texture", verdict.live_probability), ("screen_pattern", verdict.screen_pattern),
+                                   ("picture_motion", verdict.picture_motion)):  # fmt: skip
+                    if value is not None:
+                        cues[cue][kind].append(value)
                 refused[kind].append(not verdict.passed)
                 if kind == "genuine":
                     by_folder.setdefault(video.parent.name, []).append(not verdict.passed)
-    as_arrays = {cue: {k: np.array(v) for k, v in scores.items()} for cue, scores in
-                 (("texture", texture), ("screen_pattern", screen))}  # fmt: skip
-    replays = real_replays(data_dir, engine)
+    figures = {}
+    for cue, scores in cues.items():
+        arrays = {k: np.array(v) for k, v in scores.items()}
+        judged = {k: v for k, v in arrays.items() if len(v)}
+        figures[cue] = {
+            "clips_with_an_opinion": {k: len(v) for k, v in arrays.items()},
+            "percentiles_5_50_95": {k: np.percentile(v, [5, 50, 95]).round(4).tolist() for k, v in judged.items()},
+        }
+        attacks = {k: arrays[k] for k in ATTACKS if len(arrays[k])}
+        if len(arrays["genuine"]) and attacks:
+            figures[cue] |= cue_figures(arrays["genuine"], attacks, live_high=CUES[cue])
     return {
-        "texture_threshold": params.texture_threshold,
-        "screen_pattern_threshold": params.screen_pattern_threshold,
+        "thresholds": {
+            "texture": params.texture_threshold,
+            "screen_pattern": params.screen_pattern_threshold,
+            "picture_motion": params.picture_motion_threshold,
+        },
         "clips": {k: len(v) for k, v in refused.items()},
         "bpcer": float(np.mean(refused["genuine"])),
         "apcer": {k: 1.0 - float(np.mean(refused[k])) for k in ATTACKS},
         "genuine_bpcer_by_folder": {k: float(np.mean(v)) for k, v in by_folder.items()},
-        "cues": {
-            cue: cue_figures(scores["genuine"], {k: scores[k] for k in ATTACKS}, live_high=cue == "texture")
-            | {"percentiles_5_50_95": {k: np.percentile(v, [5, 50, 95]).round(4).tolist() for k, v in scores.items()}}
-            for cue, scores in as_arrays.items()
-        },
-        "screen_pattern_on_real_photos": replays,
+        "cues": figures,
+        "screen_pattern_on_real_photos": real_replays(data_dir, engine),
     }
 
 
 def report(result: dict[str, object]) -> str:
-    apcer = result["apcer"]
+    thresholds = result["thresholds"]
     lines = [
         f"video-level anti-spoofing, 9 s clips {result['clips']}",
-        f"as the scorer decides (texture < {result['texture_threshold']} or screen pattern > "
-        f"{result['screen_pattern_threshold']}): BPCER {100 * result['bpcer']:.1f} %, APCER "
-        + ", ".join(f"{k} {100 * v:.1f} %" for k, v in apcer.items()),  # type: ignore[union-attr]
+        f"as the scorer decides (texture < {thresholds['texture']}, screen pattern > {thresholds['screen_pattern']}, "  # type: ignore[index]
+        f"picture motion < {thresholds['picture_motion']}): BPCER {100 * result['bpcer']:.1f} %, APCER "  # type: ignore[index]
+        + ", ".join(f"{k} {100 * v:.1f} %" for k, v in result["apcer"].items()),  # type: ignore[union-attr]
         "genuine BPCER by folder: "
         + ", ".join(f"{k} {100 * v:.0f} %" for k, v in result["genuine_bpcer_by_folder"].items()),  # type: ignore[union-attr]
-        f"{'cue':<16}{'clips':<8}{'p5':>9}{'median':>9}{'p95':>9}",
+        f"{'cue':<16}{'clips':<13}{'opinions':>9}{'p5':>9}{'median':>9}{'p95':>9}",
     ]
     for cue, figures in result["cues"].items():  # type: ignore[union-attr]
-        for kind, (p5, p50, p95) in figures["percentiles_5_50_95"].items():
-            lines.append(f"{cue:<16}{kind:<8}{p5:>9.3f}{p50:>9.3f}{p95:>9.3f}")
+        for kind, count in figures["clips_with_an_opinion"].items():
+            p5, p50, p95 = figures["percentiles_5_50_95"].get(kind, (float("nan"),) * 3)
+            lines.append(f"{cue:<16}{kind:<13}{count:>9}{p5:>9.3f}{p50:>9.3f}{p95:>9.3f}")
     for cue, figures in result["cues"].items():  # type: ignore[union-attr]
-        lines.append(
-            f"{cue}: AUC " + ", ".join(f"{k} {v:.3f}" for k, v in figures["auc"].items())
-            + f"; at BPCER 3 % (threshold {figures['threshold_for_bpcer_3pct']:.4f}) APCER "
-            + ", ".join(f"{k} {100 * v:.1f} %" for k, v in figures["apcer_at_bpcer_3pct"].items())
-        )  # fmt: skip
+        if "auc" in figures:
+            lines.append(
+                f"{cue}: AUC " + ", ".join(f"{k} {v:.3f}" for k, v in figures["auc"].items())
+                + f"; at BPCER 3 % (threshold {figures['threshold_for_bpcer_3pct']:.4f}) APCER "
+                + ", ".join(f"{k} {100 * v:.1f} %" for k, v in figures["apcer_at_bpcer_3pct"].items())
+            )  # fmt: skip
+    lines.append("(a cue with no opinion on a clip does not refuse it; AUC and APCER count the clips it judged)")
     lines.append("screen pattern on the real photos of spoof/: " + ", ".join(
         f"{Path(str(r['path'])).name} ({r['attack'] if r['label'] == 'spoof' else 'live'}) {r['screen'] or 0:.2f}"
         for r in result["screen_pattern_on_real_photos"]  # type: ignore[union-attr]

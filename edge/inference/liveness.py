@@ -22,6 +22,7 @@ from edge.liveness.validator import ValidatorParams, validate
 from edge.vision.engine import FaceEngine
 from edge.vision.gaze import GazeFrame, GazeTracker
 from edge.vision.moire import face_spectrum
+from edge.vision.motion import MotionSample
 from edge.vision.video import Frame, read_frames
 
 # Landmarks run in two lanes, one per core, each with its own FaceLandmarker taking every other frame (the landmarker
@@ -40,26 +41,45 @@ MOTION_INTERVAL = 0.5
 
 
 @dataclass
+class FrameResult:
+    features: GazeFrame
+    points: np.ndarray | None = None
+    motion: MotionSample | None = None
+    live: float | None = None
+    spectrum: np.ndarray | None = None
+
+
+@dataclass
 class Tracked:
     frames: list[GazeFrame] = field(default_factory=list)
     presentation: PresentationEvidence = field(default_factory=PresentationEvidence)
     seconds: float = 0.0
 
+    def add(self, result: FrameResult) -> None:
+        """Append one frame's results, in the video's order."""
+        evidence = self.presentation
+        self.frames.append(result.features)
+        if result.features.face:
+            evidence.blink_scores.append(result.features.blink)
+        if result.points is not None:
+            evidence.point_sets.append(result.points)
+        if result.motion is not None:
+            evidence.motion_samples.append(result.motion)
+        if result.live is not None:
+            evidence.live_probabilities.append(result.live)
+        if result.spectrum is not None:
+            evidence.screen_spectra.append(result.spectrum)
 
-@dataclass
-class FrameResult:
-    features: GazeFrame
-    points: np.ndarray | None = None
-    live: float | None = None
-    spectrum: np.ndarray | None = None
 
-
-def _track_one(
+def track_frame(
     tracker: GazeTracker, frame: Frame, engine: FaceEngine | None, want_pad: bool, want_points: bool
 ) -> FrameResult:
     result = FrameResult(tracker.track(frame.rgb, frame.t))
-    if want_points:
+    if want_points and tracker.last_points is not None:
         result.points = tracker.last_points
+        low, high = result.points.min(axis=0), result.points.max(axis=0)
+        box = (float(low[0]), float(low[1]), float(high[0] - low[0]), float(high[1] - low[1]))
+        result.motion = MotionSample(cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY), box)
     if want_pad and engine is not None:
         bgr = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
         faces = engine.detector.detect(bgr)
@@ -86,28 +106,20 @@ def track_video(
     futures: list[Future[FrameResult]] = []
     try:
         for index, frame in enumerate(read_frames(path, max_seconds=max_seconds, interval=interval)):
-            want_pad, want_points = frame.t >= next_pad, frame.t >= next_motion
+            # Both only feed the anti-spoofing verdict, which needs the engine.
+            want_pad = engine is not None and frame.t >= next_pad
+            want_points = engine is not None and frame.t >= next_motion
             if want_pad:
                 next_pad = frame.t + ANTISPOOF_INTERVAL
             if want_points:
                 next_motion = frame.t + MOTION_INTERVAL
             in_flight.acquire()
             lane = index % LANES
-            future = lanes[lane].submit(_track_one, trackers[lane], frame, engine, want_pad, want_points)
+            future = lanes[lane].submit(track_frame, trackers[lane], frame, engine, want_pad, want_points)
             future.add_done_callback(lambda _: in_flight.release())
             futures.append(future)
-        evidence = tracked.presentation
         for future in futures:
-            result = future.result()
-            tracked.frames.append(result.features)
-            if result.features.face:
-                evidence.blink_scores.append(result.features.blink)
-            if result.points is not None:
-                evidence.point_sets.append(result.points)
-            if result.live is not None:
-                evidence.live_probabilities.append(result.live)
-            if result.spectrum is not None:
-                evidence.screen_spectra.append(result.spectrum)
+            tracked.add(future.result())
     finally:
         for lane in lanes:
             lane.shutdown(wait=True, cancel_futures=True)

@@ -6,6 +6,10 @@ Measured with ``facematch bench pad --video`` (figures in docs/LIVENESS.md); the
   webcam recordings here score real people as low as 0.015, so the video threshold is far below the photo one;
 - screen pattern (decisive): the moiré of a filmed screen, from the spectra of the window around the face averaged
   over the same frames (``edge.vision.moire``);
+- picture motion (decisive when it has an opinion): a picture moved by hand in front of a fixed camera carries the
+  face's surroundings along with it, a real head moves against a background that stays (``edge.vision.motion``).
+  It has no opinion when the face hardly moves or when the scene moves too (hand-held camera, a sheet filling the
+  frame): the gaze challenge covers those;
 - planar motion (reported, not decisive): a printed photo moved by hand moves as one plane, so the landmarks of two
   frames should fit a homography, while a turning head shows parallax. It does not separate at these face sizes:
   MediaPipe fits its 3D face to a tilted photo too (ratio ~0.63 under an extreme tilt, against ~0.75 for a person),
@@ -23,13 +27,16 @@ import cv2
 import numpy as np
 
 from edge.vision.moire import screen_pattern_score
+from edge.vision.motion import MotionSample, picture_motion
 
 TEXTURE = "antispoof_texture"
 SCREEN_PATTERN = "screen_pattern"
+MOVES_AS_PICTURE = "moves_as_picture"
 
 MESSAGES = {
     TEXTURE: "the anti-spoofing model found the face printed or on a screen",
     SCREEN_PATTERN: "the picture around the face shows the fine periodic pattern of a filmed screen",
+    MOVES_AS_PICTURE: "the face moved together with its surroundings, as a picture held in front of the camera does",
 }
 
 # Mesh points that stay put on a face whatever the eyes and mouth do (forehead, cheeks, nose, jaw, temples).
@@ -44,6 +51,7 @@ STABLE_POINTS = np.array(
 class PresentationParams:
     texture_threshold: float = 0.01
     screen_pattern_threshold: float = 2.8
+    picture_motion_threshold: float = 0.25  # below it the surroundings followed the face (edge.vision.motion)
     min_texture_frames: int = 2
     min_off_similarity: float = 0.012  # motion beyond a similarity, in face widths, for the planar ratio to exist
 
@@ -55,6 +63,7 @@ class PresentationEvidence:
     live_probabilities: list[float] = field(default_factory=list)  # MiniFASNet, about one frame a second
     screen_spectra: list[np.ndarray] = field(default_factory=list)  # around the face, the same frames (moire.py)
     point_sets: list[np.ndarray] = field(default_factory=list)  # landmarks, every half second
+    motion_samples: list[MotionSample] = field(default_factory=list)  # grey frames and face boxes, the same times
     blink_scores: list[float] = field(default_factory=list)  # every tracked frame with a face
 
 
@@ -64,6 +73,7 @@ class PresentationVerdict:
     live_probability: float | None
     frames_scored: int
     screen_pattern: float | None
+    picture_motion: float | None
     planar_ratio: float | None
     blinks: int
     reasons: list[str] = field(default_factory=list)
@@ -75,6 +85,7 @@ class PresentationVerdict:
             "live_probability": None if self.live_probability is None else round(self.live_probability, 4),
             "frames_scored": self.frames_scored,
             "screen_pattern": None if self.screen_pattern is None else round(self.screen_pattern, 3),
+            "picture_motion": None if self.picture_motion is None else round(self.picture_motion, 3),
             "planar_motion_ratio": None if self.planar_ratio is None else round(self.planar_ratio, 4),
             "blinks": self.blinks,
             "reasons": [{"code": r, "message": MESSAGES[r]} for r in self.reasons],
@@ -122,6 +133,9 @@ def judge(evidence: PresentationEvidence, params: PresentationParams | None = No
     enough_screen = len(evidence.screen_spectra) >= params.min_texture_frames
     if screen is not None and enough_screen and screen > params.screen_pattern_threshold:
         reasons.append(SCREEN_PATTERN)
+    follow, _ = picture_motion(evidence.motion_samples)
+    if follow is not None and follow < params.picture_motion_threshold:
+        reasons.append(MOVES_AS_PICTURE)
     ratio = planar_ratio(evidence.point_sets, params)
     blinks = count_blinks(evidence.blink_scores)
-    return PresentationVerdict(not reasons, live, scored, screen, ratio, blinks, reasons)
+    return PresentationVerdict(not reasons, live, scored, screen, follow, ratio, blinks, reasons)
