@@ -101,6 +101,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from edge.vision.engine import FaceEngine
         from models import model_path
 
+        if not pad_video.recordings(args.data):
+            print(f"no face videos under {args.data}/gaze/eyegaze or {args.data}/video", file=sys.stderr)
+            return 2
         landmarker = model_path(settings.models.dir, "face_landmarker")
         result = pad_video.run(args.data, FaceEngine(settings), landmarker, scoring_params(settings.liveness)[1])
         print(json.dumps(result, indent=1) if args.json else pad_video.report(result))

@@ -34,8 +34,8 @@ RECORDING_TAIL = 0.5
 # Frames are tracked at most every FRAME_INTERVAL seconds: 10 a second still give each window ~24 counted frames,
 # and a 9 s challenge scores in under a second on 2 cores (the accuracy cost is measured by `facematch bench gaze`).
 FRAME_INTERVAL = 0.1
-# Anti-spoofing looks at one frame every ANTISPOOF_INTERVAL seconds (~7 ms each); landmarks for the motion cue are kept
-# every MOTION_INTERVAL seconds.
+# Anti-spoofing looks at one frame every ANTISPOOF_INTERVAL seconds (~10 ms each: the models and the moiré window); the
+# landmarks and the grey frame for the motion cues are kept every MOTION_INTERVAL seconds.
 ANTISPOOF_INTERVAL = 1.0
 MOTION_INTERVAL = 0.5
 
