@@ -230,3 +230,27 @@ def test_picture_motion_on_a_real_recording_and_a_print_of_it(data_dir, engine, 
     photo = judge(evidence(engine, landmarker, printed(clip[9], face, clip[0], random.Random(1), len(clip))))
     assert MOVES_AS_PICTURE not in real.reasons
     assert MOVES_AS_PICTURE in photo.reasons and photo.picture_motion is not None
+
+
+def test_a_printed_portrait_moved_by_hand_fails_the_scored_challenge(data_dir, engine, model_settings, tmp_path):
+    import random
+
+    from edge.bench.pad_video import printed
+    from edge.inference.liveness import score_video
+    from edge.vision.video import read_frames
+    from models import model_path
+
+    source = data_dir / "gaze/eyegaze/horizontal/game_video_1738774660.mp4"
+    frames = [cv2.cvtColor(f.rgb, cv2.COLOR_RGB2BGR) for f in read_frames(source, max_frames=400, interval=0.1)]
+    still = frames[45]
+    attack = printed(still, engine.detector.detect(still)[0].box, frames[0], random.Random(3), 95)
+    path = tmp_path / "portrait.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (still.shape[1], still.shape[0]))
+    for frame in attack:  # printed() moves the sheet as if sampled every 0.5 s: at 10 fps, a brisk hand
+        writer.write(frame)
+    writer.release()
+    landmarker = model_path(model_settings.models.dir, "face_landmarker")
+    result = score_video(path, [4, 2, 3], 3.0, landmarker, engine=engine)
+    codes = {r["code"] for r in result["reasons"]}
+    assert result["result"] == "fail" and MOVES_AS_PICTURE in codes
+    assert result["anti_spoofing"]["picture_motion"] < 0.25 and not result["anti_spoofing"]["passed"]
