@@ -14,6 +14,7 @@ that fills the frame: the two look alike), or when a region has too few trackabl
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -24,6 +25,7 @@ MAX_SCENE_MOTION = 0.3  # the scene may move this share of the face's motion and
 MIN_POINTS = 10  # trackable points each region needs
 FLOW = {"winSize": (15, 15), "maxLevel": 2}
 BACKTRACK_PX = 0.7
+PAIR_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -92,5 +94,9 @@ def surroundings_follow(a: MotionSample, b: MotionSample) -> float | None:
 
 def picture_motion(samples: list[MotionSample], min_pairs: int = 3) -> tuple[float | None, int]:
     """Median of ``surroundings_follow`` over consecutive samples, and how many pairs had an opinion."""
-    scores = [s for a, b in itertools.pairwise(samples) if (s := surroundings_follow(a, b)) is not None]
+    # OpenCV releases the GIL: the pairs are split over the cores, which are free once tracking has ended.
+    with ThreadPoolExecutor(PAIR_WORKERS) as pool:
+        scores = [
+            s for s in pool.map(lambda pair: surroundings_follow(*pair), itertools.pairwise(samples)) if s is not None
+        ]
     return (float(np.median(scores)) if len(scores) >= min_pairs else None), len(scores)
