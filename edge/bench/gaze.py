@@ -26,7 +26,7 @@ import json
 import random
 import string
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -256,6 +256,7 @@ def run(
                 modes[mode] = {"skipped": "the recordings cover no such challenge"}
                 continue
             genuine_pass, accuracies, replay_pass = [], [], []
+            why_failed: Counter[str] = Counter()
             for _ in range(trials):
                 cells, sequences = rng.choice(usable)
                 sequence = rng.choice(sequences)
@@ -263,6 +264,7 @@ def run(
                 verdict = validate(shown, Challenge(sequence, duration), params)
                 genuine_pass.append(verdict.passed)
                 accuracies.append(verdict.overall_accuracy)
+                why_failed.update(verdict.reasons)
                 others = [s for s in sequences if s != sequence]
                 if others:
                     replayed = join([rng.choice(cells[c]) for c in rng.choice(others)], duration)
@@ -272,6 +274,7 @@ def run(
                 "genuine_pass_rate": rate(genuine_pass),
                 "genuine_mean_accuracy": float(np.mean(accuracies)),
                 "replay_pass_rate": rate(replay_pass),
+                "genuine_fail_reasons": dict(why_failed.most_common()),
             }
 
         random_pass = []
@@ -318,6 +321,11 @@ def report(result: dict[str, object]) -> str:
                 f"{person:<7}{mode:<22}{m['sequences']:>5}{100 * m['genuine_pass_rate']:>8.1f}%"
                 f"{m['genuine_mean_accuracy']:>10.3f}{100 * m['replay_pass_rate']:>7.1f}%"
             )
+    for person, r in result["people"].items():  # type: ignore[union-attr]
+        for mode, m in r["modes"].items():
+            if m.get("genuine_fail_reasons"):
+                reasons = ", ".join(f"{code} {count}" for code, count in m["genuine_fail_reasons"].items())
+                lines.append(f"  {person}, {mode}: genuine failures by reason: {reasons}")
     lines.append(f"{'person':<7}{'random gaze':>12}{'photo':>8}{'moved':>8}")
     for person, r in result["people"].items():  # type: ignore[union-attr]
         lines.append(
