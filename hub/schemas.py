@@ -96,14 +96,36 @@ class AreaResultModel(BaseModel):
     passed: bool
 
 
+class ReasonModel(BaseModel):
+    code: str
+    message: str
+
+
+class AntiSpoofingModel(BaseModel):
+    """The video-level presentation verdict (docs/LIVENESS.md); ``checked`` is false when scored without the models."""
+
+    checked: bool
+    passed: bool | None = None
+    live_probability: float | None = Field(None, description="texture cue: mean MiniFASNet live probability")
+    frames_scored: int | None = None
+    screen_pattern: float | None = Field(None, description="moiré peak around the face (a filmed screen is high)")
+    picture_motion: float | None = Field(
+        None, description="how far the face's surroundings stay behind its motion (a picture held in a hand is ~0)"
+    )
+    planar_motion_ratio: float | None = Field(None, description="reported only")
+    blinks: int | None = Field(None, description="reported only")
+    reasons: list[ReasonModel] = Field(default_factory=list)
+    reason: str | None = Field(None, description="why it was not checked")
+
+
 class SubmitLivenessResponse(BaseModel):
     success: bool = True
     session_id: str
     result: str = Field(..., description="pass or fail")
     overall_accuracy: float
     sequence_results: list[AreaResultModel]
-    reasons: list[dict[str, str]] = Field(..., description="why it failed (empty on a pass)")
-    anti_spoofing: dict[str, Any] = Field(..., description="video-level passive anti-spoofing verdict and cues")
+    reasons: list[ReasonModel] = Field(..., description="why it failed (empty on a pass)")
+    anti_spoofing: AntiSpoofingModel = Field(..., description="video-level passive anti-spoofing verdict and cues")
     frames_processed: int = Field(..., description="frames tracked (one every 0.1 s of video)")
     video_seconds: float
     tracking_time: float = Field(..., description="seconds spent decoding and tracking")

@@ -62,6 +62,8 @@ def test_submit_scores_a_real_video_and_cleans_up(api, settings, challenge_video
     assert 0 <= body["overall_accuracy"] <= 1 and body["frames_processed"] > 60
     assert (body["result"] == "pass") == (body["reasons"] == [])
     assert body["anti_spoofing"]["checked"] and body["anti_spoofing"]["frames_scored"] >= 5
+    assert body["anti_spoofing"]["screen_pattern"] is not None  # every cue's figure reaches the client
+    assert {"picture_motion", "planar_motion_ratio", "blinks"} <= set(body["anti_spoofing"])
     assert body["processing_time"] > 0
     assert list((settings.paths.state_dir / "spool").iterdir()) == []  # the upload is gone
     # Single use: the same session cannot be scored twice.
