@@ -48,6 +48,12 @@ def recordings(data_dir: Path) -> list[Path]:
     return videos
 
 
+def source_of(video: Path, data_dir: Path) -> str:
+    """``gaze/eyegaze/vertical/x.mp4`` -> ``eyegaze vertical``; ``video/<repository>/…`` -> ``<repository>``."""
+    parts = video.relative_to(data_dir).parts
+    return f"eyegaze {parts[2]}" if parts[0] == "gaze" else parts[1]
+
+
 def clips(video: Path) -> Iterator[list[np.ndarray]]:
     """9 s clips starting every 3 s, as BGR frames half a second apart."""
     frames = [
@@ -198,7 +204,7 @@ def run(
                         cues[cue][kind].append(value)
                 refused[kind].append(not verdict.passed)
                 if kind == "genuine":
-                    by_folder.setdefault(video.parent.name, []).append(not verdict.passed)
+                    by_folder.setdefault(source_of(video, data_dir), []).append(not verdict.passed)
     figures = {}
     for cue, scores in cues.items():
         arrays = {k: np.array(v) for k, v in scores.items()}
@@ -219,7 +225,7 @@ def run(
         "clips": {k: len(v) for k, v in refused.items()},
         "bpcer": float(np.mean(refused["genuine"])),
         "apcer": {k: 1.0 - float(np.mean(refused[k])) for k in ATTACKS},
-        "genuine_bpcer_by_folder": {k: float(np.mean(v)) for k, v in by_folder.items()},
+        "genuine_bpcer_by_source": {k: float(np.mean(v)) for k, v in by_folder.items()},
         "cues": figures,
         "screen_pattern_on_real_photos": real_replays(data_dir, engine),
     }
@@ -232,8 +238,8 @@ def report(result: dict[str, object]) -> str:
         f"as the scorer decides (texture < {thresholds['texture']}, screen pattern > {thresholds['screen_pattern']}, "  # type: ignore[index]
         f"picture motion < {thresholds['picture_motion']}): BPCER {100 * result['bpcer']:.1f} %, APCER "  # type: ignore[index]
         + ", ".join(f"{k} {100 * v:.1f} %" for k, v in result["apcer"].items()),  # type: ignore[union-attr]
-        "genuine BPCER by folder: "
-        + ", ".join(f"{k} {100 * v:.0f} %" for k, v in result["genuine_bpcer_by_folder"].items()),  # type: ignore[union-attr]
+        "genuine BPCER by source: "
+        + ", ".join(f"{k} {100 * v:.0f} %" for k, v in result["genuine_bpcer_by_source"].items()),  # type: ignore[union-attr]
         f"{'cue':<16}{'clips':<13}{'opinions':>9}{'p5':>9}{'median':>9}{'p95':>9}",
     ]
     for cue, figures in result["cues"].items():  # type: ignore[union-attr]
