@@ -180,7 +180,7 @@ def run(
     kinds = ("genuine", *ATTACKS)
     cues: dict[str, dict[str, list[float]]] = {cue: {k: [] for k in kinds} for cue in CUES}
     refused: dict[str, list[bool]] = {k: [] for k in kinds}
-    by_folder: dict[str, list[bool]] = {}
+    by_source: dict[str, list[bool]] = {}
     for video in recordings(data_dir):
         for clip in clips(video):
             middle = clip[len(clip) // 2]
@@ -204,7 +204,7 @@ def run(
                         cues[cue][kind].append(value)
                 refused[kind].append(not verdict.passed)
                 if kind == "genuine":
-                    by_folder.setdefault(source_of(video, data_dir), []).append(not verdict.passed)
+                    by_source.setdefault(source_of(video, data_dir), []).append(not verdict.passed)
     figures = {}
     for cue, scores in cues.items():
         arrays = {k: np.array(v) for k, v in scores.items()}
@@ -225,7 +225,7 @@ def run(
         "clips": {k: len(v) for k, v in refused.items()},
         "bpcer": float(np.mean(refused["genuine"])),
         "apcer": {k: 1.0 - float(np.mean(refused[k])) for k in ATTACKS},
-        "genuine_bpcer_by_source": {k: float(np.mean(v)) for k, v in by_folder.items()},
+        "genuine_bpcer_by_source": {k: float(np.mean(v)) for k, v in by_source.items()},
         "cues": figures,
         "screen_pattern_on_real_photos": real_replays(data_dir, engine),
     }
