@@ -74,11 +74,16 @@ def load_recording(video: Path, landmarker: Path, cache_dir: Path) -> list[GazeF
     return frames
 
 
+def coordinates_of(video: Path) -> Path:
+    """``game_video_<ts>.mp4`` -> ``game_coordinates_<ts>.csv`` beside it."""
+    return video.with_name(video.stem.replace("game_video_", "game_coordinates_") + ".csv")
+
+
 def find_sessions(data_dir: Path) -> list[tuple[Path, Path]]:
     """(video, target coordinates) of every session under ``data_dir``, oldest first."""
     sessions = []
     for video in sorted(data_dir.rglob("game_video_*.mp4"), key=lambda v: v.stem):
-        coordinates = video.with_name(video.stem.replace("game_video_", "game_coordinates_") + ".csv")
+        coordinates = coordinates_of(video)
         if coordinates.exists():
             sessions.append((video, coordinates))
     return sessions
@@ -124,8 +129,7 @@ def load_recordings(
     recordings = []
     for person, videos in people.items():
         for video in videos:
-            coordinates = video.with_name(video.stem.replace("game_video_", "game_coordinates_") + ".csv")
-            rows = list(csv.DictReader(coordinates.open()))
+            rows = list(csv.DictReader(coordinates_of(video).open()))
             frames = load_recording(video, landmarker, cache_dir)
             n = min(len(frames), len(rows))
             cells = []

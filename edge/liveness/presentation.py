@@ -3,7 +3,7 @@
 Measured with ``facematch bench pad --video`` (figures in docs/LIVENESS.md); the verdict names the cue that failed.
 
 - texture (decisive): the MiniFASNet live probability, averaged over frames sampled through the challenge. The
-  webcam recordings here score real people as low as 0.015, so the video threshold is far below the photo one;
+  webcam recordings here score real people as low as 0.014, so the video threshold is far below the photo one;
 - screen pattern (decisive): the moiré of a filmed screen, from the spectra of the window around the face averaged
   over the same frames (``edge.vision.moire``);
 - picture motion (decisive when it has an opinion): a picture moved by hand in front of a fixed camera carries the
