@@ -110,7 +110,9 @@ class AntiSpoofingModel(BaseModel):
     frames_scored: int | None = None
     screen_pattern: float | None = Field(None, description="moiré peak around the face (a filmed screen is high)")
     picture_motion: float | None = Field(
-        None, description="how far the face's surroundings stay behind its motion (a picture held in a hand is ~0)"
+        None,
+        description="how far the face and its surroundings are from moving as one plane, in face motions "
+        "(a picture held in a hand is ~0.01, a person above ~0.1)",
     )
     planar_motion_ratio: float | None = Field(None, description="reported only")
     blinks: int | None = Field(None, description="reported only")

@@ -1,14 +1,17 @@
-"""Does the face move together with its surroundings while the scene stays put?
+"""Does the face move as one plane with its surroundings, while the camera stays put?
 
-A photo moved by hand in front of a fixed camera carries the paper around the face with it: what surrounds the face
-follows the face's own motion. A real head moves against a background that stays where it is. Points are tracked
-with pyramidal Lucas-Kanade optical flow (checked forwards and backwards) in three regions of each frame pair: the
-face, a ring around it, and the scene beyond. The face's motion is fitted by a similarity; the score of a pair is how
-far the ring's points land from where that similarity would carry them, in units of the face's motion — near 0 when
-the ring follows the face, near 1 when it stays behind.
+A photo moved by hand in front of a fixed camera carries the paper around the face with it: the face and what
+surrounds it move as one plane, which a single homography maps from frame to frame up to the tracker's noise. A real
+head moves against a background that stays where it is, and no homography maps a moving face and a still ring around
+it at once. Points are tracked with pyramidal Lucas-Kanade optical flow (checked forwards and backwards) in three
+regions of each frame pair: the face, a ring around it, and the scene beyond. The score of a pair is the residual of
+one least-squares homography fitted to the face and the ring together (the worse of the two regions' medians), in
+units of the face's motion: ~0.01 for a held picture, above ~0.13 for a person (``facematch bench pad --video``).
 
-A pair says nothing when the face hardly moved, when the scene near it moved as well (a hand-held camera, or a picture
-that fills the frame: the two look alike), or when a region has too few trackable points (a blank wall).
+A pair says nothing when the face hardly moved, when the whole scene moved with no still part left (the camera itself
+moved: a hand-held phone, which a picture filling the entire view also looks like), or when a region has too few
+trackable points (a blank wall). A picture that fills most of the view but leaves some of the room visible is judged:
+the still room shows the camera is fixed.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ import numpy as np
 
 MIN_FACE_MOTION = 0.03  # face widths between two samples for the pair to count
 MAX_SCENE_MOTION = 0.3  # the scene may move this share of the face's motion and still count as still
+STILL_PX = 0.5  # a scene point that moved less than this (pixels) between two samples stayed where it was
+MIN_STILL_SHARE = 0.05  # when the scene moved, this share of still scene points shows the camera did not
+SCENE_GRID, SCENE_CORNERS_PER_CELL = 8, 4  # a plain strip of wall gets cells of its own
+TRIM_PASSES = 2  # refits without the worst tracks (a point on the head's outline belongs to neither side)
 MIN_POINTS = 10  # trackable points each region needs
 FLOW = {"winSize": (15, 15), "maxLevel": 2}
 BACKTRACK_PX = 0.7
@@ -40,8 +47,9 @@ def _ellipse(shape: tuple[int, ...], centre: tuple[float, float], axes: tuple[fl
     return mask.astype(bool)
 
 
-def surroundings_follow(a: MotionSample, b: MotionSample) -> float | None:
-    """How far the ring around the face stays behind the face's motion from ``a`` to ``b`` (None: no opinion)."""
+def one_plane_residual(a: MotionSample, b: MotionSample) -> float | None:
+    """How far the face and the ring around it are from moving as one plane from ``a`` to ``b``, in units of the
+    face's motion (None: no opinion)."""
     x, y, w, h = a.box
     first, second, centre = a.gray, b.gray, (x + w / 2, y + h / 2)
     regions = {
@@ -60,10 +68,7 @@ def surroundings_follow(a: MotionSample, b: MotionSample) -> float | None:
         mask = regions[name][top:bottom, left:right].astype(np.uint8)
         corners = cv2.goodFeaturesToTrack(first[top:bottom, left:right], count, 0.01, 4, mask=mask)
         picked.append(None if corners is None else corners + np.float32([left, top]))
-    half = (width // 2, height // 2)
-    half_mask = cv2.resize(regions["scene"].astype(np.uint8), half, interpolation=cv2.INTER_NEAREST)
-    corners = cv2.goodFeaturesToTrack(cv2.pyrDown(first, dstsize=half), 100, 0.01, 3, mask=half_mask)
-    picked.append(None if corners is None else corners * 2)
+    picked.append(_scene_corners(first, regions["scene"]))
     if any(p is None for p in picked):
         return None
     points = np.concatenate(picked).astype(np.float32)
@@ -81,22 +86,62 @@ def surroundings_follow(a: MotionSample, b: MotionSample) -> float | None:
     face_motion = float(np.median(np.linalg.norm(moved["face"][1] - moved["face"][0], axis=1)))
     if face_motion < MIN_FACE_MOTION * w:
         return None
-    scene_motion = float(np.median(np.linalg.norm(moved["scene"][1] - moved["scene"][0], axis=1)))
-    if scene_motion > MAX_SCENE_MOTION * face_motion:
+    scene_shift = np.linalg.norm(moved["scene"][1] - moved["scene"][0], axis=1)
+    if np.median(scene_shift) > MAX_SCENE_MOTION * face_motion and np.mean(scene_shift < STILL_PX) < MIN_STILL_SHARE:
         return None
-    similarity, _ = cv2.estimateAffinePartial2D(*moved["face"], method=cv2.LMEDS)
-    if similarity is None:
+    residuals = _plane_residuals(np.vstack([moved["face"][0], moved["ring"][0]]),
+                                 np.vstack([moved["face"][1], moved["ring"][1]]))  # fmt: skip
+    if residuals is None:
         return None
-    ring_start, ring_end = moved["ring"]
-    carried = ring_start @ similarity[:, :2].T + similarity[:, 2]
-    return float(np.median(np.linalg.norm(ring_end - carried, axis=1))) / face_motion
+    faces = len(moved["face"][0])
+    return max(float(np.median(residuals[:faces])), float(np.median(residuals[faces:]))) / face_motion
+
+
+def _scene_corners(gray: np.ndarray, scene: np.ndarray) -> np.ndarray | None:
+    """Corners of the scene, picked cell by cell of a grid at half resolution: a plain wall beside a held picture
+    still gets its share (picked over the whole scene, the picture's sharper detail would take every corner, and a
+    still room would go unseen)."""
+    height, width = gray.shape[:2]
+    small = cv2.pyrDown(gray, dstsize=(width // 2, height // 2))
+    mask = cv2.resize(scene.astype(np.uint8), (width // 2, height // 2), interpolation=cv2.INTER_NEAREST)
+    found = []
+    rows, columns = (
+        np.linspace(0, small.shape[0], SCENE_GRID + 1, dtype=int),
+        np.linspace(0, small.shape[1], SCENE_GRID + 1, dtype=int),
+    )
+    for top, bottom in itertools.pairwise(rows):
+        for left, right in itertools.pairwise(columns):
+            if not mask[top:bottom, left:right].any():
+                continue
+            corners = cv2.goodFeaturesToTrack(
+                small[top:bottom, left:right], SCENE_CORNERS_PER_CELL, 0.01, 3, mask=mask[top:bottom, left:right]
+            )
+            if corners is not None:
+                found.append((corners + np.float32([left, top])) * 2)
+    return np.concatenate(found) if found else None
+
+
+def _plane_residuals(start: np.ndarray, end: np.ndarray) -> np.ndarray | None:
+    """Each point's distance from where one homography, fitted by least squares to the points, carries it."""
+    keep = np.ones(len(start), bool)
+    residuals = None
+    for _ in range(TRIM_PASSES + 1):
+        homography, _ = cv2.findHomography(start[keep], end[keep], 0)
+        if homography is None:
+            return None
+        carried = cv2.perspectiveTransform(start[None].astype(np.float64), homography)[0]
+        residuals = np.linalg.norm(carried - end, axis=1)
+        keep = residuals < max(3 * float(np.median(residuals)), STILL_PX)
+        if keep.sum() < 8:
+            break
+    return residuals
 
 
 def picture_motion(samples: list[MotionSample], min_pairs: int = 3) -> tuple[float | None, int]:
-    """Median of ``surroundings_follow`` over consecutive samples, and how many pairs had an opinion."""
+    """Median of ``one_plane_residual`` over consecutive samples, and how many pairs had an opinion."""
     # OpenCV releases the GIL: the pairs are split over the cores, which are free once tracking has ended.
     with ThreadPoolExecutor(PAIR_WORKERS) as pool:
         scores = [
-            s for s in pool.map(lambda pair: surroundings_follow(*pair), itertools.pairwise(samples)) if s is not None
+            s for s in pool.map(lambda pair: one_plane_residual(*pair), itertools.pairwise(samples)) if s is not None
         ]
     return (float(np.median(scores)) if len(scores) >= min_pairs else None), len(scores)
