@@ -83,7 +83,7 @@ class LivenessSettings(_Section):
         0.01, ge=0.0, le=1.0, description="mean live probability over a challenge video (see docs/LIVENESS.md)"
     )
     screen_pattern_threshold: float = Field(
-        2.8, ge=0.0, description="moiré peak around the face above which a challenge video is a filmed screen"
+        2.0, ge=0.0, description="moiré peak around the face above which a challenge video is a filmed screen"
     )
 
 
