@@ -177,6 +177,29 @@ def test_match_reports_per_image_liveness(engine, faces_dir):
     assert engine.analyze(image).liveness is None
 
 
+def test_the_straight_edges_of_a_webcam_room_are_not_a_screen_pattern(data_dir, engine):
+    # This recording's room has long, slightly tilted edges: a line through the spectrum's origin, which each ring
+    # alone sees as a peak (2.6 here, over the threshold). The direction baseline cancels it; a filmed screen's
+    # pattern, a peak at one frequency, still stands out.
+    from edge.vision.moire import RINGS
+    from edge.vision.video import read_frames
+
+    video = data_dir / "gaze/eyegaze/horizontal/game_video_1738774660.mp4"
+    frames = [
+        cv2.cvtColor(f.rgb, cv2.COLOR_RGB2BGR)
+        for f in read_frames(video, max_frames=10_000, max_seconds=33, interval=1.0)
+    ][24:33]
+    boxes = [engine.detector.detect(f)[0].box for f in frames]
+    rng = np.random.default_rng(2)
+    real = [face_spectrum(f, box) for f, box in zip(frames, boxes, strict=True)]
+    screen = [face_spectrum(_screen_filmed(f, 5.5, 0.15, rng), box) for f, box in zip(frames, boxes, strict=True)]
+    threshold = PresentationParams().screen_pattern_threshold
+    mean = np.mean(real, axis=0)
+    ring_baseline_only = max(float(np.max(mean[ring] - np.median(mean[ring]))) for ring in RINGS)
+    assert screen_pattern_score(real) < threshold < ring_baseline_only
+    assert screen_pattern_score(screen) > threshold
+
+
 # ------------------------------------------------------------------------------------ the picture-motion cue
 
 
@@ -194,10 +217,14 @@ def test_picture_motion_tells_a_picture_from_a_head_and_keeps_quiet_otherwise():
     box = (280.0, 190.0, 80.0, 100.0)
     sheet = np.zeros((480, 640), bool)
     sheet[120:360, 220:420] = True  # a head-and-shoulders print around the face
+    big_sheet = np.zeros((480, 640), bool)
+    big_sheet[40:440, 50:590] = True
 
     def frame(dx, dy, what):
         if what == "picture":  # the sheet, face and surroundings alike, moves over a still room
             return np.where(_shifted(sheet.astype(np.uint8), dx, dy) > 0, _shifted(picture, dx, dy), scene)
+        if what == "sheet":  # a picture filling most of the view; a strip of the still room shows around it
+            return np.where(_shifted(big_sheet.astype(np.uint8), dx, dy) > 0, _shifted(picture, dx, dy), scene)
         if what == "head":  # only the face moves; the room around it stays
             face = np.zeros((480, 640), np.uint8)
             cv2.ellipse(face, (320 + dx, 240 + dy), (45, 60), 0, 0, 360, 1, -1)
@@ -211,6 +238,8 @@ def test_picture_motion_tells_a_picture_from_a_head_and_keeps_quiet_otherwise():
     picture_score, opinions = picture_motion(samples("picture", moving))
     head_score, _ = picture_motion(samples("head", moving))
     assert opinions == 4 and picture_score < PresentationParams().picture_motion_threshold < head_score
+    sheet_score, _ = picture_motion(samples("sheet", moving))  # the scene moves, but the room's strip does not
+    assert sheet_score is not None and sheet_score < PresentationParams().picture_motion_threshold
     assert picture_motion(samples("camera", moving)) == (None, 0)  # a moving camera looks like a moving picture
     assert picture_motion(samples("picture", [(0, 0), (1, 0), (0, 1), (1, 1)])) == (None, 0)  # too little motion
     verdict = judge(PresentationEvidence([0.9] * 3, motion_samples=samples("picture", moving)))
@@ -220,14 +249,15 @@ def test_picture_motion_tells_a_picture_from_a_head_and_keeps_quiet_otherwise():
 def test_picture_motion_on_a_real_recording_and_a_print_of_it(data_dir, engine, model_settings):
     import random
 
-    from edge.bench.pad_video import clips, evidence, printed
+    from edge.bench.pad_video import clips, empty_room, evidence, printed
     from models import model_path
 
     landmarker = model_path(model_settings.models.dir, "face_landmarker")
     clip = next(clips(data_dir / "gaze/eyegaze/horizontal/game_video_1738774660.mp4"))
     face = engine.detector.detect(clip[9])[0].box
-    real = judge(evidence(engine, landmarker, clip))
-    photo = judge(evidence(engine, landmarker, printed(clip[9], face, clip[0], random.Random(1), len(clip))))
+    real = judge(evidence(engine, landmarker, clip).presentation)
+    held = printed(clip[9], face, empty_room(clip[0], engine), random.Random(1), len(clip))
+    photo = judge(evidence(engine, landmarker, held).presentation)
     assert MOVES_AS_PICTURE not in real.reasons
     assert MOVES_AS_PICTURE in photo.reasons and photo.picture_motion is not None
 
@@ -235,7 +265,7 @@ def test_picture_motion_on_a_real_recording_and_a_print_of_it(data_dir, engine, 
 def test_a_printed_portrait_moved_by_hand_fails_the_scored_challenge(data_dir, engine, model_settings, tmp_path):
     import random
 
-    from edge.bench.pad_video import printed
+    from edge.bench.pad_video import empty_room, printed
     from edge.inference.liveness import score_video
     from edge.vision.video import read_frames
     from models import model_path
@@ -243,7 +273,8 @@ def test_a_printed_portrait_moved_by_hand_fails_the_scored_challenge(data_dir, e
     source = data_dir / "gaze/eyegaze/horizontal/game_video_1738774660.mp4"
     frames = [cv2.cvtColor(f.rgb, cv2.COLOR_RGB2BGR) for f in read_frames(source, max_frames=400, interval=0.1)]
     still = frames[45]
-    attack = printed(still, engine.detector.detect(still)[0].box, frames[0], random.Random(3), 95)
+    room = empty_room(frames[0], engine)
+    attack = printed(still, engine.detector.detect(still)[0].box, room, random.Random(3), 95)
     path = tmp_path / "portrait.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (still.shape[1], still.shape[0]))
     for frame in attack:  # printed() moves the sheet as if sampled every 0.5 s: at 10 fps, a brisk hand
@@ -253,4 +284,23 @@ def test_a_printed_portrait_moved_by_hand_fails_the_scored_challenge(data_dir, e
     result = score_video(path, [4, 2, 3], 3.0, landmarker, engine=engine)
     codes = {r["code"] for r in result["reasons"]}
     assert result["result"] == "fail" and MOVES_AS_PICTURE in codes
-    assert result["anti_spoofing"]["picture_motion"] < 0.25 and not result["anti_spoofing"]["passed"]
+    assert (
+        result["anti_spoofing"]["picture_motion"] < PresentationParams().picture_motion_threshold
+        and not result["anti_spoofing"]["passed"]
+    )
+
+
+def test_the_bench_room_behind_a_print_shows_no_face_and_a_faceless_clip_is_not_acquired(
+    data_dir, engine, model_settings
+):
+    from edge.bench.pad_video import acquired, clips, empty_room, evidence
+    from models import model_path
+
+    # The room is the recording's own first frame, mirrored: the person in it must not show a second time.
+    clip = next(clips(data_dir / "video/hysts_pytorch_mpiigaze_demo/assets/inputs/video00.mp4"))[2:]
+    assert engine.detector.detect(cv2.flip(clip[0], 1)) and not engine.detector.detect(empty_room(clip[0], engine))
+    # A clip in which the landmarker follows no face is a non-response, not an accepted or refused attack.
+    landmarker = model_path(model_settings.models.dir, "face_landmarker")
+    params = PresentationParams()
+    assert acquired(evidence(engine, landmarker, clip[:6]), params)
+    assert not acquired(evidence(engine, landmarker, [empty_room(f, engine) for f in clip[:6]]), params)

@@ -5,8 +5,8 @@ made from them, cue by cue and combined as the scorer combines them.
   video there);
 - print: the clip's middle frame "printed" (contrast squeezed towards paper white, slight blur, paper grain) and moved
   by hand (sway, roll, zoom and a perspective tilt of up to ~20°) in front of a room (the clip's first frame, mirrored
-  and blurred): *sheet*, the whole frame on a sheet filling 75 % of the view; *portrait*, a head-and-shoulders crop
-  showing the face at about its real size;
+  and blurred, its faces smudged away): *sheet*, the whole frame on a sheet filling 75 % of the view; *portrait*, a
+  head-and-shoulders crop showing the face at about its real size;
 - screen: the clip itself shown on a simulated screen (black bezel, moiré from the pixel grid, gamma, a blue cast, a
   faint reflection), filmed at 85 % of the frame.
 
@@ -29,7 +29,8 @@ import numpy as np
 
 from edge.bench.lfw import roc_auc
 from edge.inference.liveness import ANTISPOOF_INTERVAL, MOTION_INTERVAL, Tracked, track_frame
-from edge.liveness.presentation import PresentationEvidence, PresentationParams, judge
+from edge.liveness.presentation import PresentationParams, judge
+from edge.liveness.validator import ValidatorParams
 from edge.vision.engine import FaceEngine
 from edge.vision.gaze import GazeTracker
 from edge.vision.moire import face_spectrum, screen_pattern_score
@@ -65,6 +66,23 @@ def clips(video: Path) -> Iterator[list[np.ndarray]]:
         yield frames[start : start + per_clip]
 
 
+def empty_room(frame: np.ndarray, engine: FaceEngine) -> np.ndarray:
+    """The recording's first frame as the room behind a held print: mirrored, out of focus, and with every face in it
+    smudged away (the room must not show the person a second time: two faces are a different test)."""
+    room = cv2.GaussianBlur(cv2.flip(frame, 1), (0, 0), 1.5)
+    for _ in range(3):
+        faces = engine.detector.detect(room)
+        if not faces:
+            break
+        for face in faces:
+            x, y, w, h = face.box
+            left, top = max(0, int(x - 0.4 * w)), max(0, int(y - 0.5 * h))
+            right, bottom = min(room.shape[1], int(x + 1.4 * w)), min(room.shape[0], int(y + 1.5 * h))
+            if right > left and bottom > top:
+                room[top:bottom, left:right] = cv2.GaussianBlur(room[top:bottom, left:right], (0, 0), max(w, h) / 3)
+    return room
+
+
 def filmed(frame: np.ndarray, rng: random.Random) -> np.ndarray:
     """What a camera adds when it films the attack: sensor noise and compression."""
     noisy = frame.astype(np.float32) + np.random.default_rng(rng.randrange(1 << 30)).normal(0, 2.5, frame.shape)
@@ -79,14 +97,14 @@ def printed(
     rng: random.Random,
     count: int,
 ) -> list[np.ndarray]:
-    """The frame printed and moved by hand in front of a room: the whole frame on a sheet filling 75 % of the view
-    (``face`` None), or a head-and-shoulders portrait showing the face at about its real size."""
+    """The frame printed and moved by hand in front of ``room`` (``empty_room``): the whole frame on a sheet filling
+    75 % of the view (``face`` None), or a head-and-shoulders portrait showing the face at about its real size."""
     height, width = frame.shape[:2]
     paper = frame.astype(np.float32) * 0.78 + 45  # ink on paper: no true blacks, duller whites
     paper = cv2.GaussianBlur(paper, (0, 0), 0.8)
     paper += np.random.default_rng(rng.randrange(1 << 30)).normal(0, 4, paper.shape)  # grain
     paper = np.clip(paper, 0, 255).astype(np.uint8)
-    background = cv2.GaussianBlur(cv2.flip(room, 1), (0, 0), 1.5)
+    background = room
     sheet = np.zeros((height, width), np.uint8)
     if face is None:
         sheet[:] = 255
@@ -134,7 +152,7 @@ def on_screen(frames: list[np.ndarray], rng: random.Random) -> list[np.ndarray]:
     return out
 
 
-def evidence(engine: FaceEngine, landmarker: Path, frames: list[np.ndarray]) -> PresentationEvidence:
+def evidence(engine: FaceEngine, landmarker: Path, frames: list[np.ndarray]) -> Tracked:
     """What the scorer collects from these frames (half a second apart), through its own per-frame function."""
     tracked = Tracked()
     every = round(ANTISPOOF_INTERVAL / SAMPLE_INTERVAL)
@@ -142,7 +160,16 @@ def evidence(engine: FaceEngine, landmarker: Path, frames: list[np.ndarray]) -> 
         for i, frame in enumerate(frames):
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             tracked.add(track_frame(tracker, Frame(i * SAMPLE_INTERVAL, rgb), engine, i % every == 0, True))
-    return tracked.presentation
+    return tracked
+
+
+def acquired(tracked: Tracked, params: PresentationParams) -> bool:
+    """Whether the scorer had a face to judge: the detector found it for anti-spoofing, and the landmarker followed
+    one face through at least the share of frames the gaze challenge needs (fewer, and the challenge refuses the
+    video whatever the anti-spoofing cues say: ISO/IEC 30107-3 counts that as a non-response, not a decision)."""
+    followed = np.mean([f.face for f in tracked.frames]) if tracked.frames else 0.0
+    enough_texture = len(tracked.presentation.live_probabilities) >= params.min_texture_frames
+    return enough_texture and followed >= ValidatorParams().min_usable
 
 
 def real_replays(data_dir: Path, engine: FaceEngine) -> list[dict[str, object]]:
@@ -178,54 +205,66 @@ def run(
 ) -> dict[str, object]:
     rng = random.Random(seed)
     kinds = ("genuine", *ATTACKS)
-    cues: dict[str, dict[str, list[float]]] = {cue: {k: [] for k in kinds} for cue in CUES}
-    refused: dict[str, list[bool]] = {k: [] for k in kinds}
-    by_source: dict[str, list[bool]] = {}
+    clips_seen: list[dict[str, object]] = []
     for video in recordings(data_dir):
-        for clip in clips(video):
+        for number, clip in enumerate(clips(video)):
             middle = clip[len(clip) // 2]
             faces = engine.detector.detect(middle)
+            room = empty_room(clip[0], engine)
             made = {
                 "genuine": clip,
-                "print_sheet": printed(middle, None, clip[0], rng, len(clip)),
-                "print_portrait": printed(middle, faces[0].box, clip[0], rng, len(clip)) if faces else [],
+                "print_sheet": printed(middle, None, room, rng, len(clip)),
+                "print_portrait": printed(middle, faces[0].box, room, rng, len(clip)) if faces else [],
                 "screen": on_screen(clip, rng),
             }
             for kind, frames in made.items():
                 if not frames:
                     continue
-                found = evidence(engine, landmarker, frames)
-                if len(found.live_probabilities) < params.min_texture_frames:
-                    continue  # no face in the clip: nothing for anti-spoofing to judge
-                verdict = judge(found, params)
-                for cue, value in (("texture", verdict.live_probability), ("screen_pattern", verdict.screen_pattern),
-                                   ("picture_motion", verdict.picture_motion)):  # fmt: skip
-                    if value is not None:
-                        cues[cue][kind].append(value)
-                refused[kind].append(not verdict.passed)
-                if kind == "genuine":
-                    by_source.setdefault(source_of(video, data_dir), []).append(not verdict.passed)
+                tracked = evidence(engine, landmarker, frames)
+                verdict = judge(tracked.presentation, params)
+                clips_seen.append({
+                    "kind": kind, "source": source_of(video, data_dir), "video": video.name,
+                    "start_s": number * CLIP_STRIDE, "acquired": acquired(tracked, params),
+                    "refused": not verdict.passed, "texture": verdict.live_probability,
+                    "screen_pattern": verdict.screen_pattern, "picture_motion": verdict.picture_motion,
+                })  # fmt: skip
+    judged = [c for c in clips_seen if c["acquired"]]
     figures = {}
-    for cue, scores in cues.items():
-        arrays = {k: np.array(v) for k, v in scores.items()}
-        judged = {k: v for k, v in arrays.items() if len(v)}
+    for cue, live_high in CUES.items():
+        arrays = {k: np.array([c[cue] for c in judged if c["kind"] == k and c[cue] is not None]) for k in kinds}
         figures[cue] = {
             "clips_with_an_opinion": {k: len(v) for k, v in arrays.items()},
-            "percentiles_5_50_95": {k: np.percentile(v, [5, 50, 95]).round(4).tolist() for k, v in judged.items()},
+            "percentiles_5_50_95": {
+                k: np.percentile(v, [5, 50, 95]).round(4).tolist() for k, v in arrays.items() if len(v)
+            },
         }
         attacks = {k: arrays[k] for k in ATTACKS if len(arrays[k])}
         if len(arrays["genuine"]) and attacks:
-            figures[cue] |= cue_figures(arrays["genuine"], attacks, live_high=CUES[cue])
+            figures[cue] |= cue_figures(arrays["genuine"], attacks, live_high=live_high)
+
+    def refused(kind: str) -> list[bool]:
+        return [bool(c["refused"]) for c in judged if c["kind"] == kind]
+
+    sources = sorted({str(c["source"]) for c in judged if c["kind"] == "genuine"})
     return {
         "thresholds": {
             "texture": params.texture_threshold,
             "screen_pattern": params.screen_pattern_threshold,
             "picture_motion": params.picture_motion_threshold,
         },
-        "clips": {k: len(v) for k, v in refused.items()},
-        "bpcer": float(np.mean(refused["genuine"])),
-        "apcer": {k: 1.0 - float(np.mean(refused[k])) for k in ATTACKS},
-        "genuine_bpcer_by_source": {k: float(np.mean(v)) for k, v in by_source.items()},
+        "clips": {k: len(refused(k)) for k in kinds},
+        "not_acquired": {k: sum(1 for c in clips_seen if c["kind"] == k and not c["acquired"]) for k in kinds},
+        "bpcer": float(np.mean(refused("genuine"))),
+        "apcer": {k: 1.0 - float(np.mean(refused(k))) for k in ATTACKS},
+        "genuine_bpcer_by_source": {
+            source: float(np.mean([c["refused"] for c in judged if c["kind"] == "genuine" and c["source"] == source]))
+            for source in sources
+        },
+        "attacks_accepted": [
+            {k: c[k] for k in ("kind", "video", "start_s", "texture", "screen_pattern", "picture_motion")}
+            for c in judged
+            if c["kind"] != "genuine" and not c["refused"]
+        ],
         "cues": figures,
         "screen_pattern_on_real_photos": real_replays(data_dir, engine),
     }
@@ -234,12 +273,16 @@ def run(
 def report(result: dict[str, object]) -> str:
     thresholds = result["thresholds"]
     lines = [
-        f"video-level anti-spoofing, 9 s clips {result['clips']}",
+        f"video-level anti-spoofing, 9 s clips judged {result['clips']}",
+        f"not acquired (one face followed in under half the frames: the gaze challenge refuses these; ISO/IEC 30107-3 "
+        f"non-responses, outside APCER and BPCER) {result['not_acquired']}",
         f"as the scorer decides (texture < {thresholds['texture']}, screen pattern > {thresholds['screen_pattern']}, "  # type: ignore[index]
         f"picture motion < {thresholds['picture_motion']}): BPCER {100 * result['bpcer']:.1f} %, APCER "  # type: ignore[index]
         + ", ".join(f"{k} {100 * v:.1f} %" for k, v in result["apcer"].items()),  # type: ignore[union-attr]
         "genuine BPCER by source: "
         + ", ".join(f"{k} {100 * v:.0f} %" for k, v in result["genuine_bpcer_by_source"].items()),  # type: ignore[union-attr]
+        "attacks accepted: "
+        + (", ".join(f"{a['kind']} {a['video']} @{a['start_s']} s" for a in result["attacks_accepted"]) or "none"),  # type: ignore[union-attr,index]
         f"{'cue':<16}{'clips':<13}{'opinions':>9}{'p5':>9}{'median':>9}{'p95':>9}",
     ]
     for cue, figures in result["cues"].items():  # type: ignore[union-attr]
