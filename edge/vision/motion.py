@@ -8,10 +8,11 @@ regions of each frame pair: the face, a ring around it, and the scene beyond. Th
 one least-squares homography fitted to the face and the ring together (the worse of the two regions' medians), in
 units of the face's motion: ~0.01 for a held picture, above ~0.13 for a person (``facematch bench pad --video``).
 
-A pair says nothing when the face hardly moved, when the whole scene moved with no still part left (the camera itself
-moved: a hand-held phone, which a picture filling the entire view also looks like), or when a region has too few
-trackable points (a blank wall). A picture that fills most of the view but leaves some of the room visible is judged:
-the still room shows the camera is fixed.
+The cue needs a fixed camera: a hand-held one moves the face and its surroundings together, as a picture does. A
+moving camera moves every point of the scene, so a pair says nothing unless the scene far from the face stayed put or
+some of the scene stayed exactly still (a picture that fills most of the view but leaves a strip of the room in
+sight is judged; one that fills all of it looks like a hand-held phone and is not). A pair also says nothing when
+the face hardly moved, or when a region has too few trackable points (a blank wall).
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ import cv2
 import numpy as np
 
 MIN_FACE_MOTION = 0.03  # face widths between two samples for the pair to count
-MAX_SCENE_MOTION = 0.3  # the scene may move this share of the face's motion and still count as still
+FAR_SCENE = 1.6  # face sizes: beyond this the scene no longer includes the shoulders, which follow the head
+MAX_FAR_SCENE_MOTION = 0.3  # the far scene may move this share of the face's motion and still count as put
 STILL_PX = 0.5  # a scene point that moved less than this (pixels) between two samples stayed where it was
-MIN_STILL_SHARE = 0.05  # when the scene moved, this share of still scene points shows the camera did not
+# This share of still scene points shows the camera did not move (a hand-held camera's pairs here: at most 1 of ~140
+# points; a sheet covering most of the view: 5-27 %).
+MIN_STILL_SHARE = 0.05
 SCENE_GRID, SCENE_CORNERS_PER_CELL = 8, 4  # a plain strip of wall gets cells of its own
 TRIM_PASSES = 2  # refits without the worst tracks (a point on the head's outline belongs to neither side)
 MIN_POINTS = 10  # trackable points each region needs
@@ -55,8 +59,7 @@ def one_plane_residual(a: MotionSample, b: MotionSample) -> float | None:
     regions = {
         "face": _ellipse(first.shape, centre, (0.45 * w, 0.55 * h)),
         "ring": _ellipse(first.shape, centre, (1.1 * w, 1.1 * h)) & ~_ellipse(first.shape, centre, (0.7 * w, 0.75 * h)),
-        # The scene is everything further out: near the face it would include the shoulders, which follow the head.
-        "scene": ~_ellipse(first.shape, centre, (1.6 * w, 1.6 * h)),
+        "scene": ~_ellipse(first.shape, centre, (1.1 * w, 1.1 * h)),  # shoulders too: only its still points count
     }
     # Corners are picked per region (the scene's strong edges would otherwise take them all) and tracked in one pass;
     # the face and ring are searched in their own box, the scene at half resolution: a pair costs ~5 ms.
@@ -86,8 +89,7 @@ def one_plane_residual(a: MotionSample, b: MotionSample) -> float | None:
     face_motion = float(np.median(np.linalg.norm(moved["face"][1] - moved["face"][0], axis=1)))
     if face_motion < MIN_FACE_MOTION * w:
         return None
-    scene_shift = np.linalg.norm(moved["scene"][1] - moved["scene"][0], axis=1)
-    if np.median(scene_shift) > MAX_SCENE_MOTION * face_motion and np.mean(scene_shift < STILL_PX) < MIN_STILL_SHARE:
+    if not _camera_stayed(*moved["scene"], first.shape, centre, (w, h), face_motion):
         return None
     residuals = _plane_residuals(np.vstack([moved["face"][0], moved["ring"][0]]),
                                  np.vstack([moved["face"][1], moved["ring"][1]]))  # fmt: skip
@@ -95,6 +97,25 @@ def one_plane_residual(a: MotionSample, b: MotionSample) -> float | None:
         return None
     faces = len(moved["face"][0])
     return max(float(np.median(residuals[:faces])), float(np.median(residuals[faces:]))) / face_motion
+
+
+def _camera_stayed(
+    start: np.ndarray,
+    end: np.ndarray,
+    shape: tuple[int, ...],
+    centre: tuple[float, float],
+    size: tuple[float, float],
+    face_motion: float,
+) -> bool:
+    """Whether the scene shows a fixed camera: the scene far from the face (beyond the shoulders) stayed put as a
+    whole, or some of the scene beyond the ring stayed exactly still (a strip of wall beside a picture that fills most
+    of the view). A moving camera moves all of it."""
+    shift = np.linalg.norm(end - start, axis=1)
+    if np.mean(shift < STILL_PX) >= MIN_STILL_SHARE:
+        return True
+    far = ~_ellipse(shape, centre, (FAR_SCENE * size[0], FAR_SCENE * size[1]))
+    far_shift = shift[far[start[:, 1].astype(int), start[:, 0].astype(int)]]
+    return len(far_shift) >= MIN_POINTS and float(np.median(far_shift)) <= MAX_FAR_SCENE_MOTION * face_motion
 
 
 def _scene_corners(gray: np.ndarray, scene: np.ndarray) -> np.ndarray | None:
