@@ -105,7 +105,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"no face videos under {args.data}/gaze/eyegaze or {args.data}/video", file=sys.stderr)
             return 2
         landmarker = model_path(settings.models.dir, "face_landmarker")
-        result = pad_video.run(args.data, FaceEngine(settings), landmarker, scoring_params(settings.liveness)[1])
+        params = scoring_params(settings.liveness)[1]
+        result = pad_video.run(args.data, FaceEngine(settings), landmarker, params, seed=args.seed)
         print(json.dumps(result, indent=1) if args.json else pad_video.report(result))
         return 0
     if args.bench == "pad":
@@ -268,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="video-level verdict: genuine recordings against simulated print and screen attacks",
     )
     pad.add_argument("--rule", choices=["min", "mean"], help="override liveness.antispoof_rule")
+    pad.add_argument("--seed", type=int, default=5, help="with --video: the draw of the simulated attacks")
     pad.add_argument("--json", action="store_true")
     gaze = bench_sub.add_parser("gaze", help="simulated gaze challenges from the EyeGaze recordings")
     gaze.add_argument("--data", type=Path, required=True, help="the data folder (with gaze/eyegaze)")
