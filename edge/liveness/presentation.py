@@ -10,11 +10,12 @@ Measured with ``facematch bench pad --video`` (figures in docs/LIVENESS.md); the
   plane with the paper around the face, a real head moves against a background that stays (``edge.vision.motion``).
   It has no opinion when the face hardly moves or when the whole scene moves (a hand-held camera, or a picture
   filling the entire view): the gaze challenge covers those;
-- planar motion (reported, not decisive): a printed photo moved by hand moves as one plane, so the landmarks of two
-  frames should fit a homography, while a turning head shows parallax. It does not separate at these face sizes:
-  MediaPipe fits its 3D face to a tilted photo too (ratio ~0.63 under an extreme tilt, against ~0.75 for a person),
-  and optical-flow tracks on the face (no face prior) barely leave a similarity under a hand's tilt: over a 60-130 px
-  face a homography is locally a similarity;
+- planar motion of the landmarks (reported, not decisive): a printed photo moved by hand moves as one plane, so the
+  landmarks of two frames should fit a homography, while a turning head shows parallax. It does not separate at
+  these face sizes: MediaPipe fits its 3D face to a tilted photo too (ratio ~0.63 under an extreme tilt, against
+  ~0.75 for a person), and optical-flow tracks on the face alone barely leave a similarity under a hand's tilt: over
+  a 60-130 px face a homography is locally a similarity. The plane shows once the face's surroundings are included
+  (picture motion, above);
 - blinks: counted and reported (a photo never blinks, but people may not blink in 9 s either: not a verdict).
 """
 

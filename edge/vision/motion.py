@@ -33,6 +33,7 @@ STILL_PX = 0.5  # a scene point that moved less than this (pixels) between two s
 MIN_STILL_SHARE = 0.05
 SCENE_GRID, SCENE_CORNERS_PER_CELL = 8, 4  # a plain strip of wall gets cells of its own
 TRIM_PASSES = 2  # refits without the worst tracks (a point on the head's outline belongs to neither side)
+TRIM_FLOOR_PX = 0.5  # tracker noise: a point this close to the fit is never trimmed
 MIN_POINTS = 10  # trackable points each region needs
 FLOW = {"winSize": (15, 15), "maxLevel": 2}
 BACKTRACK_PX = 0.7
@@ -62,7 +63,7 @@ def one_plane_residual(a: MotionSample, b: MotionSample) -> float | None:
         "scene": ~_ellipse(first.shape, centre, (1.1 * w, 1.1 * h)),  # shoulders too: only its still points count
     }
     # Corners are picked per region (the scene's strong edges would otherwise take them all) and tracked in one pass;
-    # the face and ring are searched in their own box, the scene at half resolution: a pair costs ~5 ms.
+    # the face and ring are searched in their own box, the scene at half resolution: a pair costs ~8 ms.
     height, width = first.shape[:2]
     left, top = max(0, int(centre[0] - 1.1 * w)), max(0, int(centre[1] - 1.1 * h))
     right, bottom = min(width, int(centre[0] + 1.1 * w) + 1), min(height, int(centre[1] + 1.1 * h) + 1)
@@ -152,7 +153,7 @@ def _plane_residuals(start: np.ndarray, end: np.ndarray) -> np.ndarray | None:
             return None
         carried = cv2.perspectiveTransform(start[None].astype(np.float64), homography)[0]
         residuals = np.linalg.norm(carried - end, axis=1)
-        keep = residuals < max(3 * float(np.median(residuals)), STILL_PX)
+        keep = residuals < max(3 * float(np.median(residuals)), TRIM_FLOOR_PX)
         if keep.sum() < 8:
             break
     return residuals
