@@ -1,4 +1,7 @@
-"""The ``facematch`` command."""
+"""facematch: a face-recognition door appliance and its HTTP API.
+
+Run everything on this machine with `facematch up`; check the installation with `facematch doctor`.
+"""
 
 from __future__ import annotations
 
@@ -144,9 +147,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_liveness(args: argparse.Namespace) -> int:
-    import json
 
     from edge.inference.liveness import score_video, scoring_params
+    from edge.liveness.challenge import SequenceError, check_issued
     from edge.vision.engine import FaceEngine
     from edge.vision.video import VideoError
     from models import model_path
@@ -155,6 +158,18 @@ def cmd_liveness(args: argparse.Namespace) -> int:
     setup_logging("liveness", "WARNING")
     try:
         sequence = [int(cell) for cell in args.sequence.split(",")]
+    except ValueError:
+        print(f"--sequence takes cells 1..6 separated by commas, like 3,1,5; not {args.sequence!r}", file=sys.stderr)
+        return 2
+    try:
+        check_issued(sequence)
+    except SequenceError as exc:
+        if not args.any_sequence:
+            print(f"refused: {exc}. The validator is designed and measured for those only; --any-sequence scores "
+                  "it anyway.", file=sys.stderr)  # fmt: skip
+            return 2
+        print(f"warning: {exc}; scored anyway (--any-sequence), unlike /submit-liveness", file=sys.stderr)
+    try:
         params, presentation = scoring_params(settings.liveness)
         result = score_video(
             args.video, sequence, args.area_duration or settings.liveness.area_duration,
@@ -164,28 +179,37 @@ def cmd_liveness(args: argparse.Namespace) -> int:
         print(f"cannot score {args.video}: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(result, indent=1))
+        print(result.model_dump_json(indent=1))
     else:
-        print(f"{result['result'].upper()}  overall accuracy {result['overall_accuracy']:.3f}")
-        for area in result["sequence_results"]:
-            print(f"  area {area['area']}: accuracy {area['accuracy']:.3f} over {area['frames_used']} frames")
-        for reason in result["reasons"]:
-            print(f"  reason: {reason['code']}: {reason['message']}")
-        pad = result["anti_spoofing"]
-        if pad.get("checked"):
-            print(f"  anti-spoofing: live probability {pad['live_probability']} over {pad['frames_scored']} frames")
-        print(f"  {result['frames_processed']} frames tracked in {result['tracking_time']:.2f} s")
-    return 0 if result["result"] == "pass" else 1
+        print(f"{result.result.upper()}  overall accuracy {result.overall_accuracy:.3f}")
+        for area in result.sequence_results:
+            mark = "passed" if area.passed else "failed"
+            print(f"  area {area.area}: accuracy {area.accuracy:.3f} over {area.frames_used} frames, {mark}")
+        for reason in result.reasons:
+            print(f"  reason: {reason.code}: {reason.message} (what to do: {reason.hint})")
+        pad = result.anti_spoofing
+        if pad.checked:
+            print(f"  anti-spoofing: live probability {pad.live_probability} over {pad.frames_scored} frames")
+        print(f"  {result.frames_processed} frames tracked in {result.tracking_time:.2f} s")
+    return 0 if result.result == "pass" else 1
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
     import json
 
-    from hub.security import create_key
+    from hub.security import create_key, revoke_keys
 
     settings = _settings(args)
     keys_file = settings.api.keys_file
     existing = json.loads(keys_file.read_text()).get("keys", []) if keys_file.exists() else []
+    if args.keys_command == "revoke":
+        gone = revoke_keys(keys_file, args.which)
+        if not gone:
+            print(f"no key named {args.which!r} or with a hash starting so in {keys_file}", file=sys.stderr)
+            return 1
+        for entry in gone:
+            print(f"revoked {entry['name']} (sha256 {entry['sha256'][:12]}…): refused from now on")
+        return 0
     if args.keys_command == "list":
         for entry in existing:
             print(f"{entry['name']:<20} created {entry['created']}  sha256 {entry['sha256'][:12]}…")
@@ -201,6 +225,28 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_page_token(args: argparse.Namespace) -> int:
+    from edge.errors import FacematchError
+    from edge.store import Store
+    from hub.routers.page import page_link
+    from hub.security import PageTokens
+
+    settings = _settings(args)
+    if not 0 < args.hours <= 24 * 7:
+        print("--hours must be more than 0 and at most 168 (a week)", file=sys.stderr)
+        return 2
+    host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
+    base = args.base_url or f"http://{host}:{settings.http.port}"
+    try:
+        issued = PageTokens(Store(settings.redis.url, socket_timeout=2.0)).create(int(args.hours * 3600), "cli")
+    except FacematchError as exc:
+        print(f"cannot issue a page token: {exc.message} (is `facematch up` running?)", file=sys.stderr)
+        return 1
+    print(f"Open this link on the kiosk or phone (valid {args.hours:g} h; liveness challenges only):")
+    print(f"  {page_link(base, issued.token)}")
+    return 0
+
+
 def screen_size(text: str) -> tuple[int, int]:
     width, _, height = text.lower().partition("x")
     try:
@@ -213,14 +259,27 @@ def screen_size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facematch", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="facematch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"facematch {__version__}")
     parser.add_argument("--config", help="config file (default: $FACEMATCH_CONFIG or config.yaml)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="run everything on this machine (starts Redis/Mosquitto if needed)").set_defaults(
-        func=cmd_up
-    )
-    sub.add_parser("doctor", help="check what is installed, reachable or missing").set_defaults(func=cmd_doctor)
+    sub.add_parser(
+        "up",
+        help="run everything on this machine (starts Redis/Mosquitto if needed)",
+        description="Start the inference daemon and the HTTP hub, and Redis and Mosquitto when nothing answers at "
+        "their configured local addresses (loopback only, data in the state directory). Restarts a process that "
+        "dies; Ctrl-C or SIGTERM stops everything. Refuses to start when the HTTP port or the state directory is "
+        "already in use.",
+    ).set_defaults(func=cmd_up)
+    sub.add_parser(
+        "doctor",
+        help="check what is installed, reachable or missing",
+        description="Check Python, Redis, the broker, OpenCV, ONNX Runtime, the models, API keys, a live inference "
+        "worker, the hub, the camera and the display; print the fix for each problem. Exit code 1 when something "
+        "required fails.",
+    ).set_defaults(func=cmd_doctor)
     models = sub.add_parser("models", help="fetch, list or verify model weights")
     models.set_defaults(func=cmd_models)
     models_sub = models.add_subparsers(dest="models_command", required=True)
@@ -289,6 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", default="default")
     create.add_argument("--if-none", action="store_true", help="only when no key exists yet (install.sh)")
     keys_sub.add_parser("list", help="names and creation dates of the stored keys")
+    revoke = keys_sub.add_parser("revoke", help="remove a key (by name or sha256 prefix); refused at once")
+    revoke.add_argument("which", help="the key's name, or the first 8+ characters of its sha256 (keys list)")
+
+    page_token = sub.add_parser(
+        "page-token", help="a link that lets the web page run liveness challenges for a while (kiosk, phone)"
+    )
+    page_token.add_argument("--hours", type=float, default=12.0, help="how long the link works (default 12)")
+    page_token.add_argument("--base-url", help="the page's address as the browser sees it (default: this hub's)")
+    page_token.set_defaults(func=cmd_page_token)
 
     liveness = sub.add_parser("liveness", help="liveness tools")
     liveness_sub = liveness.add_subparsers(dest="liveness_command", required=True)
@@ -296,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("video", type=Path)
     score.add_argument("--sequence", required=True, help="the highlighted cells, e.g. 3,1,5")
     score.add_argument("--area-duration", type=float, help="seconds per cell (default AREA_DURATION)")
+    score.add_argument(
+        "--any-sequence", action="store_true", help="also score a sequence the server never issues (with a warning)"
+    )
     score.add_argument("--json", action="store_true")
     score.set_defaults(func=cmd_liveness)
     return parser

@@ -6,8 +6,12 @@ restarts a child that dies (exponential backoff, logged); on SIGINT/SIGTERM stop
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,10 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import sdnotify
-
 from edge.bus import BrokerAddress
 from edge.config import Settings
+from edge.daemon import Daemon
 from edge.services import (
     LocalService,
     ServiceError,
@@ -79,13 +82,52 @@ def service_child(service: LocalService) -> Child:
     return Child(service.name, launch, stop_hook=service.stop)
 
 
+class AlreadyRunning(Exception):
+    """Another `facematch up` holds what this one needs; the message is one line for the operator."""
+
+
+def lock_state_dir(state_dir: os.PathLike[str]) -> int:
+    """Hold an exclusive lock on the state directory for this process's lifetime (two stacks must never share
+    one Redis dump, spool and logs). Returns the lock's file descriptor."""
+    path = os.path.join(state_dir, "facematch-up.lock")
+    os.makedirs(state_dir, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            raise AlreadyRunning(
+                f"another facematch up (pid {holder}) already uses the state directory {state_dir}; stop it, or set "
+                "FACEMATCH_STATE_DIR to another directory"
+            ) from None
+        raise
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise AlreadyRunning when something already listens on the hub's address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise AlreadyRunning(
+                f"the HTTP port {host}:{port} is already in use ({exc.strerror}); stop what uses it, or set PORT"
+            ) from None
+
+
 class Supervisor:
-    def __init__(self, settings: Settings, modules: list[tuple[str, str]]):
+    def __init__(self, settings: Settings, modules: list[tuple[str, str]], daemon: Daemon | None = None):
         self.settings = settings
         self.modules = modules
         self.children: list[Child] = []
         self._stopping = False
-        self._notifier = sdnotify.SystemdNotifier()
+        self._daemon = daemon or Daemon("up", settings)
 
     # -- backends ---------------------------------------------------------------------------------------------
 
@@ -120,6 +162,18 @@ class Supervisor:
         self._stopping = True
 
     def run(self) -> int:
+        try:
+            lock = lock_state_dir(self.settings.paths.state_dir)
+            check_port_free(self.settings.http.host, self.settings.http.port)
+        except AlreadyRunning as exc:
+            log.error("%s", exc)
+            return 1
+        try:
+            return self._run()
+        finally:
+            os.close(lock)
+
+    def _run(self) -> int:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         try:
@@ -136,10 +190,14 @@ class Supervisor:
             return 1
         log.info("started: %s", ", ".join(c.name for c in self.children))
         self._wait_ready()
+        last_ping = 0.0
         while not self._stopping:
             self._tend()
+            if time.monotonic() - last_ping >= self._daemon.tick_interval:
+                self._daemon.watchdog()
+                last_ping = time.monotonic()
             time.sleep(0.2)
-        self._notifier.notify("STOPPING=1")
+        self._daemon.stopping()
         self._stop_all()
         return 0
 
@@ -150,8 +208,7 @@ class Supervisor:
         deadline = time.monotonic() + 60
         while not self._stopping and time.monotonic() < deadline:
             if port_open(probe, self.settings.http.port):
-                log.info("facematch is up: http://%s:%d/", probe, self.settings.http.port)
-                self._notifier.notify("READY=1")
+                self._daemon.ready(f"facematch is up: http://{probe}:{self.settings.http.port}/")
                 return
             self._tend()
             time.sleep(0.2)

@@ -1,22 +1,47 @@
-"""``python -m hub``: serve the hub with uvicorn on the configured address."""
+"""``python -m hub``: serve the hub with uvicorn on the configured address, under the daemon lifecycle.
+
+READY=1 once uvicorn listens; WATCHDOG=1 from a task on the event loop, so a blocked loop stops the pings.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import uvicorn
 
-from edge.config import load_settings_or_exit
-from edge.logs import setup_logging
+from edge.daemon import Daemon
 from hub.app import create_app
 
 
+async def _serve(daemon: Daemon, server: uvicorn.Server) -> None:
+    async def lifecycle() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            await asyncio.sleep(0.05)
+        daemon.ready(f"listening on http://{daemon.settings.http.host}:{daemon.settings.http.port}/")
+        while not server.should_exit:
+            daemon.watchdog()
+            await asyncio.sleep(daemon.tick_interval)
+
+    watcher = asyncio.create_task(lifecycle())
+    try:
+        await server.serve()
+    finally:
+        watcher.cancel()
+        daemon.stopping()
+
+
 def main() -> int:
-    settings = load_settings_or_exit()
-    setup_logging("hub", settings.log_level)
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_level=settings.log_level.lower())
-    return 0
+    daemon = Daemon("hub")
+    settings = daemon.settings
+    config = uvicorn.Config(
+        create_app(settings), host=settings.http.host, port=settings.http.port, log_level=settings.log_level.lower()
+    )
+    server = uvicorn.Server(config)  # uvicorn handles SIGTERM/SIGINT itself
+    asyncio.run(_serve(daemon, server))
+    return 0 if server.started else 1
 
 
 if __name__ == "__main__":

@@ -18,21 +18,9 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import httpx
 
 from edge.config import Settings
+from edge.errors import ErrorCode, ImageInputError
 
 MAX_REDIRECTS = 5
-
-
-class ImageInputError(Exception):
-    """An input image is unusable: HTTP status, machine code, and a message naming the image."""
-
-    def __init__(self, status: int, code: str, image: str, message: str):
-        super().__init__(f"{image}: {message}")
-        self.status = status
-        self.code = code
-        self.image = image
-
-    def to_dict(self) -> dict[str, object]:
-        return {"code": self.code, "message": str(self), "image": self.image}
 
 
 def _address_allowed(address: str, allowed: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
@@ -51,6 +39,9 @@ class ImageLoader:
         self.allowed = [ipaddress.ip_network(n, strict=False) for n in settings.http.url_allow_networks]
         self.client = client or httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
 
+    def _too_large(self, field: str) -> ImageInputError:
+        return ImageInputError(field, f"the image is larger than {self.max_bytes} bytes", ErrorCode.IMAGE_TOO_LARGE)
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -61,51 +52,56 @@ class ImageLoader:
                 data = await asyncio.wait_for(self._fetch(field, text), self.timeout)
             except asyncio.TimeoutError:
                 raise ImageInputError(
-                    400, "url_timeout", field, f"the URL did not deliver the image within {self.timeout:g} s"
+                    field, f"the URL did not deliver the image within {self.timeout:g} s", ErrorCode.URL_TIMEOUT
                 ) from None
         elif "://" in text[:16]:
-            raise ImageInputError(400, "unsupported_url_scheme", field, "only http and https URLs are fetched")
+            raise ImageInputError(field, "only http and https URLs are fetched", ErrorCode.UNSUPPORTED_URL_SCHEME)
         else:
             data = self._decode_base64(field, text)
         if not data:
-            raise ImageInputError(400, "empty_image", field, "the image is empty")
+            raise ImageInputError(field, "the image is empty", ErrorCode.EMPTY_IMAGE)
         return data
 
     def _decode_base64(self, field: str, text: str) -> bytes:
         if text.startswith("data:"):
             header, _, text = text.partition(",")
             if ";base64" not in header:
-                raise ImageInputError(400, "invalid_base64", field, "a data: URL must be base64-encoded")
+                raise ImageInputError(field, "a data: URL must be base64-encoded", ErrorCode.INVALID_BASE64)
         # 4 base64 characters carry 3 bytes: refuse an oversized image before decoding it.
         if len(text) * 3 // 4 > self.max_bytes + 3:
-            raise ImageInputError(413, "image_too_large", field, f"the image is larger than {self.max_bytes} bytes")
+            raise self._too_large(field)
         try:
             data = base64.b64decode("".join(text.split()), validate=True)
         except (binascii.Error, ValueError):
-            raise ImageInputError(400, "invalid_base64", field, "neither an http(s) URL nor valid base64") from None
+            raise ImageInputError(field, "neither an http(s) URL nor valid base64", ErrorCode.INVALID_BASE64) from None
         if len(data) > self.max_bytes:
-            raise ImageInputError(413, "image_too_large", field, f"the image is larger than {self.max_bytes} bytes")
+            raise self._too_large(field)
         return data
 
     async def _resolve_checked(self, field: str, host: str, port: int) -> str:
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (UnicodeError, ValueError):  # an empty or over-long label (a..b, 64 characters)
+            raise ImageInputError(field, f"the host name {host!r} is malformed", ErrorCode.INVALID_URL) from None
         except socket.gaierror:
-            raise ImageInputError(400, "url_unresolvable", field, f"the host {host!r} cannot be resolved") from None
+            raise ImageInputError(field, f"the host {host!r} cannot be resolved", ErrorCode.URL_UNRESOLVABLE) from None
         addresses = [info[4][0] for info in infos]
         refused = [a for a in addresses if not _address_allowed(a, self.allowed)]
         if refused or not addresses:
             shown = refused[0] if refused else "-"
             message = f"the host {host!r} resolves to a private, loopback or link-local address ({shown})"
-            raise ImageInputError(400, "url_not_allowed", field, message)
+            raise ImageInputError(field, message, ErrorCode.URL_NOT_ALLOWED)
         return addresses[0]
 
     async def _fetch(self, field: str, url: str) -> bytes:
         for _ in range(MAX_REDIRECTS + 1):
-            parts = urlsplit(url)
+            try:
+                parts = urlsplit(url)
+                port = parts.port or (443 if parts.scheme == "https" else 80)  # .port raises on "abc", 99999
+            except ValueError as exc:
+                raise ImageInputError(field, f"the URL is malformed ({exc})", ErrorCode.INVALID_URL) from None
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ImageInputError(400, "unsupported_url_scheme", field, "only http and https URLs are fetched")
-            port = parts.port or (443 if parts.scheme == "https" else 80)
+                raise ImageInputError(field, "only http and https URLs are fetched", ErrorCode.UNSUPPORTED_URL_SCHEME)
             address = await self._resolve_checked(field, parts.hostname, port)
             literal = f"[{address}]" if ":" in address else address
             pinned = urlunsplit((parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, ""))
@@ -119,22 +115,18 @@ class ImageLoader:
                         continue
                     if response.status_code != 200:
                         raise ImageInputError(
-                            400, "url_fetch_failed", field, f"the URL answered HTTP {response.status_code}"
+                            field, f"the URL answered HTTP {response.status_code}", ErrorCode.URL_FETCH_FAILED
                         )
                     declared = int(response.headers.get("content-length") or 0)
                     if declared > self.max_bytes:
-                        raise ImageInputError(
-                            413, "image_too_large", field, f"the image is larger than {self.max_bytes} bytes"
-                        )
+                        raise self._too_large(field)
                     chunks, size = [], 0
                     async for chunk in response.aiter_bytes():
                         size += len(chunk)
                         if size > self.max_bytes:
-                            raise ImageInputError(
-                                413, "image_too_large", field, f"the image is larger than {self.max_bytes} bytes"
-                            )
+                            raise self._too_large(field)
                         chunks.append(chunk)
                     return b"".join(chunks)
             except httpx.HTTPError as exc:
-                raise ImageInputError(400, "url_fetch_failed", field, f"fetching the URL failed: {exc}") from None
-        raise ImageInputError(400, "too_many_redirects", field, f"more than {MAX_REDIRECTS} redirects")
+                raise ImageInputError(field, f"fetching the URL failed: {exc}", ErrorCode.URL_FETCH_FAILED) from None
+        raise ImageInputError(field, f"more than {MAX_REDIRECTS} redirects", ErrorCode.TOO_MANY_REDIRECTS)

@@ -1,10 +1,16 @@
-"""Request and response models of the HTTP API (they are also the OpenAPI documentation at /docs)."""
+"""Request and response models of the HTTP API (also the OpenAPI documentation at /docs).
+
+Where the HTTP shape agrees with a bus message, the HTTP model is that message plus the HTTP-only fields.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from edge.bus.messages import LivenessResult, MatchResult
+from edge.errors import ErrorCode
 
 
 class MatchRequest(BaseModel):
@@ -33,40 +39,9 @@ class MatchRequest(BaseModel):
     }
 
 
-class MatchResponse(BaseModel):
+class MatchResponse(MatchResult):
     success: bool = True
-    match: bool
-    similarity_score: float = Field(..., description="calibrated: a score s stands for a false-match rate of 10^(-5s)")
-    threshold: float
-    model: str
-    liveness: dict[str, bool] = Field(
-        default_factory=dict, description="per image: did passive anti-spoofing find the face live (details if verbose)"
-    )
-    warnings: list[str] = []
     processing_time: float = Field(..., description="seconds, from request to answer")
-    details: dict[str, Any] | None = None
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    success: bool = False
-    error: ErrorBody
-
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": text}
-    for status, text in {
-        400: "an input is not an image, a URL is refused or unreachable",
-        413: "an image or the body is too large",
-        422: "no usable face (the reason is named), or the request is malformed",
-        503: "a dependency (broker, inference daemon, Redis) is down; the body names it",
-        504: "the inference daemon did not answer in time",
-    }.items()
-}
 
 
 class InitiateLivenessRequest(BaseModel):
@@ -87,49 +62,41 @@ class InitiateLivenessResponse(BaseModel):
     instructions: str
 
 
-class AreaResultModel(BaseModel):
-    index: int
-    area: int
-    frames: int
-    frames_used: int
-    accuracy: float
-    passed: bool
+class SubmitLivenessResponse(LivenessResult):
+    success: bool = True
+    session_id: str
+    processing_time: float
 
 
-class ReasonModel(BaseModel):
+class PageTokenRequest(BaseModel):
+    hours: float = Field(12.0, gt=0, le=24 * 7, description="how long the page may run challenges")
+
+
+class PageTokenResponse(BaseModel):
+    success: bool = True
+    token: str = Field(..., description="shown once; only its hash is kept")
+    expires_in: int
+    url: str = Field(..., description="the page with the token in its fragment (never sent to the server)")
+
+
+class ErrorBody(BaseModel):
     code: str
     message: str
 
 
-class AntiSpoofingModel(BaseModel):
-    """The video-level presentation verdict (docs/LIVENESS.md); ``checked`` is false when scored without the models."""
-
-    checked: bool
-    passed: bool | None = None
-    live_probability: float | None = Field(None, description="texture cue: mean MiniFASNet live probability")
-    frames_scored: int | None = None
-    screen_pattern: float | None = Field(None, description="moiré peak around the face (a filmed screen is high)")
-    picture_motion: float | None = Field(
-        None,
-        description="how far the face and its surroundings are from moving as one plane, in face motions "
-        "(a picture held in a hand is ~0.01, a person above ~0.1)",
-    )
-    planar_motion_ratio: float | None = Field(None, description="reported only")
-    blinks: int | None = Field(None, description="reported only")
-    reasons: list[ReasonModel] = Field(default_factory=list)
-    reason: str | None = Field(None, description="why it was not checked")
+class ErrorResponse(BaseModel):
+    success: bool = False
+    error: ErrorBody
 
 
-class SubmitLivenessResponse(BaseModel):
-    success: bool = True
-    session_id: str
-    result: str = Field(..., description="pass or fail")
-    overall_accuracy: float
-    sequence_results: list[AreaResultModel]
-    reasons: list[ReasonModel] = Field(..., description="why it failed (empty on a pass)")
-    anti_spoofing: AntiSpoofingModel = Field(..., description="video-level passive anti-spoofing verdict and cues")
-    frames_processed: int = Field(..., description="frames tracked (one every 0.1 s of video)")
-    video_seconds: float
-    tracking_time: float = Field(..., description="seconds spent decoding and tracking")
-    diagnostics: dict[str, float] = Field(default_factory=dict, description="gaze figures behind the verdict")
-    processing_time: float
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses for these statuses, each listing the catalogue's codes answered with it."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        codes = [c for c in ErrorCode if c.status == status]
+        lines = "; ".join(f"`{c.value}`: {c.description}" for c in codes)
+        responses[status] = {"model": ErrorResponse, "description": lines}
+    return responses
+
+
+COMMON_ERRORS = (401, 422, 429, 500, 503)

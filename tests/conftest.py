@@ -14,6 +14,17 @@ from edge.services import LocalService, free_port, mosquitto_service, redis_serv
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def _default_scoring():
+    from edge.config import LivenessSettings
+    from edge.inference.liveness import scoring_params
+
+    return scoring_params(LivenessSettings())
+
+
+# The validator's and the anti-spoofing verdict's parameters as configured by default (one default: edge/config.py).
+PARAMS, PRESENTATION = _default_scoring()
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--shared",
@@ -131,15 +142,15 @@ def inference_worker(settings: Settings, engine):
     """A real inference worker (the daemon's service and RPCs) on the test broker."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from edge.bus import Bus
+    from edge.bus import Bus, Component, RpcMethod
     from edge.inference.service import InferenceService
 
-    bus = Bus(settings, "inference")
+    bus = Bus(settings, Component.INFERENCE)
     service = InferenceService(settings, engine)
     pool = ThreadPoolExecutor(2)
-    from edge.bus import LIVENESS_METHOD
-
-    for method, handler in (("match", service.match), ("health", service.health), (LIVENESS_METHOD, service.liveness)):
+    for method, handler in (
+        (RpcMethod.MATCH, service.match), (RpcMethod.HEALTH, service.health), (RpcMethod.LIVENESS, service.liveness)
+    ):
         bus.serve(method, handler, pool)
     assert bus.start(wait=5)
     yield bus
@@ -157,15 +168,14 @@ def api(settings: Settings, inference_worker):
     client.__exit__(None, None, None)
 
 
-def wait_for_inference(client, timeout: float = 5.0) -> None:
-    import time
+def wait_for_inference(client, timeout: float = 5.0, routes: tuple[str, ...] | None = None) -> None:
+    """Until the hub sees a worker serving ``routes`` (default: match and this host's liveness)."""
+    from edge.bus import RpcMethod, rpc_route
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.app.state.hub.component_online("inference"):
-            return
-        time.sleep(0.05)
-    raise AssertionError("the hub never saw the inference worker online")
+    hub = client.app.state.hub
+    routes = routes or ("match", rpc_route(RpcMethod.LIVENESS, hub.settings.host_id))
+    if not hub.presence.wait_until(lambda p: all(p.serves(r) for r in routes), timeout):
+        raise AssertionError("the hub never saw the inference worker online")
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,13 @@
 """Passive anti-spoofing (MiniFASNet ensemble) on real live and spoof photographs."""
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
 
 from edge.liveness.presentation import (
+    NOT_SCORED,
     MOVES_AS_PICTURE,
     SCREEN_PATTERN,
     TEXTURE,
@@ -17,7 +20,7 @@ from edge.liveness.presentation import (
 from edge.vision.antispoof import CROP_CLAMPED, FACE_AT_BORDER, MiniFasNetEnsemble, context_crop
 from edge.vision.moire import face_spectrum, screen_pattern_score
 from edge.vision.motion import MotionSample, picture_motion
-from tests.conftest import read_bgr
+from tests.conftest import PARAMS, PRESENTATION, read_bgr
 
 SILENT_FACE = "Silent-Face-Anti-Spoofing/images/sample"
 
@@ -79,12 +82,14 @@ def test_missing_anti_spoofing_model_names_the_fetch_command(tmp_path):
 
 
 def test_video_verdict_aggregates_texture_and_counts_blinks():
-    params = PresentationParams(texture_threshold=0.5)
+    params = replace(PRESENTATION, texture_threshold=0.5)
     assert judge(PresentationEvidence([0.9, 0.8, 0.95], blink_scores=[0.0, 0.9, 0.0, 0.0, 0.8, 0.1]), params).passed
     verdict = judge(PresentationEvidence([0.1, 0.2, 0.05]), params)
     assert not verdict.passed and verdict.reasons == [TEXTURE]
     assert verdict.to_dict()["reasons"][0]["code"] == TEXTURE
-    assert judge(PresentationEvidence([0.1]), params).passed  # a single sampled frame is not enough to refuse
+    # A single sampled frame is too few to judge either way, and a challenge nobody judged does not pass.
+    assert judge(PresentationEvidence([0.1]), params).reasons == [NOT_SCORED]
+    assert judge(PresentationEvidence([]), params).reasons == [NOT_SCORED]
     assert count_blinks([0.0, 0.9, 0.9, 0.1, 0.7, 0.0]) == 2
 
 
@@ -105,7 +110,7 @@ def test_a_filmed_screen_pattern_is_found_and_a_real_recording_is_not(data_dir):
     rng = np.random.default_rng(1)
     real = [face_spectrum(f, box) for f in frames]
     screen = [face_spectrum(_screen_filmed(f, 4.3, 0.3, rng), box) for f in frames]
-    params = PresentationParams()
+    params = PRESENTATION
     assert screen_pattern_score(real) < params.screen_pattern_threshold < screen_pattern_score(screen)
     verdict = judge(PresentationEvidence([0.9] * 6, screen_spectra=screen), params)
     assert not verdict.passed and verdict.reasons == [SCREEN_PATTERN]
@@ -128,11 +133,11 @@ def test_planar_ratio_of_a_flat_and_a_rigid_3d_motion():
         z = 400 + x * np.sin(angle)  # the flat photo tilts: perspective
         return np.stack([400 * x * np.cos(angle) / z + 200, 400 * y / z + 200], axis=1).astype(np.float32)
 
-    params = PresentationParams(min_off_similarity=0.001)
+    params = replace(PRESENTATION, min_off_similarity=0.001)
     real = planar_ratio([turn(a) for a in (0.0, 0.25, 0.5)], params)
     flat = planar_ratio([tilt(a) for a in (0.0, 0.25, 0.5)], params)
     assert real is not None and flat is not None and flat < 0.1 < real
-    assert planar_ratio([turn(0.0), turn(0.0)], PresentationParams()) is None  # no motion: no opinion
+    assert planar_ratio([turn(0.0), turn(0.0)], PRESENTATION) is None  # no motion: no opinion
 
 
 def test_planar_ratio_on_a_real_recording_and_a_photo_of_it(data_dir, model_settings):
@@ -156,7 +161,7 @@ def test_planar_ratio_on_a_real_recording_and_a_photo_of_it(data_dir, model_sett
     # A person watching a screen keeps the head still: the motion never leaves a similarity by more than the
     # landmarks' jitter, so the cue has no opinion rather than calling the person a photo.
     real = landmarks(frames)
-    assert len(real) == len(frames) and planar_ratio(real, PresentationParams()) is None
+    assert len(real) == len(frames) and planar_ratio(real, PRESENTATION) is None
     # The same frame as a photo under an extreme perspective tilt: now the landmarks leave a similarity and the cue
     # speaks, but a homography explains only about a third of that (ratio ~0.63, a turning head ~0.75), because
     # MediaPipe fits its 3D face to the photo as well. Hence the cue is reported, not decisive (docs/LIVENESS.md).
@@ -166,7 +171,7 @@ def test_planar_ratio_on_a_real_recording_and_a_photo_of_it(data_dir, model_sett
         tilt[2, 0] = 0.002 * np.sin(0.8 * i)
         centre = np.array([[1, 0, -width / 2], [0, 1, -height / 2], [0, 0, 1]])
         photo.append(cv2.warpPerspective(frames[9], np.linalg.inv(centre) @ tilt @ centre, (width, height)))
-    ratio = planar_ratio(landmarks(photo), PresentationParams())
+    ratio = planar_ratio(landmarks(photo), PRESENTATION)
     assert ratio is not None and 0.4 < ratio < 0.8
 
 
@@ -193,7 +198,7 @@ def test_the_straight_edges_of_a_webcam_room_are_not_a_screen_pattern(data_dir, 
     rng = np.random.default_rng(2)
     real = [face_spectrum(f, box) for f, box in zip(frames, boxes, strict=True)]
     screen = [face_spectrum(_screen_filmed(f, 5.5, 0.15, rng), box) for f, box in zip(frames, boxes, strict=True)]
-    threshold = PresentationParams().screen_pattern_threshold
+    threshold = PRESENTATION.screen_pattern_threshold
     mean = np.mean(real, axis=0)
     ring_baseline_only = max(float(np.max(mean[ring] - np.median(mean[ring]))) for ring in RINGS)
     assert screen_pattern_score(real) < threshold < ring_baseline_only
@@ -237,12 +242,12 @@ def test_picture_motion_tells_a_picture_from_a_head_and_keeps_quiet_otherwise():
     moving = [(0, 0), (6, 2), (12, -1), (5, -5), (-2, 3)]
     picture_score, opinions = picture_motion(samples("picture", moving))
     head_score, _ = picture_motion(samples("head", moving))
-    assert opinions == 4 and picture_score < PresentationParams().picture_motion_threshold < head_score
+    assert opinions == 4 and picture_score < PRESENTATION.picture_motion_threshold < head_score
     sheet_score, _ = picture_motion(samples("sheet", moving))  # the scene moves, but the room's strip does not
-    assert sheet_score is not None and sheet_score < PresentationParams().picture_motion_threshold
+    assert sheet_score is not None and sheet_score < PRESENTATION.picture_motion_threshold
     assert picture_motion(samples("camera", moving)) == (None, 0)  # a moving camera looks like a moving picture
     assert picture_motion(samples("picture", [(0, 0), (1, 0), (0, 1), (1, 1)])) == (None, 0)  # too little motion
-    verdict = judge(PresentationEvidence([0.9] * 3, motion_samples=samples("picture", moving)))
+    verdict = judge(PresentationEvidence([0.9] * 3, motion_samples=samples("picture", moving)), PRESENTATION)
     assert not verdict.passed and verdict.reasons == [MOVES_AS_PICTURE] and verdict.picture_motion == picture_score
 
 
@@ -255,9 +260,9 @@ def test_picture_motion_on_a_real_recording_and_a_print_of_it(data_dir, engine, 
     landmarker = model_path(model_settings.models.dir, "face_landmarker")
     clip = next(clips(data_dir / "gaze/eyegaze/horizontal/game_video_1738774660.mp4"))
     face = engine.detector.detect(clip[9])[0].box
-    real = judge(evidence(engine, landmarker, clip).presentation)
+    real = judge(evidence(engine, landmarker, clip).presentation, PRESENTATION)
     held = printed(clip[9], face, empty_room(clip[0], engine), random.Random(1), len(clip))
-    photo = judge(evidence(engine, landmarker, held).presentation)
+    photo = judge(evidence(engine, landmarker, held).presentation, PRESENTATION)
     assert MOVES_AS_PICTURE not in real.reasons
     assert MOVES_AS_PICTURE in photo.reasons and photo.picture_motion is not None
 
@@ -281,11 +286,11 @@ def test_a_printed_portrait_moved_by_hand_fails_the_scored_challenge(data_dir, e
         writer.write(frame)
     writer.release()
     landmarker = model_path(model_settings.models.dir, "face_landmarker")
-    result = score_video(path, [4, 2, 3], 3.0, landmarker, engine=engine)
+    result = score_video(path, [4, 2, 3], 3.0, landmarker, PARAMS, engine, PRESENTATION).model_dump()
     codes = {r["code"] for r in result["reasons"]}
     assert result["result"] == "fail" and MOVES_AS_PICTURE in codes
     assert (
-        result["anti_spoofing"]["picture_motion"] < PresentationParams().picture_motion_threshold
+        result["anti_spoofing"]["picture_motion"] < PRESENTATION.picture_motion_threshold
         and not result["anti_spoofing"]["passed"]
     )
 
@@ -301,6 +306,6 @@ def test_the_bench_room_behind_a_print_shows_no_face_and_a_faceless_clip_is_not_
     assert engine.detector.detect(cv2.flip(clip[0], 1)) and not engine.detector.detect(empty_room(clip[0], engine))
     # A clip in which the landmarker follows no face is a non-response, not an accepted or refused attack.
     landmarker = model_path(model_settings.models.dir, "face_landmarker")
-    params = PresentationParams()
+    params = PRESENTATION
     assert acquired(evidence(engine, landmarker, clip[:6]), params)
     assert not acquired(evidence(engine, landmarker, [empty_room(f, engine) for f in clip[:6]]), params)

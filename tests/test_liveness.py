@@ -14,6 +14,7 @@ from edge.liveness import validator as v
 from edge.liveness.challenge import SEQUENCES, Challenge, cell_position, generate_sequence
 from edge.vision.gaze import GazeFrame
 from edge.vision.video import VideoError, read_frames
+from tests.conftest import PARAMS
 
 # ---------------------------------------------------------------------------------------------------- generation
 
@@ -73,7 +74,7 @@ def synthetic(sequence=SEQUENCE, duration=3.0, fps=10, noise=0.01, seed=0, **ove
 
 
 def test_a_genuine_gaze_passes():
-    verdict = v.validate(synthetic(), Challenge(SEQUENCE, 3.0))
+    verdict = v.validate(synthetic(), Challenge(SEQUENCE, 3.0), PARAMS)
     assert verdict.passed and verdict.reasons == [] and verdict.overall_accuracy > 0.95
     assert [a.cell for a in verdict.areas] == list(SEQUENCE) and all(a.passed for a in verdict.areas)
     assert all(a.frames == 30 and a.frames_used == 24 for a in verdict.areas)  # 0.6 s settle at 10 fps
@@ -83,18 +84,49 @@ def test_a_genuine_gaze_passes():
 
 def test_a_still_face_fails_as_not_moving():
     frames = [replace(f, iris_x=0.5, iris_y=-0.03) for f in synthetic()]
-    verdict = v.validate(frames, Challenge(SEQUENCE, 3.0))
-    assert not verdict.passed and v.NO_HORIZONTAL_MOVEMENT in verdict.reasons
+    verdict = v.validate(frames, Challenge(SEQUENCE, 3.0), PARAMS)
+    # One reason, not "did not move" together with "moved the wrong way" (they used to come together).
+    assert not verdict.passed and verdict.reasons == [v.NO_HORIZONTAL_MOVEMENT]
+    # No area is shown as passed and no accuracy is claimed when the gaze did not follow.
+    assert verdict.overall_accuracy == 0.0 and not any(a.passed or a.accuracy for a in verdict.areas)
+
+
+def test_a_replay_of_another_sequence_shows_no_area_passed():
+    verdict = v.validate(synthetic(sequence=(6, 2, 1)), Challenge(SEQUENCE, 3.0), PARAMS)
+    # The per-frame step would find each window "on its own level" (98 % and every area ticked): it must not run.
+    assert not verdict.passed and verdict.overall_accuracy == 0.0 and not any(a.passed for a in verdict.areas)
+
+
+def test_the_verdict_agrees_with_every_area():
+    # Two windows perfect, one with the eyes away for its last 1.0 s: the mean is over 0.8 but that area is not.
+    frames = []
+    for f in synthetic():
+        k = int(f.t // 3.0)
+        if k == 1 and f.t - 3.0 * k > 2.0:
+            f = replace(f, iris_x=IRIS_BY_COLUMN[2])
+        frames.append(f)
+    verdict = v.validate(frames, Challenge(SEQUENCE, 3.0), PARAMS)
+    crossed = [a for a in verdict.areas if not a.passed]
+    assert verdict.overall_accuracy >= 0.8 and [a.index for a in crossed] == [1]
+    assert not verdict.passed and verdict.reasons == [v.LOW_ACCURACY]
+
+
+def test_every_reason_says_what_to_do_next():
+    from edge.liveness import presentation
+
+    for table in (v.MESSAGES, presentation.MESSAGES):
+        for code, (message, hint) in table.items():
+            assert message and hint and hint != message, code
 
 
 def test_gaze_following_another_column_order_fails():
-    verdict = v.validate(synthetic(sequence=(6, 2, 1)), Challenge(SEQUENCE, 3.0))
+    verdict = v.validate(synthetic(sequence=(6, 2, 1)), Challenge(SEQUENCE, 3.0), PARAMS)
     assert not verdict.passed and v.WRONG_DIRECTION in verdict.reasons
 
 
 def test_a_replay_that_moves_the_right_way_at_both_switches_still_fails():
     # Shown columns 1, 0, 2 for a challenge of columns 2, 0, 1: both switches go the right way, the order does not.
-    verdict = v.validate(synthetic(sequence=(2, 1, 3)), Challenge((3, 1, 2), 3.0))
+    verdict = v.validate(synthetic(sequence=(2, 1, 3)), Challenge((3, 1, 2), 3.0), PARAMS)
     assert not verdict.passed and v.WRONG_DIRECTION in verdict.reasons
 
 
@@ -102,12 +134,12 @@ def test_every_lower_row_window_must_sit_below_every_upper_row_one():
     # Challenge rows 1, 1, 0; the second window is looked at above the upper row. The rows' means are still ordered
     # (the first window is well below), but that window is not below the third.
     frames = [replace(f, iris_y=-0.06) if 3.0 <= f.t < 6.0 else f for f in synthetic(sequence=(4, 5, 3))]
-    verdict = v.validate(frames, Challenge((4, 5, 3), 3.0))
+    verdict = v.validate(frames, Challenge((4, 5, 3), 3.0), PARAMS)
     assert not verdict.passed and verdict.reasons == [v.WRONG_ROW]
 
 
 def test_right_columns_wrong_rows_fail():
-    verdict = v.validate(synthetic(sequence=(1, 5, 6)), Challenge(SEQUENCE, 3.0))
+    verdict = v.validate(synthetic(sequence=(1, 5, 6)), Challenge(SEQUENCE, 3.0), PARAMS)
     assert not verdict.passed and verdict.reasons == [v.WRONG_ROW]
 
 
@@ -121,7 +153,7 @@ def test_gaze_that_keeps_leaving_the_area_fails_on_accuracy():
         if f.t - 3.0 * k > 1.8:
             f = replace(f, iris_x=IRIS_BY_COLUMN[1 if column != 1 else 2])
         frames.append(f)
-    verdict = v.validate(frames, Challenge(SEQUENCE, 3.0))
+    verdict = v.validate(frames, Challenge(SEQUENCE, 3.0), PARAMS)
     assert not verdict.passed and verdict.reasons == [v.LOW_ACCURACY] and verdict.overall_accuracy < 0.8
 
 
@@ -134,20 +166,20 @@ def test_gaze_that_keeps_leaving_the_area_fails_on_accuracy():
     ],
 )
 def test_tracking_failures_are_named(change, reason):
-    verdict = v.validate([replace(f, **change) for f in synthetic()], Challenge(SEQUENCE, 3.0))
+    verdict = v.validate([replace(f, **change) for f in synthetic()], Challenge(SEQUENCE, 3.0), PARAMS)
     assert not verdict.passed and reason in verdict.reasons and verdict.overall_accuracy == 0.0
 
 
 def test_too_few_frames_fail():
     frames = synthetic(fps=2)
-    verdict = v.validate(frames, Challenge(SEQUENCE, 3.0))
+    verdict = v.validate(frames, Challenge(SEQUENCE, 3.0), PARAMS)
     assert not verdict.passed and verdict.reasons == [v.NOT_ENOUGH_FRAMES]
 
 
 def test_the_threshold_is_the_configured_one():
     frames = synthetic(noise=0.06, seed=5)
-    verdict = v.validate(frames, Challenge(SEQUENCE, 3.0))
-    strict = v.validate(frames, Challenge(SEQUENCE, 3.0), v.ValidatorParams(accuracy_threshold=0.999))
+    verdict = v.validate(frames, Challenge(SEQUENCE, 3.0), PARAMS)
+    strict = v.validate(frames, Challenge(SEQUENCE, 3.0), replace(PARAMS, accuracy_threshold=0.999))
     assert verdict.overall_accuracy == strict.overall_accuracy < 0.999
     assert not strict.passed and v.LOW_ACCURACY in strict.reasons
 
@@ -225,7 +257,7 @@ def test_scores_a_real_recording(data_dir, landmarker):
     from edge.inference.liveness import score_video
 
     video = data_dir / "gaze/eyegaze/both/game_video_1738773752.mp4"
-    result = score_video(video, [1, 2, 3], 3.0, landmarker)
+    result = score_video(video, [1, 2, 3], 3.0, landmarker, PARAMS).model_dump()
     assert result["result"] in ("pass", "fail")
     assert len(result["sequence_results"]) == 3 and 80 <= result["frames_processed"] <= 110
     assert all(a["frames_used"] > 10 for a in result["sequence_results"])
@@ -244,7 +276,7 @@ def test_a_photo_held_in_front_of_the_camera_fails(data_dir, landmarker, tmp_pat
         matrix[:, 2] += (15 * np.sin(i / 15) + rng.normal(0, 0.5), 10 * np.cos(i / 25))
         writer.write(cv2.cvtColor(cv2.warpAffine(still, matrix, (640, 480)), cv2.COLOR_RGB2BGR))
     writer.release()
-    result = score_video(path, [4, 2, 3], 3.0, landmarker)
+    result = score_video(path, [4, 2, 3], 3.0, landmarker, PARAMS).model_dump()
     assert result["result"] == "fail"
     assert {r["code"] for r in result["reasons"]} & {v.NO_HORIZONTAL_MOVEMENT, v.WRONG_DIRECTION, v.LOW_ACCURACY}
 

@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from edge.bus import Bus
+from edge.bus import Bus, Component, RpcMethod
 from tests.conftest import hub_client, wait_for_inference
 
 EXAMPLES = "face_recognition/examples"
@@ -232,12 +232,16 @@ def test_inference_not_running_is_503_naming_it(settings, faces_dir):
 
 def test_a_silent_worker_gives_504_not_a_hang(settings, faces_dir):
     # Online on the bus but never answering: the request must end with a timeout.
-    silent = Bus(settings, "inference")
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1)
+    silent = Bus(settings, Component.INFERENCE, instance="silent")
+    silent.serve(RpcMethod.MATCH, lambda request: time.sleep(3), pool)
     assert silent.start(wait=5)
     settings.http.request_timeout = 1.0
     client = hub_client(settings)
     try:
-        wait_for_inference(client)
+        wait_for_inference(client, routes=("match",))
         photo = b64(faces_dir / EXAMPLES / "obama.jpg")
         started = time.monotonic()
         response = client.post("/match", json={"image1": photo, "image2": photo})
@@ -246,6 +250,7 @@ def test_a_silent_worker_gives_504_not_a_hang(settings, faces_dir):
     finally:
         client.__exit__(None, None, None)
         silent.stop()
+        pool.shutdown()
 
 
 def test_broker_down_is_503_naming_it(tmp_path, redis_server, faces_dir):

@@ -169,7 +169,7 @@ def acquired(tracked: Tracked, params: PresentationParams) -> bool:
     video whatever the anti-spoofing cues say: ISO/IEC 30107-3 counts that as a non-response, not a decision)."""
     followed = np.mean([f.face for f in tracked.frames]) if tracked.frames else 0.0
     enough_texture = len(tracked.presentation.live_probabilities) >= params.min_texture_frames
-    return enough_texture and followed >= ValidatorParams().min_usable
+    return enough_texture and followed >= ValidatorParams.min_usable
 
 
 def real_replays(data_dir: Path, engine: FaceEngine) -> list[dict[str, object]]:

@@ -2,45 +2,42 @@
 
 from __future__ import annotations
 
-import logging
-import signal
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from edge.bus import LIVENESS_METHOD, Bus
-from edge.config import load_settings_or_exit
+from edge.bus import Bus, Component, RpcMethod
+from edge.daemon import Daemon
 from edge.inference.service import InferenceService
-from edge.logs import setup_logging
 from edge.vision.calibration import CalibrationMissing
 from edge.vision.engine import FaceEngine
 from models import ModelMissing, model_path
 
-log = logging.getLogger("facematch.inference")
+# Seconds to wait for the broker before saying READY anyway (the bus keeps reconnecting; requests wait for it).
+BROKER_WAIT = 30.0
 
 
 def main() -> int:
-    settings = load_settings_or_exit()
-    setup_logging("inference", settings.log_level)
+    daemon = Daemon("inference")
+    daemon.handle_signals()
+    settings = daemon.settings
     try:
         engine = FaceEngine(settings)
         model_path(settings.models.dir, "face_landmarker")  # the liveness RPC needs it: refuse to start without
     except (ModelMissing, CalibrationMissing) as exc:
-        log.error("%s", exc)
+        daemon.log.error("%s", exc)
         return 3
     service = InferenceService(settings, engine)
-    bus = Bus(settings, "inference")
+    bus = Bus(settings, Component.INFERENCE)
     requests = ThreadPoolExecutor(2, thread_name_prefix="rpc")
-    bus.serve("match", service.match, requests)
-    bus.serve("health", service.health, requests)
-    bus.serve(LIVENESS_METHOD, service.liveness, requests)
-    bus.start()
-    log.info("models loaded (%s + %s); serving RPCs", engine.detector.name, engine.model_id)
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
+    bus.serve(RpcMethod.MATCH, service.match, requests)
+    bus.serve(RpcMethod.HEALTH, service.health, requests)
+    bus.serve(RpcMethod.LIVENESS, service.liveness, requests)
+    connected = bus.start(wait=BROKER_WAIT)
+    daemon.ready(
+        f"models loaded ({engine.detector.name} + {engine.model_id}); instance {bus.instance}; "
+        + ("serving RPCs" if connected else "waiting for the broker")
+    )
+    daemon.run()
     bus.stop()
     requests.shutdown(wait=True, cancel_futures=True)
     service.close()

@@ -10,15 +10,17 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
+from edge.bus.messages import AntiSpoofing, AreaResult, LivenessResult, Reason
 from edge.config import LivenessSettings
+from edge.liveness import presentation as pad
+from edge.liveness import validator
 from edge.liveness.challenge import Challenge
-from edge.liveness.presentation import PresentationEvidence, PresentationParams, judge
-from edge.liveness.validator import ValidatorParams, validate
+from edge.liveness.presentation import PresentationEvidence, PresentationParams, PresentationVerdict, judge
+from edge.liveness.validator import LivenessVerdict, ValidatorParams, validate
 from edge.vision.engine import FaceEngine
 from edge.vision.gaze import GazeFrame, GazeTracker
 from edge.vision.moire import face_spectrum
@@ -140,32 +142,71 @@ def scoring_params(liveness: LivenessSettings) -> tuple[ValidatorParams, Present
     )
 
 
+def _reasons(codes: list[str], messages: dict[str, tuple[str, str]]) -> list[Reason]:
+    return [Reason(code=code, message=messages[code][0], hint=messages[code][1]) for code in codes]
+
+
+def anti_spoofing_of(verdict: PresentationVerdict) -> AntiSpoofing:
+    def rounded(value: float | None, digits: int) -> float | None:
+        return None if value is None else round(value, digits)
+
+    return AntiSpoofing(
+        checked=True,
+        passed=verdict.passed,
+        live_probability=rounded(verdict.live_probability, 4),
+        frames_scored=verdict.frames_scored,
+        screen_pattern=rounded(verdict.screen_pattern, 3),
+        picture_motion=rounded(verdict.picture_motion, 3),
+        planar_motion_ratio=rounded(verdict.planar_ratio, 4),
+        blinks=verdict.blinks,
+        reasons=_reasons(verdict.reasons, pad.MESSAGES),
+    )
+
+
+def liveness_result(gaze: LivenessVerdict, spoofing: PresentationVerdict | None, tracked: Tracked) -> LivenessResult:
+    """The one place a liveness result is assembled: it passes only when the gaze followed and, when the
+    anti-spoofing models were run, they found a live face."""
+    reasons = _reasons(gaze.reasons, validator.MESSAGES)
+    if spoofing is not None:
+        anti_spoofing = anti_spoofing_of(spoofing)
+        reasons += anti_spoofing.reasons
+    else:
+        anti_spoofing = AntiSpoofing(checked=False, reason="scored without the anti-spoofing models")
+    passed = gaze.passed and (spoofing is None or spoofing.passed)
+    return LivenessResult(
+        result="pass" if passed else "fail",
+        overall_accuracy=round(gaze.overall_accuracy, 4),
+        sequence_results=[
+            AreaResult(
+                index=a.index, area=a.cell, frames=a.frames, frames_used=a.frames_used,
+                accuracy=round(a.accuracy, 4), passed=a.passed,
+            )
+            for a in gaze.areas
+        ],
+        reasons=reasons,
+        anti_spoofing=anti_spoofing,
+        frames_processed=len(tracked.frames),
+        video_seconds=round(tracked.frames[-1].t, 3) if tracked.frames else 0.0,
+        tracking_time=round(tracked.seconds, 3),
+        diagnostics={k: round(v, 5) for k, v in gaze.diagnostics.items()},
+    )
+
+
 def score_video(
     path: Path,
     sequence: list[int],
     area_duration: float,
     landmarker: Path,
-    params: ValidatorParams | None = None,
+    params: ValidatorParams,
     engine: FaceEngine | None = None,
     presentation_params: PresentationParams | None = None,
-) -> dict[str, Any]:
-    """The result object of /submit-liveness for a video whose first frame is the start of the first window.
+) -> LivenessResult:
+    """The result of /submit-liveness for a video whose first frame is the start of the first window.
 
     It passes only when the gaze follows the sequence and, with ``engine``, the anti-spoofing cues find a live face.
     """
     challenge = Challenge(tuple(sequence), area_duration)
     tracked = track_video(path, landmarker, challenge.total_duration + RECORDING_TAIL, engine=engine)
-    verdict = validate(tracked.frames, challenge, params)
-    result = verdict.to_dict()
-    if engine is not None:
-        presentation = judge(tracked.presentation, presentation_params)
-        result["anti_spoofing"] = presentation.to_dict()
-        result["reasons"] += result["anti_spoofing"]["reasons"]
-        if not presentation.passed:
-            result["result"] = "fail"
-    else:
-        result["anti_spoofing"] = {"checked": False, "reason": "scored without the anti-spoofing models"}
-    result["frames_processed"] = len(tracked.frames)
-    result["video_seconds"] = round(tracked.frames[-1].t, 3) if tracked.frames else 0.0
-    result["tracking_time"] = round(tracked.seconds, 3)
-    return result
+    gaze = validate(tracked.frames, challenge, params)
+    spoofing = judge(tracked.presentation, presentation_params) if engine is not None else None
+    return liveness_result(gaze, spoofing, tracked)

@@ -35,6 +35,20 @@ def _designed_sequences() -> list[tuple[int, ...]]:
 SEQUENCES = _designed_sequences()
 
 
+class SequenceError(ValueError):
+    """A sequence the server would never issue."""
+
+
+def check_issued(sequence: list[int] | tuple[int, ...]) -> None:
+    """Raise :class:`SequenceError` unless the server could have drawn ``sequence``: its validator is designed and
+    measured only for those (three columns, both rows)."""
+    if tuple(sequence) not in SEQUENCES:
+        raise SequenceError(
+            f"{','.join(map(str, sequence))} is not a sequence the server issues: it draws 3 cells in 3 different "
+            "columns using both rows (e.g. 1,5,3 or 4,2,6)"
+        )
+
+
 def generate_sequence() -> list[int]:
     """A uniformly random designed sequence, drawn with a cryptographic generator."""
     return list(SEQUENCES[secrets.randbelow(len(SEQUENCES))])

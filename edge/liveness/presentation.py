@@ -33,11 +33,26 @@ from edge.vision.motion import MotionSample, picture_motion
 TEXTURE = "antispoof_texture"
 SCREEN_PATTERN = "screen_pattern"
 MOVES_AS_PICTURE = "moves_as_picture"
+NOT_SCORED = "antispoof_not_scored"
 
+# Each reason: what was found, and what the person can do next.
 MESSAGES = {
-    TEXTURE: "the anti-spoofing model found the face printed or on a screen",
-    SCREEN_PATTERN: "the picture around the face shows the fine periodic pattern of a filmed screen",
-    MOVES_AS_PICTURE: "the face moved together with its surroundings, as a picture held in front of the camera does",
+    TEXTURE: (
+        "the anti-spoofing model found the face printed or on a screen",
+        "present your own face to the camera, not a photo or a screen; more light helps",
+    ),
+    SCREEN_PATTERN: (
+        "the picture around the face shows the fine periodic pattern of a filmed screen",
+        "present your own face to the camera, not a screen",
+    ),
+    MOVES_AS_PICTURE: (
+        "the face moved together with its surroundings, as a picture held in front of the camera does",
+        "present your own face to the camera, not a picture",
+    ),
+    NOT_SCORED: (
+        "too few frames showed a face the anti-spoofing check could judge",
+        "keep your whole face in view of the camera, in good light",
+    ),
 }
 
 # Mesh points that stay put on a face whatever the eyes and mouth do (forehead, cheeks, nose, jaw, temples).
@@ -50,8 +65,9 @@ STABLE_POINTS = np.array(
 
 @dataclass(frozen=True)
 class PresentationParams:
-    texture_threshold: float = 0.01
-    screen_pattern_threshold: float = 2.0
+    # Configured (liveness.video_antispoof_threshold, liveness.screen_pattern_threshold): defaults in edge/config.py.
+    texture_threshold: float
+    screen_pattern_threshold: float
     # Below it the face and its surroundings moved as one plane: held pictures score ~0.01 (tracker noise), people
     # above ~0.13 (edge.vision.motion; bench pad --video). Paper bending in a hand is not simulated: room is left.
     picture_motion_threshold: float = 0.06
@@ -91,7 +107,7 @@ class PresentationVerdict:
             "picture_motion": None if self.picture_motion is None else round(self.picture_motion, 3),
             "planar_motion_ratio": None if self.planar_ratio is None else round(self.planar_ratio, 4),
             "blinks": self.blinks,
-            "reasons": [{"code": r, "message": MESSAGES[r]} for r in self.reasons],
+            "reasons": [{"code": r, "message": MESSAGES[r][0], "hint": MESSAGES[r][1]} for r in self.reasons],
         }
 
 
@@ -125,12 +141,13 @@ def count_blinks(blink_scores: list[float], threshold: float = 0.45) -> int:
     return sum(1 for before, now in itertools.pairwise(closed) if now and not before)
 
 
-def judge(evidence: PresentationEvidence, params: PresentationParams | None = None) -> PresentationVerdict:
-    params = params or PresentationParams()
+def judge(evidence: PresentationEvidence, params: PresentationParams) -> PresentationVerdict:
     reasons = []
     scored = len(evidence.live_probabilities)
     live = float(np.mean(evidence.live_probabilities)) if scored else None
-    if live is not None and scored >= params.min_texture_frames and live < params.texture_threshold:
+    if scored < params.min_texture_frames:
+        reasons.append(NOT_SCORED)  # no opinion is not a pass: a door must not open unjudged
+    elif live is not None and live < params.texture_threshold:
         reasons.append(TEXTURE)
     screen = screen_pattern_score(evidence.screen_spectra)
     enough_screen = len(evidence.screen_spectra) >= params.min_texture_frames

@@ -9,7 +9,8 @@ How it decides (the figures behind each choice are in docs/LIVENESS.md):
    ``b`` must be at least a physiological minimum (a photo or a still face has none) and every pair of windows
    must be ordered like their columns, by a share of that gain.
 3. Each counted frame goes to the column whose window level is nearest; a window's accuracy is the share of its
-   frames in the lit column; the overall accuracy is their mean and must reach the threshold (the seed's 0.8 rule).
+   frames in the lit column and must reach the threshold (the seed's 0.8 rule) in every window; the overall
+   accuracy is their mean. When the gaze did not follow (steps 2 and 4), no accuracy is claimed: every area fails.
 4. Vertical gaze ``v`` is the weak axis (r ≈ 0.5 with the target here), so it is not asked of every frame: the
    windows in the lower row must sit lower than those in the upper row.
 """
@@ -33,21 +34,37 @@ WRONG_DIRECTION = "gaze_moved_the_wrong_way"
 WRONG_ROW = "gaze_row_mismatch"
 LOW_ACCURACY = "accuracy_below_threshold"
 
+# Each reason: what went wrong, and what the person can do next.
 MESSAGES = {
-    NOT_ENOUGH_FRAMES: "too few usable frames in a highlighted area",
-    NO_FACE: "no face was tracked for much of the challenge",
-    MULTIPLE_FACES: "more than one face was in view",
-    EYES_CLOSED: "the eyes were closed for much of the challenge",
-    NO_HORIZONTAL_MOVEMENT: "the eyes did not move between the areas",
-    WRONG_DIRECTION: "the eyes moved away from the highlighted area",
-    WRONG_ROW: "the eyes did not move between the upper and lower row",
-    LOW_ACCURACY: "too few frames looked at the highlighted area",
+    NOT_ENOUGH_FRAMES: (
+        "too few usable frames in a highlighted area",
+        "keep your whole face in view of the camera, in good light, until the end",
+    ),
+    NO_FACE: ("no face was tracked for much of the challenge", "face the camera at about arm's length, well lit"),
+    MULTIPLE_FACES: ("more than one face was in view", "make sure only you are in view of the camera"),
+    EYES_CLOSED: ("the eyes were closed for much of the challenge", "keep your eyes open and look at each area"),
+    NO_HORIZONTAL_MOVEMENT: (
+        "the eyes did not move between the areas",
+        "keep your head still and move only your eyes to each highlighted area",
+    ),
+    WRONG_DIRECTION: (
+        "the eyes moved away from the highlighted area",
+        "follow the highlight as soon as it moves; keep your head still and move only your eyes",
+    ),
+    WRONG_ROW: (
+        "the eyes did not move between the upper and lower row",
+        "look up at the upper areas and down at the lower ones",
+    ),
+    LOW_ACCURACY: (
+        "too few frames looked at a highlighted area",
+        "keep looking at each highlighted area until the next one lights up",
+    ),
 }
 
 
 @dataclass(frozen=True)
 class ValidatorParams:
-    accuracy_threshold: float = 0.8
+    accuracy_threshold: float  # configured: liveness.accuracy_threshold (its one default is in edge/config.py)
     settle: float = 0.6  # seconds ignored after each switch
     min_frames: int = 8  # counted frames a window needs
     min_usable: float = 0.5  # share of a window's frames that must be usable
@@ -90,7 +107,7 @@ class LivenessVerdict:
             "result": "pass" if self.passed else "fail",
             "overall_accuracy": round(self.overall_accuracy, 4),
             "sequence_results": [a.to_dict() for a in self.areas],
-            "reasons": [{"code": r, "message": MESSAGES[r]} for r in self.reasons],
+            "reasons": [{"code": r, "message": MESSAGES[r][0], "hint": MESSAGES[r][1]} for r in self.reasons],
             "diagnostics": {k: round(v, 5) for k, v in self.diagnostics.items()},
         }
 
@@ -113,8 +130,7 @@ def running_median(values: np.ndarray, width: int) -> np.ndarray:
     return np.median(np.lib.stride_tricks.sliding_window_view(padded, width), axis=1)
 
 
-def validate(frames: list[GazeFrame], challenge: Challenge, params: ValidatorParams | None = None) -> LivenessVerdict:
-    params = params or ValidatorParams()
+def validate(frames: list[GazeFrame], challenge: Challenge, params: ValidatorParams) -> LivenessVerdict:
     windows = challenge.windows()
     reasons: list[str] = []
     diagnostics: dict[str, float] = {}
@@ -156,15 +172,17 @@ def validate(frames: list[GazeFrame], challenge: Challenge, params: ValidatorPar
     # Horizontal: the gain per column, from the challenge's own windows.
     gain = float(np.polyfit(columns, h_med, 1)[0]) if np.ptp(columns) > 0 else 0.0
     diagnostics["horizontal_gain"] = float(gain)
-    if gain < params.min_gain:
+    if abs(gain) < params.min_gain:
         reasons.append(NO_HORIZONTAL_MOVEMENT)
-    # Every pair of windows, not only each switch, must be ordered like its columns: a recording made for another
-    # sequence can move the right way at both switches (columns 1, 0, 2 shown for 2, 0, 1) but not order all three.
-    for i, j in itertools.combinations(range(len(windows)), 2):
-        apart = columns[j] - columns[i]
-        if apart and (h_med[j] - h_med[i]) * np.sign(apart) < params.min_step * params.min_gain * abs(apart):
-            reasons.append(WRONG_DIRECTION)
-            break
+    else:
+        # Every pair of windows, not only each switch, must be ordered like its columns: a recording made for another
+        # sequence can move the right way at both switches (columns 1, 0, 2 shown for 2, 0, 1) but not order all
+        # three; a strong negative gain lands here too. (Eyes that did not move have no order to judge.)
+        for i, j in itertools.combinations(range(len(windows)), 2):
+            apart = columns[j] - columns[i]
+            if apart and (h_med[j] - h_med[i]) * np.sign(apart) < params.min_step * params.min_gain * abs(apart):
+                reasons.append(WRONG_DIRECTION)
+                break
 
     # Vertical: every lower-row window must sit lower than every upper-row one (comparing the rows' means instead let
     # twice as many replays of another row pattern through, for the same genuine pass rate within one session).
@@ -173,6 +191,14 @@ def validate(frames: list[GazeFrame], challenge: Challenge, params: ValidatorPar
         diagnostics["row_gap"] = gap
         if gap < params.min_row_gap:
             reasons.append(WRONG_ROW)
+    if reasons:
+        # The windows are not where the lit areas were: no frame can be said to be on its lit area, so no area has
+        # passed and no accuracy is claimed (the per-frame step below measures against the windows' own levels).
+        areas = [
+            AreaResult(w.index, w.cell, len(i), len(c), 0.0, False)
+            for w, i, c in zip(windows, in_window, counted, strict=True)
+        ]
+        return LivenessVerdict(False, 0.0, areas, reasons, diagnostics)
 
     # Per-frame accuracy: each counted frame goes to the column whose window level it is nearest (the levels have
     # passed the checks above); a window's accuracy is the share of its frames that land in its own column. This
@@ -190,6 +216,7 @@ def validate(frames: list[GazeFrame], challenge: Challenge, params: ValidatorPar
             )
         )
     overall = float(np.mean([a.accuracy for a in areas]))
-    if overall < params.accuracy_threshold:
+    # Every area must pass for the challenge to pass, so the verdict never contradicts an area's tick or cross.
+    if overall < params.accuracy_threshold or not all(a.passed for a in areas):
         reasons.append(LOW_ACCURACY)
     return LivenessVerdict(not reasons, overall, areas, reasons, diagnostics)

@@ -34,6 +34,12 @@ def outbox() -> str:
     return f"{PREFIX}outbox"
 
 
-def rate(scope: str) -> str:
-    """Prefix for rate-limit counters."""
-    return f"{PREFIX}rate:{scope}"
+
+
+def page_token(token_hash: str) -> str:
+    """A kiosk page token (by its sha256), with a TTL."""
+    return f"{PREFIX}page-token:{token_hash}"
+
+
+# Prefix of the rate-limit counters (kept by the `limits` library, shared by every hub process).
+RATE_LIMIT_PREFIX = f"{PREFIX}rate"

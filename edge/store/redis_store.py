@@ -9,11 +9,13 @@ from typing import Any
 
 import redis
 
+from edge.config import redact
+from edge.errors import RedisUnavailable
 from edge.store import keys
 
 
-class StoreUnavailable(Exception):
-    """Redis cannot be reached; the message names the URL and the cause."""
+class StoreUnavailable(RedisUnavailable):
+    """Redis cannot be reached; the message names the URL (without its password) and the cause."""
 
 
 class SessionState(str, Enum):
@@ -39,7 +41,7 @@ class Store:
         )
 
     def _fail(self, exc: Exception) -> StoreUnavailable:
-        return StoreUnavailable(f"Redis at {self.url} is unreachable: {exc}")
+        return StoreUnavailable(f"Redis at {redact(self.url)} is unreachable: {exc}")
 
     def ping(self) -> bool:
         """True when Redis answers; never raises."""
@@ -50,6 +52,11 @@ class Store:
 
     def close(self) -> None:
         self._redis.close()
+
+    @property
+    def client(self) -> redis.Redis:
+        """The connection, for modules that keep their own keys (named in :mod:`edge.store.keys`)."""
+        return self._redis
 
     # -- sessions ---------------------------------------------------------------------------------------------
 

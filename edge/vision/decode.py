@@ -11,6 +11,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Decoded pixels allowed before downscaling (a 10 MB JPEG can hold 200+ megapixels of flat colour).
 MAX_PIXELS = 50_000_000
+FORMATS = "JPEG, PNG, WebP, BMP, GIF or TIFF"
 
 
 class ImageError(ValueError):
@@ -35,12 +36,13 @@ def decode_image(data: bytes, max_dimension: int, max_pixels: int = MAX_PIXELS) 
             image = image.convert("RGB")
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError("image_too_large", f"refused as a decompression bomb: {exc}") from None
-    except UnidentifiedImageError as exc:
-        raise ImageError("invalid_image", f"not a decodable image: {exc}") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError("invalid_image", f"the image is corrupt or truncated: {exc}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError("image_too_large", f"would decode to more than the {max_pixels:,} pixels allowed") from None
+    except UnidentifiedImageError:
+        # PIL's own message names an in-memory file object: say what a person can act on instead.
+        raise ImageError("invalid_image", f"not an image in a format this service reads ({FORMATS})") from None
+    except (OSError, ValueError, SyntaxError):
+        raise ImageError("invalid_image", "the image is corrupt or truncated") from None
     pixels = cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR)
     longest = max(pixels.shape[:2])
     if longest > max_dimension:

@@ -1,0 +1,245 @@
+"""The message contract: every MQTT payload of the product as a pydantic model, beside the topic names.
+
+The hub, the inference workers and the device processes (camera, display, door outputs, fleet tool) share these
+types, so a payload is checked where it is made and where it is read. Events carry ids, scores, model versions and
+timings; never images or embeddings.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.bus.topics import Component, RpcMethod
+
+
+class Payload(BaseModel):
+    """Base of every payload: unknown fields are ignored, so a newer sender does not break an older reader."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=False).encode()
+
+
+# -- RPC envelope ---------------------------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    """An error as clients see it: a code from the catalogue (docs/ERRORS.md), a message for people, details."""
+
+    model_config = ConfigDict(extra="allow")
+
+    code: str
+    message: str
+
+
+class RpcReply(Payload):
+    """What a worker sends to the request's ResponseTopic: a result or an error, never both."""
+
+    ok: bool
+    result: dict[str, Any] | None = None
+    error: ErrorBody | None = None
+    instance: str | None = Field(None, description="the worker instance that answered")
+
+
+class WorkerInfo(Payload):
+    """Retained on ``<component>/<instance>/info`` while the instance runs."""
+
+    component: Component
+    instance: str
+    host: str
+    routes: list[str] = Field(default_factory=list, description="RPC routes served: match, liveness/<host>, …")
+    version: str
+    pid: int
+    started_at: float
+
+
+# -- match ----------------------------------------------------------------------------------------------------
+
+
+class MatchRequest(Payload):
+    image1: str = Field(..., description="image bytes, base64")
+    image2: str = Field(..., description="image bytes, base64")
+    threshold: float = Field(..., ge=0.0, le=1.0)
+    verbose: bool = False
+
+
+class MatchResult(Payload):
+    match: bool
+    similarity_score: float = Field(..., description="calibrated: a score s stands for a false-match rate of 10^(-5s)")
+    threshold: float
+    model: str
+    liveness: dict[str, bool] = Field(
+        default_factory=dict, description="per image: did passive anti-spoofing find the face live (details if verbose)"
+    )
+    warnings: list[str] = Field(default_factory=list)
+    inference_time: float | None = Field(None, description="seconds spent by the inference worker")
+    details: dict[str, Any] | None = None
+
+
+# -- liveness -------------------------------------------------------------------------------------------------
+
+
+class LivenessRequest(Payload):
+    video_path: str = Field(..., description="the upload in the spool directory of the caller's host")
+    sequence: list[int]
+    area_duration: float
+
+
+class Reason(BaseModel):
+    """Why a check failed, and what the person can do about it."""
+
+    code: str
+    message: str
+    hint: str = Field("", description="what to do next")
+
+
+class AreaResult(BaseModel):
+    index: int
+    area: int
+    frames: int = Field(..., description="frames tracked in the area's window")
+    frames_used: int = Field(..., description="after the settle time, blinks and lost faces")
+    accuracy: float = Field(..., description="share of the used frames whose gaze was on the lit area")
+    passed: bool
+
+
+class AntiSpoofing(BaseModel):
+    """The video-level presentation verdict (docs/LIVENESS.md); ``checked`` is false when scored without the models."""
+
+    checked: bool
+    passed: bool | None = None
+    live_probability: float | None = Field(None, description="texture cue: mean MiniFASNet live probability")
+    frames_scored: int | None = None
+    screen_pattern: float | None = Field(None, description="moiré peak around the face (a filmed screen is high)")
+    picture_motion: float | None = Field(
+        None,
+        description="how far the face and its surroundings are from moving as one plane, in face motions "
+        "(a picture held in a hand is ~0.01, a person above ~0.1)",
+    )
+    planar_motion_ratio: float | None = Field(None, description="reported only")
+    blinks: int | None = Field(None, description="reported only")
+    reasons: list[Reason] = Field(default_factory=list)
+    reason: str | None = Field(None, description="why it was not checked")
+
+
+class LivenessResult(Payload):
+    result: Literal["pass", "fail"]
+    overall_accuracy: float = Field(..., description="mean of the areas' accuracies")
+    sequence_results: list[AreaResult]
+    reasons: list[Reason] = Field(default_factory=list, description="why it failed (empty on a pass)")
+    anti_spoofing: AntiSpoofing
+    frames_processed: int = Field(..., description="frames tracked (one every 0.1 s of video)")
+    video_seconds: float
+    tracking_time: float = Field(..., description="seconds spent decoding and tracking")
+    diagnostics: dict[str, float] = Field(default_factory=dict, description="gaze figures behind the verdict")
+
+
+# -- health ---------------------------------------------------------------------------------------------------
+
+
+class HealthRequest(Payload):
+    pass
+
+
+class HealthResult(Payload):
+    version: str
+    instance: str
+    models: dict[str, str]
+    calibration: dict[str, Any] | None = None
+    loaded_at: float
+
+
+# Request and result type of every RPC method.
+RPC_TYPES: dict[RpcMethod, tuple[type[Payload], type[Payload]]] = {
+    RpcMethod.MATCH: (MatchRequest, MatchResult),
+    RpcMethod.LIVENESS: (LivenessRequest, LivenessResult),
+    RpcMethod.HEALTH: (HealthRequest, HealthResult),
+}
+
+
+# -- device mode: challenge, events, door -----------------------------------------------------------------------
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+class ChallengeWindow(BaseModel):
+    cell: int = Field(..., ge=1, le=6)
+    start: float = Field(..., description="epoch seconds")
+    end: float = Field(..., description="epoch seconds")
+
+
+class ChallengeStart(Payload):
+    session_id: str
+    sequence: list[int]
+    area_duration: float
+    start_time: float = Field(..., description="epoch seconds, one clock for the whole device")
+    grid: tuple[int, int] = (2, 3)
+    windows: list[ChallengeWindow]
+
+
+class ChallengeEnd(Payload):
+    session_id: str
+    result: Literal["pass", "fail", "aborted"]
+    reasons: list[Reason] = Field(default_factory=list)
+
+
+class Event(Payload):
+    event_id: str = Field(default_factory=new_event_id)
+    time: float = Field(default_factory=time.time)
+    device_id: str
+    model: str | None = Field(None, description="embedding model (and version) behind the scores")
+    timings: dict[str, float] = Field(default_factory=dict, description="seconds per step")
+
+
+class MatchEvent(Event):
+    match: bool
+    similarity_score: float
+    threshold: float
+
+
+class LivenessEvent(Event):
+    session_id: str
+    result: Literal["pass", "fail"]
+    overall_accuracy: float
+    reasons: list[str] = Field(default_factory=list)
+
+
+class AccessEvent(Event):
+    decision: Literal["granted", "denied", "unknown", "no_face"]
+    subject_id: str | None = None
+    score: float | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
+class DoorCommand(Payload):
+    """Published on ``door/command`` (QoS 1, never retained); ``event_id`` lets a controller drop duplicates."""
+
+    action: Literal["unlock", "lock"]
+    seconds: float = Field(5.0, gt=0, le=600)
+    subject_id: str | None = None
+    event_id: str
+
+
+class FleetCommand(Payload):
+    """``cmd/<name>``: arguments of a fleet command; the reply goes to ``cmd/<name>/result`` with the correlation."""
+
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class CommandResult(Payload):
+    ok: bool
+    result: dict[str, Any] | None = None
+    error: ErrorBody | None = None
+
+
+class Stats(Payload):
+    component: Component
+    instance: str
+    time: float = Field(default_factory=time.time)
+    figures: dict[str, float] = Field(default_factory=dict, description="fps, drops, queue depth, latencies, memory")

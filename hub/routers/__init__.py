@@ -1,0 +1,1 @@
+"""One router per resource: the web page and its tokens, status, matching, liveness."""

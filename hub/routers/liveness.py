@@ -1,0 +1,101 @@
+"""``POST /initiate-liveness`` and ``POST /submit-liveness``: the web-mode eye-tracking challenge.
+
+Session rules (ownership, single use, giving back a session that was never scored) live in :mod:`edge.sessions`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.concurrency import run_in_threadpool
+
+from edge.bus import RpcMethod
+from edge.bus.messages import LivenessRequest, LivenessResult
+from edge.errors import ErrorCode, FacematchError, InputError
+from hub.deps import AnyCaller, Hub
+from hub.schemas import (
+    COMMON_ERRORS,
+    InitiateLivenessRequest,
+    InitiateLivenessResponse,
+    SubmitLivenessResponse,
+    error_responses,
+)
+
+router = APIRouter(tags=["liveness"])
+
+UPLOAD_CHUNK = 1 << 20
+# Scoring a video takes ~1 s; the RPC may wait this much longer than REQUEST_TIMEOUT for it.
+LIVENESS_TIMEOUT_FLOOR = 60.0
+
+
+@router.post(
+    "/initiate-liveness",
+    summary="Start an eye-tracking challenge: a random sequence of 3 areas of the 2×3 grid",
+    response_model=InitiateLivenessResponse,
+    responses=error_responses(415, *COMMON_ERRORS),
+)
+async def initiate_liveness(
+    caller: AnyCaller, hub: Hub, request: InitiateLivenessRequest | None = None
+) -> InitiateLivenessResponse:
+    duration = (request.area_duration if request else None) or hub.settings.liveness.area_duration
+    session = await run_in_threadpool(hub.sessions.open, caller.id, duration)
+    return InitiateLivenessResponse(
+        session_id=session.session_id,
+        sequence=list(session.challenge.sequence),
+        area_duration=duration,
+        total_duration=session.challenge.total_duration,
+        expires_in=hub.sessions.ttl,
+        instructions=(
+            f"Look at each highlighted area for {duration:g} seconds, in turn, keeping your face in view of the "
+            "camera. Move your eyes; you may turn your head a little."
+        ),
+    )
+
+
+@router.post(
+    "/submit-liveness",
+    summary="Submit the recorded challenge video (multipart: session_id, video)",
+    response_model=SubmitLivenessResponse,
+    responses=error_responses(400, 403, 404, 409, 413, *COMMON_ERRORS, 504),
+)
+async def submit_liveness(
+    caller: AnyCaller, hub: Hub, session_id: Annotated[str, Form()], video: Annotated[UploadFile, File()]
+) -> SubmitLivenessResponse:
+    started = time.perf_counter()
+    settings = hub.settings
+    session = await run_in_threadpool(hub.sessions.check, session_id, caller.id)
+    hub.require(RpcMethod.LIVENESS)
+    path = hub.spool / f"{session_id}-{secrets.token_hex(4)}.video"
+    try:
+        size = 0
+        with path.open("wb") as handle:
+            while chunk := await video.read(UPLOAD_CHUNK):
+                size += len(chunk)
+                if size > settings.http.max_video_size:
+                    raise InputError(
+                        f"the video is larger than {settings.http.max_video_size} bytes", ErrorCode.VIDEO_TOO_LARGE
+                    )
+                handle.write(chunk)
+        if size == 0:
+            raise InputError("the video is empty", ErrorCode.EMPTY_VIDEO)
+        await run_in_threadpool(hub.sessions.claim, session_id, caller.id)
+        request = LivenessRequest(
+            video_path=str(path), sequence=list(session.challenge.sequence),
+            area_duration=session.challenge.area_duration,
+        )  # fmt: skip
+        timeout = max(settings.http.request_timeout, LIVENESS_TIMEOUT_FLOOR)
+        try:
+            result: LivenessResult = await hub.bus.acall(RpcMethod.LIVENESS, request, timeout=timeout)
+        except FacematchError:
+            # Never scored (undecodable video, a worker or the broker failed): the session stays usable.
+            await run_in_threadpool(hub.sessions.release, session_id)
+            raise
+    finally:
+        path.unlink(missing_ok=True)
+    await run_in_threadpool(hub.sessions.complete, session_id, result.result, result.overall_accuracy)
+    return SubmitLivenessResponse(
+        **result.model_dump(), session_id=session_id, processing_time=round(time.perf_counter() - started, 4)
+    )
