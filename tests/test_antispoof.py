@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 
 from edge.liveness.presentation import (
-    NOT_SCORED,
     MOVES_AS_PICTURE,
+    NOT_SCORED,
     SCREEN_PATTERN,
     TEXTURE,
     PresentationEvidence,
-    PresentationParams,
     count_blinks,
     judge,
     planar_ratio,

@@ -45,14 +45,32 @@ def launch_with_camera(playwright, video):
     return launch(playwright, *fake, f"--use-file-for-fake-video-capture={video}")
 
 
+def page_link(url: str, key: str) -> str:
+    """What the operator does: issue a page token with a key and open the link it returns."""
+    import httpx
+
+    response = httpx.post(f"{url}/page-tokens", json={"hours": 1}, headers={"X-API-Key": key})
+    assert response.status_code == 200, response.text
+    link = response.json()["url"]
+    assert "#token=fmp_" in link
+    return link
+
+
 def test_the_challenge_runs_end_to_end_with_a_real_face(playwright, up_stack, fake_camera):
     url, key = up_stack
     ARTIFACTS.mkdir(exist_ok=True)
     browser = launch_with_camera(playwright, fake_camera)
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 720})
-        page.goto(f"{url}/?key={key}")
+        page.goto(page_link(url, key))
+        assert "#token" not in page.url  # taken out of the address bar
+        assert "recorded" in page.text_content("#notice") and "sent" in page.text_content("#notice")
         page.click("#start")
+        # The camera is previewed before anything is recorded.
+        page.wait_for_selector("#camera-check:not([hidden])", timeout=15_000)
+        page.wait_for_function("document.getElementById('camera-check').videoWidth > 0", timeout=15_000)
+        page.screenshot(path=str(ARTIFACTS / "challenge-preview.png"))
+        page.click("#begin")
         page.wait_for_selector("#challenge:not([hidden])", timeout=15_000)
         page.wait_for_selector(".cell.lit", timeout=15_000)
         page.wait_for_timeout(1500)
@@ -65,14 +83,34 @@ def test_the_challenge_runs_end_to_end_with_a_real_face(playwright, up_stack, fa
         assert verdict in ("Liveness confirmed", "Liveness not confirmed")
         assert page.locator("#areas tbody tr").count() == 3
         assert "Overall accuracy" in page.text_content("#accuracy")
+        ticks = page.eval_on_selector_all("#areas tbody td:last-child", "cells => cells.map(c => c.textContent)")
+        if verdict == "Liveness confirmed":
+            assert ticks == ["✓", "✓", "✓"]
+        else:
+            assert page.locator("#reasons li .hint").count() >= 1  # every failure says what to do next
     finally:
         browser.close()
 
 
-def message_after_start(browser, url: str) -> str:
+def test_the_page_takes_no_api_key_and_asks_for_a_link_without_a_token(playwright, up_stack):
+    url, key = up_stack
+    browser = launch(playwright)
+    try:
+        page = browser.new_page()
+        page.goto(f"{url}/?key={key}")  # the old way: a long-lived key in the query string, now ignored
+        assert page.is_visible("#message") and "needs a link from the operator" in page.text_content("#message")
+        assert page.is_disabled("#start") and page.locator("input").count() == 0
+    finally:
+        browser.close()
+
+
+def message_after_start(browser, url: str, *, begin: bool = False) -> str:
     page = browser.new_context().new_page()
     page.goto(url)
     page.click("#start")
+    if begin:
+        page.wait_for_selector("#begin:not([hidden])", timeout=15_000)
+        page.click("#begin")
     page.wait_for_selector("#message:not([hidden])", timeout=15_000)
     return page.text_content("#message")
 
@@ -82,7 +120,7 @@ def test_a_denied_camera_gets_a_clear_message(playwright, up_stack):
     # No camera permission granted and no fake consent UI: getUserMedia is denied.
     browser = launch(playwright, "--use-fake-device-for-media-stream")
     try:
-        assert "Camera permission was denied" in message_after_start(browser, f"{url}/?key={key}")
+        assert "Camera permission was denied" in message_after_start(browser, page_link(url, key))
     finally:
         browser.close()
 
@@ -93,16 +131,17 @@ def test_no_camera_gets_a_clear_message(playwright, up_stack):
         pytest.skip("this machine has a camera")
     browser = launch(playwright, "--use-fake-ui-for-media-stream")  # consent given, but no device at all
     try:
-        assert "No camera was found" in message_after_start(browser, f"{url}/?key={key}")
+        assert "No camera was found" in message_after_start(browser, page_link(url, key))
     finally:
         browser.close()
 
 
-def test_a_wrong_key_gets_a_clear_message(playwright, up_stack, fake_camera):
+def test_a_wrong_or_expired_link_gets_a_clear_message(playwright, up_stack, fake_camera):
     url, _ = up_stack
     browser = launch_with_camera(playwright, fake_camera)
     try:
-        assert "API key is missing or not valid" in message_after_start(browser, f"{url}/?key=fm_not_a_key")
+        message = message_after_start(browser, f"{url}/#token=fmp_not_a_token", begin=True)
+        assert "page link is not valid or has expired" in message
     finally:
         browser.close()
 
@@ -112,7 +151,7 @@ def test_the_page_fits_a_phone(playwright, up_stack):
     browser = launch(playwright)
     try:
         page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
-        page.goto(f"{url}/?key={key}")
+        page.goto(page_link(url, key))
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390
         assert page.is_visible("#start")

@@ -1,31 +1,48 @@
-// facematch web challenge: start a session, light the 3 areas in turn while recording the camera, upload, show.
+// facematch web challenge: preview the camera, start a session, light the 3 areas in turn while recording, upload,
+// show the verdict with what to do next.
+//
+// Authorisation: the operator opens the page with a short-lived page token in the URL's fragment (/#token=…, made by
+// `facematch page-token`). A fragment is never sent to the server, so the token is in no access log; the page keeps it
+// in sessionStorage and takes it out of the address bar. No API key is ever typed into or stored by this page.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const show = (id) => ["intro", "challenge", "result"].forEach((s) => { $(s).hidden = s !== id; });
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const NEEDS_LINK = "This page needs a link from the operator (facematch page-token). Ask for one and open it here.";
 
-const keyInput = $("api-key");
-keyInput.value = new URLSearchParams(location.search).get("key") || localStorage.getItem("facematch-key") || "";
+function pageToken() {
+  const fromFragment = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromFragment) {
+    sessionStorage.setItem("facematch-page-token", fromFragment);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem("facematch-page-token");
+}
+
+const token = pageToken();
+let stream = null;
 
 function fail(text) {
   show("intro");
   $("message").textContent = text;
   $("message").hidden = false;
   $("start").disabled = false;
+  $("begin").disabled = false;
 }
 
 async function api(path, options) {
   let response;
   try {
-    response = await fetch(path, { ...options, headers: { "X-API-Key": keyInput.value, ...(options.headers || {}) } });
+    response = await fetch(path, { ...options, headers: { "X-Page-Token": token || "", ...(options.headers || {}) } });
   } catch (error) {
     throw new Error("The server cannot be reached. Check the network and try again.");
   }
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
     const detail = body.error ? body.error.message : `HTTP ${response.status}`;
-    throw new Error(response.status === 401 ? "The API key is missing or not valid." : detail);
+    throw new Error(response.status === 401 ? "The page link is not valid or has expired. " +
+      "Ask the operator for a new one." : detail);
   }
   return body;
 }
@@ -57,7 +74,7 @@ function recorderFor(stream) {
   return new MediaRecorder(stream, { mimeType, videoBitsPerSecond: 1_500_000 });
 }
 
-async function runChallenge(session, stream) {
+async function runChallenge(session) {
   show("challenge");
   $("preview").srcObject = stream;
   const cells = [...document.querySelectorAll(".cell")];
@@ -80,7 +97,7 @@ async function runChallenge(session, stream) {
   cells.forEach((c) => c.classList.remove("lit"));
   recorder.stop();
   await stopped;
-  stream.getTracks().forEach((t) => t.stop());
+  stopCamera();
   $("status").textContent = "Checking…";
   return new Blob(chunks, { type: recorder.mimeType });
 }
@@ -96,30 +113,74 @@ function render(result) {
     `<tr><td>${a.area}</td><td>${a.frames_used}</td><td>${(100 * a.accuracy).toFixed(0)} %</td>` +
     `<td class="${a.passed ? "pass" : "fail"}">${a.passed ? "✓" : "✗"}</td></tr>`);
   document.querySelector("#areas tbody").innerHTML = rows.join("");
-  $("reasons").innerHTML = result.reasons.map((r) => `<li>${r.message}</li>`).join("");
+  const reasons = $("reasons");
+  reasons.replaceChildren(...result.reasons.map((r) => {
+    const item = document.createElement("li");
+    item.textContent = r.message;
+    if (r.hint) {
+      const hint = document.createElement("span");
+      hint.className = "hint";
+      hint.textContent = `What to do: ${r.hint}`;
+      item.append(hint);
+    }
+    return item;
+  }));
   document.body.dataset.result = result.result;
 }
 
+function stopCamera() {
+  if (stream) stream.getTracks().forEach((t) => t.stop());
+  stream = null;
+  $("camera-check").hidden = true;
+  $("begin").hidden = true;
+  $("start").hidden = false;
+}
+
+function friendly(error) {
+  const text = error.message;
+  return ["The ", "This ", "No ", "Camera"].some((p) => text.startsWith(p)) ? text : `Upload or check failed: ${text}`;
+}
+
+// Step 1: the camera preview, so the person can see they are in view before anything is recorded.
 $("start").addEventListener("click", async () => {
   $("message").hidden = true;
   $("start").disabled = true;
-  localStorage.setItem("facematch-key", keyInput.value);
-  let stream;
   try {
     stream = await openCamera();
+    $("camera-check").srcObject = stream;
+    $("camera-check").hidden = false;
+    $("start").hidden = true;
+    $("begin").hidden = false;
+    $("begin").disabled = false;
+  } catch (error) {
+    stopCamera();
+    fail(friendly(error));
+  }
+});
+
+// Step 2: the challenge itself; recording starts with the first highlighted area.
+$("begin").addEventListener("click", async () => {
+  $("message").hidden = true;
+  $("begin").disabled = true;
+  try {
     const session = await api("/initiate-liveness", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: "{}",
     });
-    const video = await runChallenge(session, stream);
+    const video = await runChallenge(session);
     const form = new FormData();
     form.append("session_id", session.session_id);
     form.append("video", video, video.type.includes("mp4") ? "challenge.mp4" : "challenge.webm");
     render(await api("/submit-liveness", { method: "POST", body: form }));
   } catch (error) {
-    if (stream) stream.getTracks().forEach((t) => t.stop());
-    fail(error.message.startsWith("The ") || error.message.startsWith("This ") || error.message.startsWith("No ")
-      || error.message.startsWith("Camera") ? error.message : `Upload or check failed: ${error.message}`);
+    stopCamera();
+    fail(friendly(error));
   }
 });
 
-$("again").addEventListener("click", () => { show("intro"); $("start").disabled = false; });
+$("again").addEventListener("click", () => { stopCamera(); show("intro"); $("start").disabled = false; });
+
+if (!token) {
+  $("start").disabled = true;
+  $("message").textContent = NEEDS_LINK;
+  $("message").hidden = false;
+}
