@@ -123,6 +123,18 @@ def read_bgr(path: Path):
     return decode_image(path.read_bytes(), 1024)
 
 
+def clear_rate_limits(settings: Settings) -> None:
+    """Rate-limit counters live in Redis, shared by every hub: each test starts with none (TestClient's address is
+    always "testclient")."""
+    import redis
+
+    from edge.store.keys import RATE_LIMIT_PREFIX
+
+    with redis.Redis.from_url(settings.redis.url) as client:
+        for key in client.scan_iter(f"{RATE_LIMIT_PREFIX}*"):
+            client.delete(key)
+
+
 def hub_client(settings: Settings, key: str | None = "create"):
     """A started TestClient of the hub (lifespan run), sending a freshly created API key unless ``key`` is None."""
     from fastapi.testclient import TestClient
@@ -132,6 +144,7 @@ def hub_client(settings: Settings, key: str | None = "create"):
 
     if key == "create":
         key = create_key(settings.api.keys_file, "test")
+    clear_rate_limits(settings)
     client = TestClient(create_app(settings), headers={"X-API-Key": key} if key else {})
     client.__enter__()
     return client

@@ -93,6 +93,22 @@ def test_a_session_belongs_to_the_key_that_opened_it(api, settings, challenge_vi
     assert submit(api, session["session_id"], challenge_video.read_bytes()).status_code == 200
 
 
+def test_a_video_that_was_never_scored_leaves_the_session_usable(api, challenge_video):
+    session = initiate(api)
+    broken = submit(api, session["session_id"], b"this is not a video at all" * 100)
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_video"
+    assert api.app.state.hub.store.get_session(session["session_id"])["state"] == "pending"
+    retry = submit(api, session["session_id"], challenge_video.read_bytes())  # used to be 409
+    assert retry.status_code == 200, retry.text
+    body = retry.json()
+    # The result agrees with itself: a pass has every area ticked; a fail names reasons, each with a hint.
+    if body["result"] == "pass":
+        assert all(a["passed"] for a in body["sequence_results"]) and not body["reasons"]
+    else:
+        assert body["reasons"] and all(r["hint"] for r in body["reasons"])
+    assert submit(api, session["session_id"], challenge_video.read_bytes()).status_code == 409  # scored: used up
+
+
 def test_broken_and_empty_uploads_are_400(api):
     session = initiate(api)
     response = submit(api, session["session_id"], b"")

@@ -161,3 +161,75 @@ def test_health_is_503_naming_redis_when_it_is_down(up_env, mqtt_broker):
     finally:
         up.send_signal(signal.SIGTERM)
         up.communicate(timeout=30)
+
+
+def test_a_second_up_refuses_with_one_clear_line(up_env, tmp_path):
+    import socket
+
+    from edge.supervisor import lock_state_dir
+
+    env, ports = up_env
+    # The HTTP port is taken by something else: refuse, instead of "facematch is up" and a web server restarting.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ports["http"]))
+        taken.listen()
+        second = subprocess.run([sys.executable, "-m", "edge.cli", "up"], env=env, cwd=ROOT, capture_output=True,
+                                text=True, timeout=30)  # fmt: skip
+    assert second.returncode == 1
+    assert f"the HTTP port 127.0.0.1:{ports['http']} is already in use" in second.stderr
+    assert "facematch is up" not in second.stderr
+    # The state directory is held by another `facematch up`.
+    fd = lock_state_dir(env["FACEMATCH_STATE_DIR"])
+    try:
+        second = subprocess.run([sys.executable, "-m", "edge.cli", "up"], env=env, cwd=ROOT, capture_output=True,
+                                text=True, timeout=30)  # fmt: skip
+    finally:
+        os.close(fd)
+    assert second.returncode == 1 and "already uses the state directory" in second.stderr
+
+
+def test_up_keeps_answering_when_either_of_two_workers_stops(up_env, faces_dir):
+    """A worker of another host id joins `facematch up`'s broker; /match keeps working when either one stops."""
+    import base64
+
+    from edge.bus import Bus, Component, Presence
+    from edge.config import load_settings
+
+    env, ports = up_env
+    key = "fm_two-workers-test-key"
+    env = {**env, "FACEMATCH_API_KEYS": key}
+    photo = base64.b64encode((faces_dir / "face_recognition/examples/obama.jpg").read_bytes()).decode()
+
+    def match_ok() -> bool:
+        response = httpx.post(f"http://127.0.0.1:{ports['http']}/match", json={"image1": photo, "image2": photo},
+                              headers={"X-API-Key": key}, timeout=30)  # fmt: skip
+        return response.status_code == 200 and response.json()["match"] is True
+
+    up = start_up(env)
+    other_env = {**env, "FACEMATCH_HOST_ID": "other-host", "FACEMATCH_INSTANCE_ID": "other"}
+    other = subprocess.Popen([sys.executable, "-m", "edge.inference"], env=other_env, cwd=ROOT)
+    watcher = Bus(load_settings(environ={k: v for k, v in env.items() if k in ("MQTT_URL", "DEVICE_ID")}),
+                  Component.HUB, instance="test-watcher")  # fmt: skip
+    presence = Presence(watcher)
+    try:
+        wait_health(ports["http"], 60)
+        assert watcher.start(wait=10)
+        assert presence.wait_until(lambda p: len(p.online(Component.INFERENCE)) == 2, 90), "the 2nd worker never came"
+        other.terminate()  # the extra worker stops cleanly (it used to mark all inference offline)
+        other.wait(30)
+        assert presence.wait_until(lambda p: len(p.online(Component.INFERENCE)) == 1, 10)
+        assert match_ok() and match_ok()
+        other = subprocess.Popen([sys.executable, "-m", "edge.inference"], env=other_env, cwd=ROOT)
+        assert presence.wait_until(lambda p: "other" in p.online(Component.INFERENCE), 90)
+        # Now up's own worker dies: the other one answers at once, while up restarts it.
+        own = [n for n in presence.online(Component.INFERENCE) if n != "other"][0]
+        own_pid = presence._instances[(Component.INFERENCE, own)].info.pid
+        os.kill(own_pid, signal.SIGKILL)
+        assert presence.wait_until(lambda p: p.online(Component.INFERENCE) == ["other"], 10)
+        assert match_ok() and match_ok()
+    finally:
+        watcher.stop()
+        other.terminate()
+        other.wait(30)
+        up.send_signal(signal.SIGTERM)
+        up.communicate(timeout=30)

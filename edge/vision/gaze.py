@@ -7,8 +7,14 @@ image, not mirrored.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import re
 import sys
+import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -120,6 +126,41 @@ def _import_mediapipe():
     return mp, vision, BaseOptions
 
 
+# What MediaPipe's native code prints on stderr while a FaceLandmarker starts, on every liveness check: glog/absl
+# lines (W0000 …, "Logging before InitGoogle()") and TensorFlow Lite's "INFO: Created … delegate".
+_NATIVE_NOISE = re.compile(rb"^(WARNING: Logging before InitGoogle|[IWE]\d{4} |INFO: Created TensorFlow Lite)")
+
+
+# One redirection at a time: two overlapping ones would restore each other's temporary file as stderr.
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Hold back MediaPipe's start-up noise from file descriptor 2 (native code writes there directly); any other
+    line written meanwhile, by this or another thread, is passed on afterwards, so nothing is lost."""
+    with _STDERR_LOCK, _held_stderr():
+        yield
+
+
+@contextlib.contextmanager
+def _held_stderr() -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().splitlines(keepends=True) if not _NATIVE_NOISE.match(line)]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
 class GazeTracker:
     """One FaceLandmarker in VIDEO mode: frames of one video, in order, with increasing timestamps."""
 
@@ -132,7 +173,8 @@ class GazeTracker:
             output_face_blendshapes=True,
             output_facial_transformation_matrixes=True,
         )
-        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        with _quiet_native_stderr():
+            self._landmarker = vision.FaceLandmarker.create_from_options(options)
         self._last_ms = -1
         # The 478 landmarks (pixels) of the last frame with exactly one face, for the motion cues of anti-spoofing.
         self.last_points: np.ndarray | None = None

@@ -1,0 +1,337 @@
+"""The core contract: daemon lifecycle, error catalogue, credentials that take effect at once, shared rate limits,
+offline docs, clear messages, configuration by one rule, and the CLI's own words."""
+
+import base64
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from edge.config import load_settings
+from edge.errors import ErrorCode, catalogue_markdown
+from tests.conftest import PROJECT_ROOT, hub_client
+
+# -- the daemon lifecycle under a fake systemd ------------------------------------------------------------------
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET; ``messages()`` drains what arrived."""
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.2)
+
+    def messages(seconds: float) -> list[str]:
+        got, deadline = [], time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                got.append(sock.recv(4096).decode())
+        return got
+
+    yield path, messages
+    sock.close()
+
+
+def test_the_inference_daemon_says_ready_and_pings_the_watchdog(settings, model_settings, notify_socket):
+    path, messages = notify_socket
+    env = {
+        **os.environ, "NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1000000", "MQTT_URL": settings.mqtt.url,
+        "REDIS_URL": settings.redis.url, "DEVICE_ID": "notify-test",
+    }  # fmt: skip
+    daemon = subprocess.Popen([sys.executable, "-m", "edge.inference"], env=env, cwd=PROJECT_ROOT)
+    try:
+        seen: list[str] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not any(m.startswith("READY=1") for m in seen):
+            seen += messages(1)
+        ready = [m for m in seen if m.startswith("READY=1")]
+        assert ready and "serving RPCs" in ready[0], seen
+        assert sum(m == "WATCHDOG=1" for m in messages(2.5)) >= 3  # every half of WATCHDOG_USEC
+        daemon.terminate()
+        assert daemon.wait(30) == 0
+        assert "STOPPING=1" in messages(0.5)
+    finally:
+        daemon.kill()
+
+
+def test_the_watchdog_stops_when_the_main_loop_hangs(notify_socket, monkeypatch):
+    from edge.daemon import Daemon
+
+    path, messages = notify_socket
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    daemon = Daemon("test", load_settings(environ={}))
+    hang = threading.Event()
+    release = threading.Event()
+
+    def tick():
+        if hang.is_set():
+            release.wait(10)
+
+    loop = threading.Thread(target=daemon.run, args=(tick,), daemon=True)
+    loop.start()
+    try:
+        assert sum(m == "WATCHDOG=1" for m in messages(0.6)) >= 3
+        hang.set()
+        time.sleep(0.3)
+        messages(0.1)  # what was in flight when it hung
+        assert "WATCHDOG=1" not in messages(0.8)
+    finally:
+        release.set()
+        daemon.stop_requested.set()
+        loop.join(5)
+
+
+def test_the_units_are_notify_services_with_a_watchdog():
+    units = sorted((PROJECT_ROOT / "systemd").glob("facematch*.service"))
+    assert units
+    for unit in units:
+        text = unit.read_text()
+        assert "Type=notify" in text and "WatchdogSec=" in text, unit.name
+
+
+# -- errors ---------------------------------------------------------------------------------------------------
+
+
+def test_the_error_catalogue_in_the_docs_is_complete():
+    docs = (PROJECT_ROOT / "docs" / "ERRORS.md").read_text()
+    assert catalogue_markdown() in docs, "regenerate the table: python -c 'from edge.errors import *; ...'"
+
+
+def test_every_code_the_code_raises_is_in_the_catalogue():
+    import re
+
+    known = {c.value for c in ErrorCode}
+    for path in list((PROJECT_ROOT / "edge").rglob("*.py")) + list((PROJECT_ROOT / "hub").rglob("*.py")):
+        for code in re.findall(r"ErrorCode\.([A-Z0-9_]+)", path.read_text()):
+            assert getattr(ErrorCode, code).value in known, (path, code)
+    for code in ("invalid_image", "empty_image", "image_too_large", "invalid_video"):  # from decoders' own codes
+        assert code in known
+
+
+def test_a_form_upload_to_match_is_told_json_is_expected(api):
+    response = api.post("/match", data={"image1": "x", "image2": "y"})
+    assert response.status_code == 415
+    error = response.json()["error"]
+    assert error["code"] == "json_expected" and "JSON" in error["message"]
+
+
+def test_malformed_json_is_said_in_words(api):
+    response = api.post("/match", content=b'{"image1": ', headers={"Content-Type": "application/json"})
+    assert response.status_code == 422
+    message = response.json()["error"]["message"]
+    assert "not valid JSON" in message and "0:" not in message and "JSON decode error" not in message
+
+
+def test_an_image_that_is_not_one_is_described_without_python_reprs(api):
+    junk = base64.b64encode(b"definitely not an image" * 10).decode()
+    response = api.post("/match", json={"image1": junk, "image2": junk})
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert message.startswith("image1: ") and "<" not in message and "BytesIO" not in message
+
+
+def test_unexpected_paths_and_methods_answer_json(api):
+    for response in (api.get("/nope"), api.get("/match")):
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json()["success"] is False
+
+
+# -- credentials and limits -----------------------------------------------------------------------------------
+
+
+def test_a_new_key_works_at_once_and_a_revoked_one_stops_at_once(settings):
+    from hub.security import create_key, revoke_keys
+
+    client = hub_client(settings, key=None)
+    try:
+        key = create_key(settings.api.keys_file, "late")  # made after the hub started
+        assert client.post("/initiate-liveness", json={}, headers={"X-API-Key": key}).status_code == 200
+        assert [e["name"] for e in revoke_keys(settings.api.keys_file, "late")] == ["late"]
+        response = client.post("/initiate-liveness", json={}, headers={"X-API-Key": key})
+        assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_keys_revoke_from_the_command_line(settings, monkeypatch, capsys):
+    from edge.cli import main
+    from hub.security import create_key
+
+    monkeypatch.setenv("FACEMATCH_API_KEYS_FILE", str(settings.api.keys_file))
+    create_key(settings.api.keys_file, "door-tablet")
+    assert main(["keys", "revoke", "door-tablet"]) == 0
+    assert "revoked door-tablet" in capsys.readouterr().out
+    assert main(["keys", "revoke", "door-tablet"]) == 1
+
+
+def test_the_per_address_limit_counts_each_request_once(settings):
+    settings.api.rate_limit_per_address = "4/minute"
+    client = hub_client(settings)
+    try:
+        codes = [client.post("/initiate-liveness", json={}).status_code for _ in range(5)]
+        assert codes == [200, 200, 200, 200, 429]  # a limit of 4 used to let 2 through
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_rate_limits_are_shared_by_several_hub_processes(settings):
+    from hub.security import create_key
+
+    settings.api.rate_limit_per_key = "3/minute"
+    key = create_key(settings.api.keys_file, "shared")
+    first = hub_client(settings, key=key)
+    second = hub_client(settings, key=None)
+    try:
+        second.headers["X-API-Key"] = key
+        codes = [c.post("/initiate-liveness", json={}).status_code for c in (first, second, first, second)]
+        assert codes == [200, 200, 200, 429]
+    finally:
+        first.__exit__(None, None, None)
+        second.__exit__(None, None, None)
+
+
+def test_page_tokens_run_liveness_only_and_expire(settings):
+    client = hub_client(settings)
+    try:
+        issued = client.post("/page-tokens", json={"hours": 1}).json()
+        assert issued["url"].endswith(f"/#token={issued['token']}") and issued["expires_in"] == 3600
+        page = {"X-API-Key": "", "X-Page-Token": issued["token"]}
+        assert client.post("/initiate-liveness", json={}, headers=page).status_code == 200
+        forbidden = client.post("/match", json={"image1": "a", "image2": "b"}, headers=page)
+        assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "forbidden"
+        assert client.post("/page-tokens", json={}, headers=page).status_code == 403
+        hub = client.app.state.hub
+        from edge.store.keys import page_token
+        from hub.security import hash_key
+
+        hub.store.client.delete(page_token(hash_key(issued["token"])))  # as its TTL would
+        expired = client.post("/initiate-liveness", json={}, headers=page)
+        assert expired.status_code == 401 and expired.json()["error"]["code"] == "invalid_page_token"
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_api_docs_are_served_from_the_device(api):
+    html = api.get("/docs").text
+    assert "cdn.jsdelivr.net" not in html and "unpkg.com" not in html
+    import re
+
+    assets = re.findall(r'(?:src|href)="(/[^"]+\.(?:js|css))"', html)
+    assert assets and all(api.get(asset).status_code == 200 for asset in assets)
+    redoc = api.get("/redoc").text
+    redoc_assets = re.findall(r'src="(/[^"]+\.js)"', redoc)
+    assert redoc_assets and all(api.get(asset).status_code == 200 for asset in redoc_assets)
+
+
+def test_liveness_is_503_at_once_when_no_worker_on_this_host_serves_it(settings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edge.bus import Bus, Component, RpcMethod
+
+    pool = ThreadPoolExecutor(1)
+    elsewhere = Bus(settings.model_copy(update={"host_id": "elsewhere"}), Component.INFERENCE, instance="elsewhere")
+    elsewhere.serve(RpcMethod.LIVENESS, lambda request: None, pool)
+    elsewhere.serve(RpcMethod.MATCH, lambda request: None, pool)
+    assert elsewhere.start(wait=5)
+    client = hub_client(settings)
+    try:
+        assert client.app.state.hub.presence.wait_until(lambda p: p.serves("liveness/elsewhere"), 5)
+        session = client.post("/initiate-liveness", json={}).json()
+        started = time.monotonic()
+        response = client.post("/submit-liveness", data={"session_id": session["session_id"]},
+                               files={"video": ("v.webm", b"x" * 1000, "video/webm")})  # fmt: skip
+        assert response.status_code == 503 and time.monotonic() - started < 1
+        error = response.json()["error"]
+        assert error["code"] == "inference_unavailable" and "on this host" in error["message"]
+    finally:
+        client.__exit__(None, None, None)
+        elsewhere.stop()
+        pool.shutdown()
+
+
+# -- configuration --------------------------------------------------------------------------------------------
+
+
+def test_every_key_can_be_set_by_one_generic_rule():
+    settings = load_settings(environ={
+        "FACEMATCH_HTTP__PORT": "9100", "FACEMATCH_LIVENESS__SCREEN_PATTERN_THRESHOLD": "2.5",
+        "FACEMATCH_MQTT__KEEPALIVE": "45", "FACEMATCH_HTTP__URL_ALLOW_NETWORKS": '["10.1.0.0/16"]',
+        "FACEMATCH_LOG_LEVEL": "debug",
+    })  # fmt: skip
+    assert settings.http.port == 9100 and settings.liveness.screen_pattern_threshold == 2.5
+    assert settings.mqtt.keepalive == 45 and settings.http.url_allow_networks == ["10.1.0.0/16"]
+    assert settings.log_level == "DEBUG"
+    # The seed's flat names stay, and win over the generic rule.
+    assert load_settings(environ={"PORT": "9200", "FACEMATCH_HTTP__PORT": "9100"}).http.port == 9200
+
+
+def test_a_bad_generic_variable_is_one_line_naming_key_value_and_origin():
+    from edge.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"FACEMATCH_MQTT__KEEPALIVE": "forever"})
+    assert str(info.value).startswith("config error: mqtt.keepalive = 'forever' (from FACEMATCH_MQTT__KEEPALIVE)")
+    with pytest.raises(ConfigError, match=r"unknown key http\.prot \(from FACEMATCH_HTTP__PROT\)"):
+        load_settings(environ={"FACEMATCH_HTTP__PROT": "1"})
+
+
+def test_each_scoring_threshold_has_one_default():
+    import dataclasses
+
+    from edge.liveness.presentation import PresentationParams
+    from edge.liveness.validator import ValidatorParams
+
+    configured = {
+        ValidatorParams: ["accuracy_threshold"], PresentationParams: ["texture_threshold", "screen_pattern_threshold"]
+    }  # fmt: skip
+    for cls, names in configured.items():
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for name in names:
+            assert fields[name].default is dataclasses.MISSING, f"{cls.__name__}.{name} repeats config's default"
+
+
+# -- the command line -----------------------------------------------------------------------------------------
+
+
+def test_help_describes_the_commands(capsys):
+    from edge.cli import main
+
+    for argv in (["--help"], ["up", "--help"], ["doctor", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        text = capsys.readouterr().out
+        assert "``" not in text and "The ``facematch`` command" not in text
+    with pytest.raises(SystemExit):
+        main(["up", "--help"])
+    assert "Restarts a process that dies" in capsys.readouterr().out
+
+
+def test_liveness_score_refuses_a_sequence_the_server_never_issues(capsys, tmp_path):
+    from edge.cli import main
+
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    assert main(["liveness", "score", str(video), "--sequence", "1,2,3"]) == 2
+    err = capsys.readouterr().err
+    assert "1,2,3 is not a sequence the server issues" in err and "--any-sequence" in err
+
+
+def test_mediapipe_start_up_noise_stays_off_stderr(model_settings):
+    script = (
+        "from edge.vision.gaze import GazeTracker\n"
+        "from models import model_path\n"
+        "from edge.config import load_settings\n"
+        "t = GazeTracker(model_path(load_settings(environ={}).models.dir, 'face_landmarker'))\n"
+        "t.close()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "", done.stderr
+
