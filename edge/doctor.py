@@ -11,8 +11,8 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 
-from edge.bus import BrokerAddress
-from edge.config import Settings
+from edge.bus import BrokerAddress, Bus, Component, Presence
+from edge.config import Settings, redact
 from edge.services import port_open
 from edge.store import Store
 
@@ -53,11 +53,11 @@ def check_python() -> Check:
 
 def check_redis(settings: Settings) -> Check:
     if Store(settings.redis.url, socket_timeout=1.0).ping():
-        return Check("redis", OK, f"answering at {settings.redis.url}")
+        return Check("redis", OK, f"answering at {redact(settings.redis.url)}")
     return Check(
         "redis",
         WARN,
-        f"nothing answers at {settings.redis.url}",
+        f"nothing answers at {redact(settings.redis.url)}",
         "`facematch up` starts one when the URL is local; otherwise start Redis or fix REDIS_URL",
     )
 
@@ -65,11 +65,11 @@ def check_redis(settings: Settings) -> Check:
 def check_broker(settings: Settings) -> Check:
     address = BrokerAddress.parse(settings.mqtt.url)
     if port_open(address.host, address.port, timeout=1.0):
-        return Check("broker", OK, f"answering at {settings.mqtt.url}")
+        return Check("broker", OK, f"answering at {redact(settings.mqtt.url)}")
     return Check(
         "broker",
         WARN,
-        f"nothing answers at {settings.mqtt.url}",
+        f"nothing answers at {redact(settings.mqtt.url)}",
         "`facematch up` starts mosquitto when the URL is local; otherwise start the broker or fix MQTT_URL",
     )
 
@@ -157,6 +157,51 @@ def check_display() -> Check:
     )
 
 
+def check_api_keys(settings: Settings) -> Check:
+    from hub.security import ApiKeys
+
+    if ApiKeys(settings).configured:
+        return Check("api keys", OK, f"keys in {settings.api.keys_file} or FACEMATCH_API_KEYS")
+    return Check("api keys", FAIL, "no API key: every API call will get 401", "facematch keys create --name admin")
+
+
+def check_inference_worker(settings: Settings, wait: float = 3.0) -> Check:
+    address = BrokerAddress.parse(settings.mqtt.url)
+    if not port_open(address.host, address.port, timeout=1.0):
+        return Check("inference", WARN, "cannot ask: the broker is not answering", "facematch up")
+    bus = Bus(settings, Component.HUB, instance="doctor")
+    presence = Presence(bus)
+    try:
+        if not bus.start(wait=wait):
+            return Check("inference", WARN, f"the broker {address} refused or did not answer the connection")
+        presence.wait_until(lambda p: bool(p.online(Component.INFERENCE)), wait)
+        online = presence.online(Component.INFERENCE)
+    finally:
+        bus.stop()
+    if online:
+        return Check("inference", OK, f"live worker(s): {', '.join(online)}")
+    return Check("inference", FAIL, "no inference worker is online: /match and liveness answer 503",
+                 "facematch up (or start facematch-inference.service); its log says why it stopped")  # fmt: skip
+
+
+def check_hub(settings: Settings) -> Check:
+    import httpx
+
+    host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
+    url = f"http://{host}:{settings.http.port}/health"
+    try:
+        response = httpx.get(url, timeout=5)
+    except httpx.HTTPError as exc:
+        return Check("hub", WARN, f"{url} does not answer ({type(exc).__name__})", "facematch up")
+    status = (
+        response.json().get("status", "?")
+        if response.headers.get("content-type", "").startswith("application/json")
+        else "?"
+    )
+    level = OK if response.status_code == 200 else WARN
+    return Check("hub", level, f"{url} answers {response.status_code} ({status})")
+
+
 def run_checks(settings: Settings) -> list[Check]:
     checks = [
         check_python(),
@@ -168,6 +213,7 @@ def run_checks(settings: Settings) -> list[Check]:
         check_onnxruntime(settings),
     ]
     checks += check_models(settings)
+    checks += [check_api_keys(settings), check_inference_worker(settings), check_hub(settings)]
     checks += [check_camera(), check_display()]
     return checks
 

@@ -44,3 +44,33 @@ def test_doctor_command_runs():
     out = subprocess.run([sys.executable, "-m", "edge.cli", "doctor"], capture_output=True, text=True, timeout=60)
     assert "redis-server" in out.stdout and "camera" in out.stdout and "display" in out.stdout
     assert out.returncode in (0, 1)
+
+
+def test_doctor_checks_keys_a_live_worker_and_the_hub(settings, inference_worker):
+    from edge.doctor import check_api_keys, check_hub, check_inference_worker
+    from hub.security import create_key
+
+    assert check_api_keys(settings).level == FAIL and "keys create" in check_api_keys(settings).fix
+    create_key(settings.api.keys_file, "admin")
+    assert check_api_keys(settings).level == OK
+    worker = check_inference_worker(settings)
+    assert worker.level == OK and inference_worker.instance in worker.detail
+    hub = check_hub(settings)  # nothing serves this test's HTTP port
+    assert hub.level == WARN and "does not answer" in hub.detail and hub.fix
+
+
+def test_doctor_says_when_no_worker_is_live(settings):
+    from edge.doctor import check_inference_worker
+
+    check = check_inference_worker(settings, wait=1.0)
+    assert check.level == FAIL and "no inference worker" in check.detail
+
+
+def test_doctor_never_shows_passwords():
+    from edge.config import load_settings
+
+    settings = load_settings(
+        environ={"REDIS_URL": "redis://fm:s3cret@127.0.0.1:1/0", "MQTT_URL": "mqtt://u:pw9@127.0.0.1:1"}
+    )
+    text = " ".join(f"{c.detail} {c.fix}" for c in run_checks(settings))
+    assert "s3cret" not in text and "pw9" not in text
