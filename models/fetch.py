@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
-from tqdm import tqdm
 
 from edge.config import PROJECT_ROOT, Settings
+from edge.progress import bar as progress_bar
 from models.derive import dequantize, keras_to_onnx
 from models.manifest import ModelSpec, Source, load_manifest, sha256_of
 
@@ -72,7 +72,7 @@ def _from_url(source: Source, spec: ModelSpec, work: Path) -> Path:
         with httpx.stream("GET", source.url, follow_redirects=True, timeout=30) as response:
             response.raise_for_status()
             total = int(response.headers.get("content-length", 0)) or None
-            with target.open("wb") as handle, tqdm(total=total, unit="B", unit_scale=True, desc=spec.name) as bar:
+            with target.open("wb") as handle, progress_bar(spec.name, total, "B", unit_scale=True) as bar:
                 for chunk in response.iter_bytes(1 << 16):
                     handle.write(chunk)
                     bar.update(len(chunk))

@@ -335,3 +335,14 @@ def test_mediapipe_start_up_noise_stays_off_stderr(model_settings):
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == "", done.stderr
 
+
+
+def test_progress_bars_stay_out_of_ci_logs(monkeypatch, capsys):
+    from edge import progress
+
+    monkeypatch.setenv("CI", "true")
+    assert list(progress.progress(range(3), "quiet")) == [0, 1, 2]
+    assert "quiet" not in capsys.readouterr().err
+    monkeypatch.delenv("CI")
+    monkeypatch.setattr(progress.os, "isatty", lambda fd: True)
+    assert progress.enabled()

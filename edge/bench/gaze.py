@@ -35,6 +35,7 @@ import numpy as np
 
 from edge.liveness.challenge import SEQUENCES, Challenge, cell_at
 from edge.liveness.validator import ValidatorParams, validate
+from edge.progress import progress
 from edge.vision.embed import Embedding
 from edge.vision.engine import FaceEngine
 from edge.vision.gaze import GazeFrame, GazeTracker
@@ -127,17 +128,17 @@ def load_recordings(
 ) -> list[Recording]:
     width, height = screen
     recordings = []
-    for person, videos in people.items():
-        for video in videos:
-            rows = list(csv.DictReader(coordinates_of(video).open()))
-            frames = load_recording(video, landmarker, cache_dir)
-            n = min(len(frames), len(rows))
-            cells = []
-            for row in rows[:n]:
-                x = min(max(float(row["GameX"]), 0), width - 1)
-                y = min(max(float(row["GameY"]), 0), height - 1)
-                cells.append(cell_at(int(y // (height / 2)), int(x // (width / 3))))
-            recordings.append(Recording(person, video.stem.removeprefix("game_video_"), frames[:n], cells))
+    pending = [(person, video) for person, videos in people.items() for video in videos]
+    for person, video in progress(pending, "gaze recordings", unit="video"):
+        rows = list(csv.DictReader(coordinates_of(video).open()))
+        frames = load_recording(video, landmarker, cache_dir)
+        n = min(len(frames), len(rows))
+        cells = []
+        for row in rows[:n]:
+            x = min(max(float(row["GameX"]), 0), width - 1)
+            y = min(max(float(row["GameY"]), 0), height - 1)
+            cells.append(cell_at(int(y // (height / 2)), int(x // (width / 3))))
+        recordings.append(Recording(person, video.stem.removeprefix("game_video_"), frames[:n], cells))
     return recordings
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.config import Settings
+from edge.progress import progress
 from edge.vision.calibration import Calibration
 from edge.vision.decode import decode_image
 from edge.vision.engine import FaceEngine
@@ -73,7 +74,7 @@ def embed_images(engine: FaceEngine, images_dir: Path, names: list[str], max_dim
 
     started = time.perf_counter()
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(one, names))
+        results = list(progress(pool.map(one, names), "LFW images", total=len(names), unit="img"))
     vectors = np.zeros((len(names), 128), dtype=np.float32)
     no_face, poor = [], {}
     for i, (name, (vector, reasons)) in enumerate(zip(names, results, strict=True)):

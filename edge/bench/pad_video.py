@@ -31,6 +31,7 @@ from edge.bench.lfw import roc_auc
 from edge.inference.liveness import ANTISPOOF_INTERVAL, MOTION_INTERVAL, Tracked, track_frame
 from edge.liveness.presentation import PresentationParams, judge
 from edge.liveness.validator import ValidatorParams
+from edge.progress import progress
 from edge.vision.engine import FaceEngine
 from edge.vision.gaze import GazeTracker
 from edge.vision.moire import face_spectrum, screen_pattern_score
@@ -206,7 +207,7 @@ def run(
     rng = random.Random(seed)
     kinds = ("genuine", *ATTACKS)
     clips_seen: list[dict[str, object]] = []
-    for video in recordings(data_dir):
+    for video in progress(recordings(data_dir), "face videos", unit="video"):
         for number, clip in enumerate(clips(video)):
             middle = clip[len(clip) // 2]
             faces = engine.detector.detect(middle)
