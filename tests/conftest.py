@@ -130,9 +130,12 @@ def clear_rate_limits(settings: Settings) -> None:
 
     from edge.store.keys import RATE_LIMIT_PREFIX
 
-    with redis.Redis.from_url(settings.redis.url) as client:
-        for key in client.scan_iter(f"{RATE_LIMIT_PREFIX}*"):
-            client.delete(key)
+    try:
+        with redis.Redis.from_url(settings.redis.url, socket_connect_timeout=1) as client:
+            for key in client.scan_iter(f"{RATE_LIMIT_PREFIX}*"):
+                client.delete(key)
+    except redis.ConnectionError:
+        pass  # a test of Redis being down: nothing to clear
 
 
 def hub_client(settings: Settings, key: str | None = "create"):
