@@ -46,9 +46,7 @@ class Sessions:
         if document.get("key") != owner:
             raise SessionError("this session was opened by another client", ErrorCode.SESSION_NOT_YOURS)
         if document["state"] != SessionState.PENDING.value:
-            raise SessionError(
-                f"this session was already {document['state']}; open a new one", ErrorCode.SESSION_USED
-            )
+            raise SessionError(f"this session was already {document['state']}; open a new one", ErrorCode.SESSION_USED)
         challenge = Challenge(tuple(document["sequence"]), float(document["area_duration"]))
         return Session(session_id, owner, challenge, document["state"])
 

@@ -165,7 +165,9 @@ def inference_worker(settings: Settings, engine):
     service = InferenceService(settings, engine)
     pool = ThreadPoolExecutor(2)
     for method, handler in (
-        (RpcMethod.MATCH, service.match), (RpcMethod.HEALTH, service.health), (RpcMethod.LIVENESS, service.liveness)
+        (RpcMethod.MATCH, service.match),
+        (RpcMethod.HEALTH, service.health),
+        (RpcMethod.LIVENESS, service.liveness),
     ):
         bus.serve(method, handler, pool)
     assert bus.start(wait=5)

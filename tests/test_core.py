@@ -336,7 +336,6 @@ def test_mediapipe_start_up_noise_stays_off_stderr(model_settings):
     assert done.stderr.strip() == "", done.stderr
 
 
-
 def test_progress_bars_stay_out_of_ci_logs(monkeypatch, capsys):
     from edge import progress
 

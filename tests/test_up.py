@@ -222,7 +222,7 @@ def test_up_keeps_answering_when_either_of_two_workers_stops(up_env, faces_dir):
         other = subprocess.Popen([sys.executable, "-m", "edge.inference"], env=other_env, cwd=ROOT)
         assert presence.wait_until(lambda p: "other" in p.online(Component.INFERENCE), 90)
         # Now up's own worker dies: the other one answers at once, while up restarts it.
-        own = [n for n in presence.online(Component.INFERENCE) if n != "other"][0]
+        own = next(n for n in presence.online(Component.INFERENCE) if n != "other")
         own_pid = presence._instances[(Component.INFERENCE, own)].info.pid
         os.kill(own_pid, signal.SIGKILL)
         assert presence.wait_until(lambda p: p.online(Component.INFERENCE) == ["other"], 10)

@@ -178,8 +178,12 @@ def liveness_result(gaze: LivenessVerdict, spoofing: PresentationVerdict | None,
         overall_accuracy=round(gaze.overall_accuracy, 4),
         sequence_results=[
             AreaResult(
-                index=a.index, area=a.cell, frames=a.frames, frames_used=a.frames_used,
-                accuracy=round(a.accuracy, 4), passed=a.passed,
+                index=a.index,
+                area=a.cell,
+                frames=a.frames,
+                frames_used=a.frames_used,
+                accuracy=round(a.accuracy, 4),
+                passed=a.passed,
             )
             for a in gaze.areas
         ],

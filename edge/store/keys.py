@@ -34,8 +34,6 @@ def outbox() -> str:
     return f"{PREFIX}outbox"
 
 
-
-
 def page_token(token_hash: str) -> str:
     """A kiosk page token (by its sha256), with a TTL."""
     return f"{PREFIX}page-token:{token_hash}"
