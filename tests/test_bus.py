@@ -41,6 +41,18 @@ def buses(settings):
         bus.stop()
 
 
+def serving(buses, method: RpcMethod, handler, lanes: int = 1) -> tuple[Bus, ThreadPoolExecutor]:
+    """A worker serving ``method`` with ``handler`` on ``lanes`` threads, and a connected client: (client, pool)."""
+    executor = ThreadPoolExecutor(lanes)
+    worker = buses(Component.INFERENCE)
+    worker.serve(method, handler, executor)
+    assert worker.start(wait=5)
+    client = buses(Component.HUB)
+    assert client.start(wait=5)
+    time.sleep(0.2)  # let the subscriptions reach the broker
+    return client, executor
+
+
 def collect(bus: Bus, topic_filter: str) -> "queue.Queue":
     inbox: queue.Queue = queue.Queue()
     bus.subscribe(topic_filter, lambda m: inbox.put((m.topic, m.payload, m.retain)))
@@ -208,19 +220,13 @@ def test_clean_stop_publishes_offline(buses, settings):
 
 
 def test_rpc_round_trip_with_models_and_a_product_error(buses):
-    worker = buses(Component.INFERENCE)
-    executor = ThreadPoolExecutor(2)
 
     def handle(request: MatchRequest) -> MatchResult:
         if request.verbose:
             raise ImageInputError("image1", "no face in it", ErrorCode.NO_FACE)
         return match_result(0.7)
 
-    worker.serve(RpcMethod.MATCH, handle, executor)
-    assert worker.start(wait=5)
-    client = buses(Component.HUB)
-    assert client.start(wait=5)
-    time.sleep(0.2)
+    client, executor = serving(buses, RpcMethod.MATCH, handle, lanes=2)
     result = client.call(RpcMethod.MATCH, match_request(), timeout=5)
     assert isinstance(result, MatchResult) and result.similarity_score == 0.7 and result.match
     with pytest.raises(FacematchError) as info:
@@ -232,13 +238,7 @@ def test_rpc_round_trip_with_models_and_a_product_error(buses):
 
 
 def test_rpc_handler_crash_becomes_internal_error_without_internals(buses):
-    worker = buses(Component.INFERENCE)
-    executor = ThreadPoolExecutor(1)
-    worker.serve(RpcMethod.HEALTH, lambda request: 1 / 0, executor)
-    assert worker.start(wait=5)
-    client = buses(Component.HUB)
-    assert client.start(wait=5)
-    time.sleep(0.2)
+    client, executor = serving(buses, RpcMethod.HEALTH, lambda request: 1 / 0, lanes=1)
     with pytest.raises(FacematchError) as info:
         client.call(RpcMethod.HEALTH, HealthRequest(), timeout=5)
     assert info.value.status == 500 and info.value.code is ErrorCode.INTERNAL
@@ -247,13 +247,7 @@ def test_rpc_handler_crash_becomes_internal_error_without_internals(buses):
 
 
 def test_a_malformed_request_is_a_bad_request_and_a_malformed_reply_is_bad_reply(buses):
-    worker = buses(Component.INFERENCE)
-    executor = ThreadPoolExecutor(1)
-    worker.serve(RpcMethod.HEALTH, lambda request: health_result(), executor)
-    assert worker.start(wait=5)
-    client = buses(Component.HUB)
-    assert client.start(wait=5)
-    time.sleep(0.2)
+    client, executor = serving(buses, RpcMethod.HEALTH, lambda request: health_result(), lanes=1)
     replies = queue.Queue()
     client.subscribe(client.topics.rpc_reply("probe"), replies.put)
     time.sleep(0.2)
@@ -275,8 +269,6 @@ def test_rpc_without_worker_times_out(buses):
 
 
 def test_a_request_whose_deadline_passed_while_waiting_is_dropped(buses):
-    worker = buses(Component.INFERENCE)
-    executor = ThreadPoolExecutor(1)  # one lane: the second request waits behind the first
     served: list[str] = []
 
     def slow(request):
@@ -284,11 +276,9 @@ def test_a_request_whose_deadline_passed_while_waiting_is_dropped(buses):
         time.sleep(1.5)
         return match_result(0.1)
 
-    worker.serve(RpcMethod.MATCH, slow, executor)
-    assert worker.start(wait=5)
-    client = buses(Component.HUB)
-    assert client.start(wait=5)
-    time.sleep(0.2)
+    client, executor = serving(
+        buses, RpcMethod.MATCH, slow, lanes=1
+    )  # one lane: the second request waits behind the first
     first = client.request(RpcMethod.MATCH, match_request(), timeout=5)
     second = client.request(RpcMethod.MATCH, MatchRequest(image1="late", image2="x", threshold=0.6), timeout=0.5)
     with pytest.raises(InferenceTimeout):
@@ -301,13 +291,7 @@ def test_a_request_whose_deadline_passed_while_waiting_is_dropped(buses):
 
 @pytest.mark.anyio
 async def test_async_call(buses):
-    worker = buses(Component.INFERENCE)
-    executor = ThreadPoolExecutor(1)
-    worker.serve(RpcMethod.HEALTH, lambda r: health_result(version="42"), executor)
-    assert worker.start(wait=5)
-    client = buses(Component.HUB)
-    assert client.start(wait=5)
-    time.sleep(0.2)
+    client, executor = serving(buses, RpcMethod.HEALTH, lambda r: health_result(version="42"), lanes=1)
     assert (await client.acall(RpcMethod.HEALTH, HealthRequest(), timeout=5)).version == "42"
     executor.shutdown()
 
