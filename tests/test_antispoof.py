@@ -77,7 +77,7 @@ def test_missing_anti_spoofing_model_names_the_fetch_command(tmp_path):
     from models import ModelMissing
 
     with pytest.raises(ModelMissing, match=r"facematch models fetch minifasnet_v2"):
-        MiniFasNetEnsemble(tmp_path, ["CPUExecutionProvider"])
+        MiniFasNetEnsemble(tmp_path, ["CPUExecutionProvider"], 0.5, "min")
 
 
 def test_video_verdict_aggregates_texture_and_counts_blinks():

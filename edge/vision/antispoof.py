@@ -67,7 +67,8 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class MiniFasNetEnsemble:
-    def __init__(self, models_dir: Path, providers: list[str], threshold: float = 0.5, rule: str = "min"):
+    def __init__(self, models_dir: Path, providers: list[str], threshold: float, rule: str):
+        # threshold and rule: liveness.antispoof_threshold and .antispoof_rule (their one default is in config)
         self.threshold = threshold
         self.rule = rule
         self._sessions = []
