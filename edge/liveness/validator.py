@@ -9,8 +9,8 @@ How it decides (the figures behind each choice are in docs/LIVENESS.md):
    ``b`` must be at least a physiological minimum (a photo or a still face has none) and every pair of windows
    must be ordered like their columns, by a share of that gain.
 3. Each counted frame goes to the column whose window level is nearest; a window's accuracy is the share of its
-   frames in the lit column and must reach the threshold (the seed's 0.8 rule) in every window; the overall
-   accuracy is their mean. When the gaze did not follow (steps 2 and 4), no accuracy is claimed: every area fails.
+   frames in the lit column; the overall accuracy is their mean and must reach the threshold (the seed's 0.8 rule).
+   When the gaze did not follow (steps 2 and 4), no accuracy is claimed: every area fails.
 4. Vertical gaze ``v`` is the weak axis (r ≈ 0.5 with the target here), so it is not asked of every frame: the
    windows in the lower row must sit lower than those in the upper row.
 """
@@ -216,7 +216,9 @@ def validate(frames: list[GazeFrame], challenge: Challenge, params: ValidatorPar
             )
         )
     overall = float(np.mean([a.accuracy for a in areas]))
-    # Every area must pass for the challenge to pass, so the verdict never contradicts an area's tick or cross.
-    if overall < params.accuracy_threshold or not all(a.passed for a in areas):
+    # The seed's rule: the mean over the areas decides. Asking every area to pass instead cost 35 points of genuine
+    # passes on the EyeGaze recordings (bench gaze, one session: 97.0 % -> 62.5 %), so an area may show a cross
+    # under a passing verdict.
+    if overall < params.accuracy_threshold:
         reasons.append(LOW_ACCURACY)
     return LivenessVerdict(not reasons, overall, areas, reasons, diagnostics)
