@@ -13,6 +13,13 @@ from edge import __version__
 from edge.config import ConfigError, Settings, load_settings
 from edge.logs import setup_logging
 
+
+def _benches() -> list:
+    from edge.bench import gaze, lfw, liveness, match, pad
+
+    return [lfw, match, liveness, pad, gaze]
+
+
 # The product's processes that `facematch up` runs, in start order: (name, python module).
 PROCESSES: list[tuple[str, str]] = [("inference", "edge.inference"), ("hub", "hub")]
 
@@ -62,88 +69,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import json
+    from edge.bench.result import BenchError
 
     settings = _settings(args)
     setup_logging("bench", "WARNING")
-    if args.bench == "lfw":
-        from edge.bench.lfw import run_lfw
-
-        result = run_lfw(settings, args.lfw_dir, args.pairs, args.detector)
-        if args.json:
-            print(json.dumps(result, indent=1))
-        else:
-            at = result["at_default_threshold"]
-            print(
-                f"LFW {result['pairs_file']}: {result['pairs']} pairs, {result['images']} images, "
-                f"model {result['model']}, detector {result['detector']}\n"
-                f"accuracy {100 * result['accuracy_mean']:.2f} % ± {100 * result['accuracy_std']:.2f} (10-fold)\n"
-                f"TAR at FAR 1e-3: {100 * result['tar_at_far_1e-3']:.2f} %   AUC: {result['auc']:.5f}\n"
-                f"at similarity_score {at['threshold']}: FMR {100 * at['false_match_rate']:.3f} %, "
-                f"FNMR {100 * at['false_non_match_rate']:.2f} %\n"
-                f"no face found: {result['no_face_images']} images ({result['no_face_handling']})\n"
-                f"poor quality: {result['poor_quality_images']} images ({result['poor_quality_handling']})\n"
-                f"{result['ms_per_image']:.1f} ms per image (decode + detect + quality + embed, 2 threads)"
-            )
-        return 0
-    if args.bench == "match":
-        from edge.bench import match
-
-        result = match.run((args.photo1, args.photo2), args.runs, args.url, args.api_key, args.detector)
-        print(json.dumps(result, indent=1) if args.json else match.report(result))
-        return 0
-    if args.bench == "liveness":
-        from edge.bench import liveness
-
-        result = liveness.run(args.video, args.runs, args.url, args.api_key)
-        print(json.dumps(result, indent=1) if args.json else liveness.report(result))
-        return 0
-    if args.bench == "pad" and args.video:
-        from edge.bench import pad_video
-        from edge.inference.liveness import scoring_params
-        from edge.vision.engine import FaceEngine
-        from models import model_path
-
-        if not pad_video.recordings(args.data):
-            print(f"no face videos under {args.data}/gaze/eyegaze or {args.data}/video", file=sys.stderr)
-            return 2
-        landmarker = model_path(settings.models.dir, "face_landmarker")
-        params = scoring_params(settings.liveness)[1]
-        result = pad_video.run(args.data, FaceEngine(settings), landmarker, params, seed=args.seed)
-        print(json.dumps(result, indent=1) if args.json else pad_video.report(result))
-        return 0
-    if args.bench == "pad":
-        from edge.bench import pad
-        from edge.vision.antispoof import MiniFasNetEnsemble
-        from edge.vision.engine import make_detector
-
-        ensemble = MiniFasNetEnsemble(
-            settings.models.dir, settings.models.onnx_providers, settings.liveness.antispoof_threshold,
-            args.rule or settings.liveness.antispoof_rule,
-        )  # fmt: skip
-        result = pad.run(args.data, make_detector(settings.matching.detector, settings.models.dir), ensemble)
-        print(json.dumps(result, indent=1) if args.json else pad.report(result))
-        return 0
-    if args.bench == "gaze":
-        from edge.bench import gaze
-        from edge.inference.liveness import FRAME_INTERVAL, scoring_params
-        from edge.vision.engine import FaceEngine
-        from models import model_path
-
-        params, _ = scoring_params(settings.liveness)
-        sessions = gaze.find_sessions(args.data)
-        if not sessions:
-            print(f"no game_video_<ts>.mp4 with its game_coordinates_<ts>.csv under {args.data}", file=sys.stderr)
-            return 2
-        people = gaze.group_by_person([video for video, _ in sessions], FaceEngine(settings))
-        result = gaze.run(
-            people, model_path(settings.models.dir, "face_landmarker"), settings.paths.state_dir / "cache" / "gaze",
-            params, settings.liveness.area_duration, args.trials, args.photo_trials,
-            interval=FRAME_INTERVAL if args.interval is None else args.interval, screen=args.screen,
-        )  # fmt: skip
-        print(json.dumps(result, indent=1) if args.json else gaze.report(result))
-        return 0
-    return 2
+    try:
+        result = args.bench_main(args, settings)
+    except BenchError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(result.to_json() if args.json else result.report())
+    return 0
 
 
 def cmd_liveness(args: argparse.Namespace) -> int:
@@ -247,17 +183,6 @@ def cmd_page_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def screen_size(text: str) -> tuple[int, int]:
-    width, _, height = text.lower().partition("x")
-    try:
-        size = int(width), int(height)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, like 2560x1340, not {text!r}") from None
-    if min(size) <= 0:
-        raise argparse.ArgumentTypeError(f"a screen size must be positive, not {text!r}")
-    return size
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facematch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -296,50 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
     bench.set_defaults(func=cmd_bench)
     bench_sub = bench.add_subparsers(dest="bench", required=True)
-    lfw = bench_sub.add_parser("lfw", help="LFW 10-fold verification accuracy through the API's pipeline")
-    lfw.add_argument("--lfw-dir", type=Path, required=True)
-    lfw.add_argument("--pairs", type=Path, help="pairs file (default: LFW_DIR/pairs.txt, View 2)")
-    lfw.add_argument("--detector", choices=["yunet", "mtcnn"], help="override matching.detector")
-    lfw.add_argument("--json", action="store_true")
-    match = bench_sub.add_parser("match", help="/match latency end to end, against face_recognition in the same run")
-    match.add_argument("photo1", type=Path)
-    match.add_argument("photo2", type=Path)
-    match.add_argument("--runs", type=int, default=30)
-    match.add_argument("--url", help="a running hub (default: start `facematch up` on free ports)")
-    match.add_argument("--api-key", help="X-API-Key for --url")
-    match.add_argument("--detector", choices=["yunet", "mtcnn"], help="detector of the stack it starts")
-    match.add_argument("--json", action="store_true")
-    live = bench_sub.add_parser("liveness", help="/submit-liveness processing time for a 9 s 640x480 WebM")
-    live.add_argument("video", type=Path, help="a face recording to cut the 9 s challenge video from")
-    live.add_argument("--runs", type=int, default=10)
-    live.add_argument("--url", help="a running hub (default: start `facematch up` on free ports)")
-    live.add_argument("--api-key", help="X-API-Key for --url")
-    live.add_argument("--json", action="store_true")
-    pad = bench_sub.add_parser("pad", help="anti-spoofing APCER/BPCER/AUC on a labels.csv data set")
-    pad.add_argument(
-        "--data",
-        type=Path,
-        required=True,
-        help="folder with labels.csv (../shared/data/spoof); with --video, the data folder (../shared/data)",
-    )
-    pad.add_argument(
-        "--video",
-        action="store_true",
-        help="video-level verdict: genuine recordings against simulated print and screen attacks",
-    )
-    pad.add_argument("--rule", choices=["min", "mean"], help="override liveness.antispoof_rule")
-    pad.add_argument("--seed", type=int, default=5, help="with --video: the draw of the simulated attacks")
-    pad.add_argument("--json", action="store_true")
-    gaze = bench_sub.add_parser("gaze", help="simulated gaze challenges from the EyeGaze recordings")
-    gaze.add_argument("--data", type=Path, required=True, help="the data folder (with gaze/eyegaze)")
-    gaze.add_argument("--trials", type=int, default=400, help="genuine/replay/random challenges per person")
-    gaze.add_argument("--photo-trials", type=int, default=20, help="photo attacks (still and moved) per person")
-    gaze.add_argument("--interval", type=float, help="seconds between tracked frames (default: the scorer's 0.1)")
-    gaze.add_argument(
-        "--screen", type=screen_size, default=(2560, 1340), metavar="WxH",
-        help="the size of the target window the coordinates refer to (EyeGaze: 2560x1340)",
-    )  # fmt: skip
-    gaze.add_argument("--json", action="store_true")
+    for module in _benches():
+        module.add_parser(bench_sub)
+    for bench_parser in bench_sub.choices.values():
+        bench_parser.add_argument("--json", action="store_true", help="print the typed result as JSON")
 
     keys = sub.add_parser("keys", help="API keys for the HTTP API")
     keys.set_defaults(func=cmd_keys)

@@ -345,3 +345,35 @@ def test_progress_bars_stay_out_of_ci_logs(monkeypatch, capsys):
     monkeypatch.delenv("CI")
     monkeypatch.setattr(progress.os, "isatty", lambda fd: True)
     assert progress.enabled()
+
+
+def test_each_bench_is_its_own_subcommand_module_with_a_typed_result():
+    from edge.bench import gaze, lfw, liveness, match, pad, pad_video
+    from edge.bench.result import BenchResult
+    from edge.cli import build_parser
+
+    parser = build_parser()
+    for module, name in ((lfw, "lfw"), (match, "match"), (liveness, "liveness"), (pad, "pad"), (gaze, "gaze")):
+        assert callable(module.add_parser) and callable(module.main), name
+    results = (lfw.LfwResult, match.MatchBenchResult, liveness.LivenessBenchResult, pad.PadResult,
+               pad_video.PadVideoResult, gaze.GazeResult)  # fmt: skip
+    assert all(issubclass(result, BenchResult) for result in results)
+    args = parser.parse_args(["bench", "gaze", "--data", "x", "--screen", "1920x1080", "--json"])
+    assert args.bench_main is gaze.main and args.screen == (1920, 1080) and args.json
+
+
+def test_bench_pad_prints_a_typed_result_as_json(data_dir, model_settings, capsys):
+    from edge.bench.pad import PadResult
+    from edge.cli import main
+
+    assert main(["bench", "pad", "--data", str(data_dir / "spoof"), "--json"]) == 0
+    result = PadResult.model_validate_json(capsys.readouterr().out)
+    assert result.sources and result.ms_per_face > 0 and result.rule == "min"
+    assert "BPCER" in result.report()
+
+
+def test_a_bench_without_its_data_says_so(tmp_path, capsys):
+    from edge.cli import main
+
+    assert main(["bench", "gaze", "--data", str(tmp_path)]) == 2
+    assert "no game_video_<ts>.mp4" in capsys.readouterr().err

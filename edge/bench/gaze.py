@@ -20,6 +20,7 @@ How the challenges are made:
 
 from __future__ import annotations
 
+import argparse
 import csv
 import itertools
 import json
@@ -32,7 +33,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from pydantic import BaseModel
 
+from edge.bench.result import BenchError, BenchResult
+from edge.config import Settings
 from edge.liveness.challenge import SEQUENCES, Challenge, cell_at
 from edge.liveness.validator import ValidatorParams, validate
 from edge.progress import progress
@@ -223,6 +227,103 @@ def rate(outcomes: list[bool]) -> float:
     return float(np.mean(outcomes)) if outcomes else float("nan")
 
 
+class ModeFigures(BaseModel):
+    sequences: int | None = None
+    genuine_pass_rate: float | None = None
+    genuine_mean_accuracy: float | None = None
+    replay_pass_rate: float | None = None
+    genuine_fail_reasons: dict[str, int] = {}
+    skipped: str | None = None
+
+
+class PersonFigures(BaseModel):
+    modes: dict[str, ModeFigures]
+    random_gaze_pass_rate: float
+    photo_still_pass_rate: float
+    photo_moved_pass_rate: float
+    trials: int
+    photo_trials: int
+
+
+class GazeResult(BenchResult):
+    area_duration: float
+    interval: float
+    sessions: dict[str, list[str]]
+    modes: dict[str, str]
+    people: dict[str, PersonFigures]
+    seconds: float
+
+    def report(self) -> str:
+        lines = [f"simulated challenges, area duration {self.area_duration} s, frames every {self.interval} s"]
+        for person, sessions in self.sessions.items():
+            lines.append(f"person {person}: sessions {', '.join(sessions)}")
+        for mode, how in self.modes.items():
+            lines.append(f"  {mode}: {how}")
+        lines.append(f"{'person':<7}{'challenges':<22}{'seqs':>5}{'genuine':>9}{'accuracy':>10}{'replay':>8}")
+        for person, r in self.people.items():
+            for mode, m in r.modes.items():
+                if m.skipped:
+                    lines.append(f"{person:<7}{mode:<22} skipped: {m.skipped}")
+                    continue
+                lines.append(
+                    f"{person:<7}{mode:<22}{m.sequences:>5}{100 * (m.genuine_pass_rate or 0):>8.1f}%"
+                    f"{m.genuine_mean_accuracy or 0:>10.3f}{100 * (m.replay_pass_rate or 0):>7.1f}%"
+                )
+        for person, r in self.people.items():
+            for mode, m in r.modes.items():
+                if m.genuine_fail_reasons:
+                    reasons = ", ".join(f"{code} {count}" for code, count in m.genuine_fail_reasons.items())
+                    lines.append(f"  {person}, {mode}: genuine failures by reason: {reasons}")
+        lines.append(f"{'person':<7}{'random gaze':>12}{'photo':>8}{'moved':>8}")
+        for person, r in self.people.items():
+            lines.append(
+                f"{person:<7}{100 * r.random_gaze_pass_rate:>11.1f}%"
+                f"{100 * r.photo_still_pass_rate:>7.1f}%{100 * r.photo_moved_pass_rate:>7.1f}%"
+            )
+        lines.append("(pass rates: genuine should be high, every attack column low)")
+        return "\n".join(lines)
+
+
+def screen_size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    try:
+        size = int(width), int(height)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, like 2560x1340, not {text!r}") from None
+    if min(size) <= 0:
+        raise argparse.ArgumentTypeError(f"a screen size must be positive, not {text!r}")
+    return size
+
+
+def add_parser(bench: argparse._SubParsersAction) -> None:
+    parser = bench.add_parser("gaze", help="simulated gaze challenges from the EyeGaze recordings")
+    parser.add_argument("--data", type=Path, required=True, help="the data folder (with gaze/eyegaze)")
+    parser.add_argument("--trials", type=int, default=400, help="genuine/replay/random challenges per person")
+    parser.add_argument("--photo-trials", type=int, default=20, help="photo attacks (still and moved) per person")
+    parser.add_argument("--interval", type=float, help="seconds between tracked frames (default: the scorer's 0.1)")
+    parser.add_argument(
+        "--screen", type=screen_size, default=(GAME_WIDTH, GAME_HEIGHT), metavar="WxH",
+        help="the size of the target window the coordinates refer to (EyeGaze: 2560x1340)",
+    )  # fmt: skip
+    parser.set_defaults(bench_main=main)
+
+
+def main(args: argparse.Namespace, settings: Settings) -> GazeResult:
+    from edge.inference.liveness import FRAME_INTERVAL, scoring_params
+    from models import model_path
+
+    params, _ = scoring_params(settings.liveness)
+    sessions = find_sessions(args.data)
+    if not sessions:
+        raise BenchError(f"no game_video_<ts>.mp4 with its game_coordinates_<ts>.csv under {args.data}")
+    people = group_by_person([video for video, _ in sessions], FaceEngine(settings))
+    return run(
+        people, model_path(settings.models.dir, "face_landmarker"), settings.paths.state_dir / "cache" / "gaze",
+        params, settings.liveness.area_duration, args.trials, args.photo_trials,
+        interval=FRAME_INTERVAL if args.interval is None else args.interval, screen=args.screen,
+    )  # fmt: skip
+
+
 def run(
     people: dict[str, list[Path]],
     landmarker: Path,
@@ -234,7 +335,7 @@ def run(
     seed: int = 11,
     interval: float = 0.0,
     screen: tuple[int, int] = (GAME_WIDTH, GAME_HEIGHT),
-) -> dict[str, object]:
+) -> GazeResult:
     """``people`` is what ``group_by_person`` found; ``interval`` keeps frames at least that many seconds apart, as
     the scorer does."""
     rng = random.Random(seed)
@@ -307,35 +408,4 @@ def run(
             "photo_trials": photo_trials,
         }
     results["seconds"] = time.perf_counter() - started
-    return results
-
-
-def report(result: dict[str, object]) -> str:
-    lines = [f"simulated challenges, area duration {result['area_duration']} s, frames every {result['interval']} s"]
-    for person, sessions in result["sessions"].items():  # type: ignore[union-attr]
-        lines.append(f"person {person}: sessions {', '.join(sessions)}")
-    for mode, how in result["modes"].items():  # type: ignore[union-attr]
-        lines.append(f"  {mode}: {how}")
-    lines.append(f"{'person':<7}{'challenges':<22}{'seqs':>5}{'genuine':>9}{'accuracy':>10}{'replay':>8}")
-    for person, r in result["people"].items():  # type: ignore[union-attr]
-        for mode, m in r["modes"].items():
-            if "skipped" in m:
-                lines.append(f"{person:<7}{mode:<22} skipped: {m['skipped']}")
-                continue
-            lines.append(
-                f"{person:<7}{mode:<22}{m['sequences']:>5}{100 * m['genuine_pass_rate']:>8.1f}%"
-                f"{m['genuine_mean_accuracy']:>10.3f}{100 * m['replay_pass_rate']:>7.1f}%"
-            )
-    for person, r in result["people"].items():  # type: ignore[union-attr]
-        for mode, m in r["modes"].items():
-            if m.get("genuine_fail_reasons"):
-                reasons = ", ".join(f"{code} {count}" for code, count in m["genuine_fail_reasons"].items())
-                lines.append(f"  {person}, {mode}: genuine failures by reason: {reasons}")
-    lines.append(f"{'person':<7}{'random gaze':>12}{'photo':>8}{'moved':>8}")
-    for person, r in result["people"].items():  # type: ignore[union-attr]
-        lines.append(
-            f"{person:<7}{100 * r['random_gaze_pass_rate']:>11.1f}%"
-            f"{100 * r['photo_still_pass_rate']:>7.1f}%{100 * r['photo_moved_pass_rate']:>7.1f}%"
-        )
-    lines.append("(pass rates: genuine should be high, every attack column low)")
-    return "\n".join(lines)
+    return GazeResult.model_validate(results)

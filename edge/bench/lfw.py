@@ -7,6 +7,7 @@ counted; an image with no face found gives the pair a score of 0 (a non-match) a
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import time
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, Field
 
+from edge.bench.result import BenchResult
 from edge.config import Settings
 from edge.progress import progress
 from edge.vision.calibration import Calibration
@@ -134,7 +137,58 @@ def ten_fold(scores: np.ndarray, pairs: list[Pair]) -> dict[str, object]:
     }
 
 
-def run_lfw(settings: Settings, lfw_dir: Path, pairs_file: Path | None, detector: str | None) -> dict[str, object]:
+class AtThreshold(BaseModel):
+    threshold: float
+    false_match_rate: float
+    false_non_match_rate: float
+
+
+class LfwResult(BenchResult):
+    accuracy_mean: float
+    accuracy_std: float
+    fold_accuracies: list[float]
+    tar_at_far_1e_3: float = Field(alias="tar_at_far_1e-3")
+    auc: float
+    pairs_file: str
+    pairs: int
+    images: int
+    model: str
+    detector: str
+    no_face_images: int
+    no_face_handling: str
+    poor_quality_images: int
+    poor_quality_handling: str
+    ms_per_image: float
+    at_default_threshold: AtThreshold
+
+    def report(self) -> str:
+        at = self.at_default_threshold
+        return (
+            f"LFW {self.pairs_file}: {self.pairs} pairs, {self.images} images, "
+            f"model {self.model}, detector {self.detector}\n"
+            f"accuracy {100 * self.accuracy_mean:.2f} % ± {100 * self.accuracy_std:.2f} (10-fold)\n"
+            f"TAR at FAR 1e-3: {100 * self.tar_at_far_1e_3:.2f} %   AUC: {self.auc:.5f}\n"
+            f"at similarity_score {at.threshold}: FMR {100 * at.false_match_rate:.3f} %, "
+            f"FNMR {100 * at.false_non_match_rate:.2f} %\n"
+            f"no face found: {self.no_face_images} images ({self.no_face_handling})\n"
+            f"poor quality: {self.poor_quality_images} images ({self.poor_quality_handling})\n"
+            f"{self.ms_per_image:.1f} ms per image (decode + detect + quality + embed, 2 threads)"
+        )
+
+
+def add_parser(bench: argparse._SubParsersAction) -> None:
+    parser = bench.add_parser("lfw", help="LFW 10-fold verification accuracy through the API's pipeline")
+    parser.add_argument("--lfw-dir", type=Path, required=True)
+    parser.add_argument("--pairs", type=Path, help="pairs file (default: LFW_DIR/pairs.txt, View 2)")
+    parser.add_argument("--detector", choices=["yunet", "mtcnn"], help="override matching.detector")
+    parser.set_defaults(bench_main=main)
+
+
+def main(args: argparse.Namespace, settings: Settings) -> LfwResult:
+    return run_lfw(settings, args.lfw_dir, args.pairs, args.detector)
+
+
+def run_lfw(settings: Settings, lfw_dir: Path, pairs_file: Path | None, detector: str | None) -> LfwResult:
     pairs_file = pairs_file or lfw_dir / "pairs.txt"
     images_dir = lfw_dir / "images"
     pairs = [p for p in read_pairs(pairs_file) if (images_dir / p.a).exists() and (images_dir / p.b).exists()]
@@ -163,7 +217,7 @@ def run_lfw(settings: Settings, lfw_dir: Path, pairs_file: Path | None, detector
             "false_non_match_rate": float((calibrated[same] < threshold).mean()),
         },
     )
-    return result
+    return LfwResult.model_validate(result)
 
 
 def calibrate(settings: Settings, lfw_dir: Path, impostor_images: int = 3000, seed: int = 7) -> Path:

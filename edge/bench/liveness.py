@@ -7,6 +7,7 @@ wall time seen by the client.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import tempfile
@@ -15,6 +16,44 @@ from pathlib import Path
 import httpx
 
 from edge.bench.match import percentile, resident_mb, running_stack
+from edge.bench.result import BenchResult
+from edge.config import Settings
+
+
+class LivenessBenchResult(BenchResult):
+    source: str
+    runs: int
+    resident_mb: dict[str, float] | None = None
+    server_p50_s: float
+    server_p95_s: float
+    client_p50_s: float
+    tracked_frames_per_second: float
+    video_bytes: int
+
+    def report(self) -> str:
+        lines = [
+            f"/submit-liveness, 9 s 640x480 30 fps VP8 WebM ({self.video_bytes} bytes), {self.runs} runs",
+            f"server processing time p50 {self.server_p50_s:.3f} s, p95 {self.server_p95_s:.3f} s "
+            f"(seed: 2.45 s); client wall time p50 {self.client_p50_s:.3f} s",
+            f"landmark tracking: {self.tracked_frames_per_second:.0f} frames/s (every 0.1 s of video is tracked)",
+        ]
+        if self.resident_mb:
+            memory = ", ".join(f"{n} {mb:.0f} MB" for n, mb in sorted(self.resident_mb.items()))
+            lines.append(f"resident memory after the run: {memory}")
+        return "\n".join(lines)
+
+
+def add_parser(bench: argparse._SubParsersAction) -> None:
+    parser = bench.add_parser("liveness", help="/submit-liveness processing time for a 9 s 640x480 WebM")
+    parser.add_argument("video", type=Path, help="a face recording to cut the 9 s challenge video from")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--url", help="a running hub (default: start `facematch up` on free ports)")
+    parser.add_argument("--api-key", help="X-API-Key for --url")
+    parser.set_defaults(bench_main=main)
+
+
+def main(args: argparse.Namespace, settings: Settings) -> LivenessBenchResult:
+    return run(args.video, args.runs, args.url, args.api_key)
 
 
 def make_webm(source: Path, target: Path, seconds: float = 9.0) -> Path:
@@ -43,7 +82,7 @@ def time_submissions(url: str, api_key: str, video: bytes, runs: int) -> dict[st
     return {"server": server, "wall": wall, "fps": fps}
 
 
-def run(source: Path, runs: int, url: str | None, api_key: str | None) -> dict[str, object]:
+def run(source: Path, runs: int, url: str | None, api_key: str | None) -> LivenessBenchResult:
     result: dict[str, object] = {"source": str(source), "runs": runs}
     with tempfile.TemporaryDirectory(prefix="facematch-bench-") as tmp:
         video = make_webm(source, Path(tmp) / "challenge.webm").read_bytes()
@@ -60,17 +99,4 @@ def run(source: Path, runs: int, url: str | None, api_key: str | None) -> dict[s
         tracked_frames_per_second=statistics.median(timings["fps"]),
         video_bytes=len(video),
     )
-    return result
-
-
-def report(result: dict[str, object]) -> str:
-    lines = [
-        f"/submit-liveness, 9 s 640x480 30 fps VP8 WebM ({result['video_bytes']} bytes), {result['runs']} runs",
-        f"server processing time p50 {result['server_p50_s']:.3f} s, p95 {result['server_p95_s']:.3f} s "
-        f"(seed: 2.45 s); client wall time p50 {result['client_p50_s']:.3f} s",
-        f"landmark tracking: {result['tracked_frames_per_second']:.0f} frames/s (every 0.1 s of video is tracked)",
-    ]
-    if result.get("resident_mb"):
-        memory = ", ".join(f"{n} {mb:.0f} MB" for n, mb in sorted(result["resident_mb"].items()))  # type: ignore[union-attr]
-        lines.append(f"resident memory after the run: {memory}")
-    return "\n".join(lines)
+    return LivenessBenchResult.model_validate(result)

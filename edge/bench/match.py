@@ -6,6 +6,7 @@ face_recognition (HOG detector + dlib ResNet, the library's defaults) runs in th
 
 from __future__ import annotations
 
+import argparse
 import base64
 import io
 import os
@@ -22,7 +23,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image, ImageOps
+from pydantic import BaseModel
 
+from edge.bench.result import BenchResult
+from edge.config import Settings
 from edge.services import free_port, stop_process
 
 BASELINE_INSTALL = (
@@ -134,9 +138,63 @@ def time_face_recognition(first: bytes, second: bytes, runs: int) -> tuple[list[
     return timings, distance
 
 
+class Latency(BaseModel):
+    p50_ms: float
+    p95_ms: float
+
+
+class Baseline(BaseModel):
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    distance: float | None = None
+    missing: str | None = None
+
+
+class MatchBenchResult(BenchResult):
+    photos: list[str]
+    runs: int
+    size: str
+    detector: str
+    facematch: Latency
+    face_recognition: Baseline
+    speedup_p50: float | None = None
+    resident_mb: dict[str, float] | None = None
+
+    def report(self) -> str:
+        ours, theirs = self.facematch, self.face_recognition
+        lines = [
+            f"/match on two {self.size} photos, {self.runs} requests after 2 warm-ups (detector: {self.detector})",
+            f"facematch (HTTP end to end):   p50 {ours.p50_ms:.1f} ms   p95 {ours.p95_ms:.1f} ms",
+        ]
+        if theirs.missing:
+            lines.append(f"face_recognition: {theirs.missing}")
+        else:
+            lines.append(f"face_recognition (in process): p50 {theirs.p50_ms:.1f} ms   p95 {theirs.p95_ms:.1f} ms")
+            lines.append(f"facematch is {self.speedup_p50:.1f}x faster at p50")
+        if self.resident_mb:
+            memory = ", ".join(f"{name} {mb:.0f} MB" for name, mb in sorted(self.resident_mb.items()))
+            lines.append(f"resident memory after the run: {memory}")
+        return "\n".join(lines)
+
+
+def add_parser(bench: argparse._SubParsersAction) -> None:
+    parser = bench.add_parser("match", help="/match latency end to end, against face_recognition in the same run")
+    parser.add_argument("photo1", type=Path)
+    parser.add_argument("photo2", type=Path)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--url", help="a running hub (default: start `facematch up` on free ports)")
+    parser.add_argument("--api-key", help="X-API-Key for --url")
+    parser.add_argument("--detector", choices=["yunet", "mtcnn"], help="detector of the stack it starts")
+    parser.set_defaults(bench_main=main)
+
+
+def main(args: argparse.Namespace, settings: Settings) -> MatchBenchResult:
+    return run((args.photo1, args.photo2), args.runs, args.url, args.api_key, args.detector)
+
+
 def run(
     photos: tuple[Path, Path], runs: int, url: str | None, api_key: str | None, detector: str | None = None
-) -> dict[str, object]:
+) -> MatchBenchResult:
     first, second = photo_640x480(photos[0]), photo_640x480(photos[1])
     result: dict[str, object] = {"photos": [str(p) for p in photos], "runs": runs, "size": "640x480"}
     if url is not None:
@@ -155,25 +213,4 @@ def run(
         p50 = 1000 * statistics.median(theirs)
         result["face_recognition"] = {"p50_ms": p50, "p95_ms": 1000 * percentile(theirs, 95), "distance": distance}
         result["speedup_p50"] = p50 / result["facematch"]["p50_ms"]  # type: ignore[index]
-    return result
-
-
-def report(result: dict[str, object]) -> str:
-    ours = result["facematch"]
-    theirs = result["face_recognition"]
-    lines = [
-        f"/match on two {result['size']} photos, {result['runs']} requests after 2 warm-ups "
-        f"(detector: {result['detector']})",
-        f"facematch (HTTP end to end):   p50 {ours['p50_ms']:.1f} ms   p95 {ours['p95_ms']:.1f} ms",  # type: ignore[index]
-    ]
-    if "missing" in theirs:  # type: ignore[operator]
-        lines.append(f"face_recognition: {theirs['missing']}")  # type: ignore[index]
-    else:
-        lines.append(
-            f"face_recognition (in process): p50 {theirs['p50_ms']:.1f} ms   p95 {theirs['p95_ms']:.1f} ms"  # type: ignore[index]
-        )
-        lines.append(f"facematch is {result['speedup_p50']:.1f}x faster at p50")
-    if result.get("resident_mb"):
-        memory = ", ".join(f"{name} {mb:.0f} MB" for name, mb in sorted(result["resident_mb"].items()))  # type: ignore[union-attr]
-        lines.append(f"resident memory after the run: {memory}")
-    return "\n".join(lines)
+    return MatchBenchResult.model_validate(result)

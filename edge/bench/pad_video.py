@@ -19,6 +19,7 @@ are what it has to face.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import random
 from collections.abc import Iterator
@@ -26,8 +27,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from pydantic import BaseModel
 
 from edge.bench.lfw import roc_auc
+from edge.bench.result import BenchError, BenchResult
+from edge.config import Settings
 from edge.inference.liveness import ANTISPOOF_INTERVAL, MOTION_INTERVAL, Tracked, track_frame
 from edge.liveness.presentation import PresentationParams, judge
 from edge.liveness.validator import ValidatorParams
@@ -42,6 +46,87 @@ CLIP_STRIDE = 3
 SAMPLE_INTERVAL = MOTION_INTERVAL  # 0.5 s; anti-spoofing every other sample, as the scorer does
 ATTACKS = ("print_sheet", "print_portrait", "screen")
 CUES = {"texture": True, "screen_pattern": False, "picture_motion": True}  # cue -> higher means live
+
+
+class CueFigures(BaseModel):
+    clips_with_an_opinion: dict[str, int]
+    percentiles_5_50_95: dict[str, list[float]]
+    threshold_for_bpcer_3pct: float | None = None
+    auc: dict[str, float] = {}
+    apcer_at_bpcer_3pct: dict[str, float] = {}
+
+
+class AcceptedAttack(BaseModel):
+    kind: str
+    video: str
+    start_s: float
+    texture: float | None
+    screen_pattern: float | None
+    picture_motion: float | None
+
+
+class RealPhoto(BaseModel):
+    path: str
+    label: str
+    attack: str
+    screen: float | None
+
+
+class PadVideoResult(BenchResult):
+    thresholds: dict[str, float]
+    clips: dict[str, int]
+    not_acquired: dict[str, int]
+    bpcer: float
+    apcer: dict[str, float]
+    genuine_bpcer_by_source: dict[str, float]
+    attacks_accepted: list[AcceptedAttack]
+    cues: dict[str, CueFigures]
+    screen_pattern_on_real_photos: list[RealPhoto]
+
+    def report(self) -> str:
+        thresholds = self.thresholds
+        lines = [
+            f"video-level anti-spoofing, 9 s clips judged {self.clips}",
+            f"not acquired (one face followed in under half the frames: the gaze challenge refuses these; "
+            f"ISO/IEC 30107-3 non-responses, outside APCER and BPCER) {self.not_acquired}",
+            f"as the scorer decides (texture < {thresholds['texture']}, screen pattern > "
+            f"{thresholds['screen_pattern']}, picture motion < {thresholds['picture_motion']}): "
+            f"BPCER {100 * self.bpcer:.1f} %, APCER "
+            + ", ".join(f"{k} {100 * v:.1f} %" for k, v in self.apcer.items()),
+            "genuine BPCER by source: "
+            + ", ".join(f"{k} {100 * v:.0f} %" for k, v in self.genuine_bpcer_by_source.items()),
+            "attacks accepted: "
+            + (", ".join(f"{a.kind} {a.video} @{a.start_s} s" for a in self.attacks_accepted) or "none"),
+            f"{'cue':<16}{'clips':<13}{'opinions':>9}{'p5':>9}{'median':>9}{'p95':>9}",
+        ]
+        for cue, figures in self.cues.items():
+            for kind, count in figures.clips_with_an_opinion.items():
+                p5, p50, p95 = figures.percentiles_5_50_95.get(kind, (float("nan"),) * 3)
+                lines.append(f"{cue:<16}{kind:<13}{count:>9}{p5:>9.3f}{p50:>9.3f}{p95:>9.3f}")
+        for cue, figures in self.cues.items():
+            if figures.auc:
+                lines.append(
+                    f"{cue}: AUC " + ", ".join(f"{k} {v:.3f}" for k, v in figures.auc.items())
+                    + f"; at BPCER 3 % (threshold {figures.threshold_for_bpcer_3pct:.4f}) APCER "
+                    + ", ".join(f"{k} {100 * v:.1f} %" for k, v in figures.apcer_at_bpcer_3pct.items())
+                )  # fmt: skip
+        lines.append("(a cue with no opinion on a clip does not refuse it; AUC and APCER count the clips it judged)")
+        lines.append("screen pattern on the real photos of spoof/: " + ", ".join(
+            f"{Path(r.path).name} ({r.attack if r.label == 'spoof' else 'live'}) {r.screen or 0:.2f}"
+            for r in self.screen_pattern_on_real_photos
+        ))  # fmt: skip
+        return "\n".join(lines)
+
+
+def main(args: argparse.Namespace, settings: Settings) -> PadVideoResult:
+    from edge.inference.liveness import scoring_params
+    from models import model_path
+
+    if not recordings(args.data):
+        raise BenchError(f"no face videos under {args.data}/gaze/eyegaze or {args.data}/video")
+    landmarker = model_path(settings.models.dir, "face_landmarker")
+    params = scoring_params(settings.liveness)[1]
+    return run(args.data, FaceEngine(settings), landmarker, params, seed=args.seed)
 
 
 def recordings(data_dir: Path) -> list[Path]:
@@ -203,7 +288,7 @@ def cue_figures(genuine: np.ndarray, attacks: dict[str, np.ndarray], live_high: 
 
 def run(
     data_dir: Path, engine: FaceEngine, landmarker: Path, params: PresentationParams, seed: int = 5
-) -> dict[str, object]:
+) -> PadVideoResult:
     rng = random.Random(seed)
     kinds = ("genuine", *ATTACKS)
     clips_seen: list[dict[str, object]] = []
@@ -247,59 +332,29 @@ def run(
         return [bool(c["refused"]) for c in judged if c["kind"] == kind]
 
     sources = sorted({str(c["source"]) for c in judged if c["kind"] == "genuine"})
-    return {
-        "thresholds": {
-            "texture": params.texture_threshold,
-            "screen_pattern": params.screen_pattern_threshold,
-            "picture_motion": params.picture_motion_threshold,
-        },
-        "clips": {k: len(refused(k)) for k in kinds},
-        "not_acquired": {k: sum(1 for c in clips_seen if c["kind"] == k and not c["acquired"]) for k in kinds},
-        "bpcer": float(np.mean(refused("genuine"))),
-        "apcer": {k: 1.0 - float(np.mean(refused(k))) for k in ATTACKS},
-        "genuine_bpcer_by_source": {
-            source: float(np.mean([c["refused"] for c in judged if c["kind"] == "genuine" and c["source"] == source]))
-            for source in sources
-        },
-        "attacks_accepted": [
-            {k: c[k] for k in ("kind", "video", "start_s", "texture", "screen_pattern", "picture_motion")}
-            for c in judged
-            if c["kind"] != "genuine" and not c["refused"]
-        ],
-        "cues": figures,
-        "screen_pattern_on_real_photos": real_replays(data_dir, engine),
-    }
-
-
-def report(result: dict[str, object]) -> str:
-    thresholds = result["thresholds"]
-    lines = [
-        f"video-level anti-spoofing, 9 s clips judged {result['clips']}",
-        f"not acquired (one face followed in under half the frames: the gaze challenge refuses these; ISO/IEC 30107-3 "
-        f"non-responses, outside APCER and BPCER) {result['not_acquired']}",
-        f"as the scorer decides (texture < {thresholds['texture']}, screen pattern > {thresholds['screen_pattern']}, "  # type: ignore[index]
-        f"picture motion < {thresholds['picture_motion']}): BPCER {100 * result['bpcer']:.1f} %, APCER "  # type: ignore[index]
-        + ", ".join(f"{k} {100 * v:.1f} %" for k, v in result["apcer"].items()),  # type: ignore[union-attr]
-        "genuine BPCER by source: "
-        + ", ".join(f"{k} {100 * v:.0f} %" for k, v in result["genuine_bpcer_by_source"].items()),  # type: ignore[union-attr]
-        "attacks accepted: "
-        + (", ".join(f"{a['kind']} {a['video']} @{a['start_s']} s" for a in result["attacks_accepted"]) or "none"),  # type: ignore[union-attr,index]
-        f"{'cue':<16}{'clips':<13}{'opinions':>9}{'p5':>9}{'median':>9}{'p95':>9}",
-    ]
-    for cue, figures in result["cues"].items():  # type: ignore[union-attr]
-        for kind, count in figures["clips_with_an_opinion"].items():
-            p5, p50, p95 = figures["percentiles_5_50_95"].get(kind, (float("nan"),) * 3)
-            lines.append(f"{cue:<16}{kind:<13}{count:>9}{p5:>9.3f}{p50:>9.3f}{p95:>9.3f}")
-    for cue, figures in result["cues"].items():  # type: ignore[union-attr]
-        if "auc" in figures:
-            lines.append(
-                f"{cue}: AUC " + ", ".join(f"{k} {v:.3f}" for k, v in figures["auc"].items())
-                + f"; at BPCER 3 % (threshold {figures['threshold_for_bpcer_3pct']:.4f}) APCER "
-                + ", ".join(f"{k} {100 * v:.1f} %" for k, v in figures["apcer_at_bpcer_3pct"].items())
-            )  # fmt: skip
-    lines.append("(a cue with no opinion on a clip does not refuse it; AUC and APCER count the clips it judged)")
-    lines.append("screen pattern on the real photos of spoof/: " + ", ".join(
-        f"{Path(str(r['path'])).name} ({r['attack'] if r['label'] == 'spoof' else 'live'}) {r['screen'] or 0:.2f}"
-        for r in result["screen_pattern_on_real_photos"]  # type: ignore[union-attr]
-    ))  # fmt: skip
-    return "\n".join(lines)
+    return PadVideoResult.model_validate(
+        {
+            "thresholds": {
+                "texture": params.texture_threshold,
+                "screen_pattern": params.screen_pattern_threshold,
+                "picture_motion": params.picture_motion_threshold,
+            },
+            "clips": {k: len(refused(k)) for k in kinds},
+            "not_acquired": {k: sum(1 for c in clips_seen if c["kind"] == k and not c["acquired"]) for k in kinds},
+            "bpcer": float(np.mean(refused("genuine"))),
+            "apcer": {k: 1.0 - float(np.mean(refused(k))) for k in ATTACKS},
+            "genuine_bpcer_by_source": {
+                source: float(
+                    np.mean([c["refused"] for c in judged if c["kind"] == "genuine" and c["source"] == source])
+                )
+                for source in sources
+            },
+            "attacks_accepted": [
+                {k: c[k] for k in ("kind", "video", "start_s", "texture", "screen_pattern", "picture_motion")}
+                for c in judged
+                if c["kind"] != "genuine" and not c["refused"]
+            ],
+            "cues": figures,
+            "screen_pattern_on_real_photos": real_replays(data_dir, engine),
+        }
+    )
