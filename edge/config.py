@@ -57,6 +57,10 @@ class HttpSettings(_Section):
     url_allow_networks: list[str] = Field(
         default_factory=list, description="private networks image URLs may point at (refused by default)"
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses of reverse proxies whose X-Forwarded-For is believed (empty: none, not even loopback)",
+    )
 
     @field_validator("url_allow_networks")
     @classmethod

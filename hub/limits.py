@@ -7,13 +7,16 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-
-class BodyTooLarge(Exception):
-    pass
+from edge.errors import ErrorCode
 
 
 class BodyLimitMiddleware:
-    """Refuse with 413 any request whose body exceeds ``limit_for(path)`` bytes."""
+    """Answer 413 to any request whose body exceeds ``limit_for(path)`` bytes.
+
+    A declared Content-Length over the limit is refused before reading. A body that grows past it while streaming
+    (chunked, no length) is cut there: the application sees the body end, and whatever it answers is replaced by the
+    413, so a parser's "error parsing the body" never reaches the client.
+    """
 
     def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]):
         self.app = app
@@ -29,34 +32,38 @@ class BodyLimitMiddleware:
             await self._refuse(send, limit)
             return
         received = 0
+        exceeded = False
         started = False
+        answered = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
+            if exceeded:
+                return {"type": "http.request", "body": b"", "more_body": False}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge
+                    exceeded = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
+        async def guarded_send(message: Message) -> None:
+            nonlocal answered, started
+            if not exceeded or started:
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+                return
+            if not answered:  # the application's own answer to a cut body is replaced, once
+                answered = True
                 await self._refuse(send, limit)
+
+        await self.app(scope, counting_receive, guarded_send)
 
     @staticmethod
     async def _refuse(send: Send, limit: int) -> None:
-        body = json.dumps(
-            {"success": False, "error": {"code": "body_too_large", "message": f"request body over {limit} bytes"}}
-        ).encode()
+        error = {"code": ErrorCode.BODY_TOO_LARGE.value, "message": f"the request body is over {limit} bytes"}
+        body = json.dumps({"success": False, "error": error}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

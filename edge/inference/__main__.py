@@ -29,8 +29,10 @@ def main() -> int:
     service = InferenceService(settings, engine)
     bus = Bus(settings, Component.INFERENCE)
     requests = ThreadPoolExecutor(2, thread_name_prefix="rpc")
+    # Health has its own lane: it must answer while both request lanes are busy scoring videos.
+    health = ThreadPoolExecutor(1, thread_name_prefix="health")
     bus.serve(RpcMethod.MATCH, service.match, requests)
-    bus.serve(RpcMethod.HEALTH, service.health, requests)
+    bus.serve(RpcMethod.HEALTH, service.health, health)
     bus.serve(RpcMethod.LIVENESS, service.liveness, requests)
     connected = bus.start(wait=BROKER_WAIT)
     daemon.ready(
@@ -40,6 +42,7 @@ def main() -> int:
     daemon.run()
     bus.stop()
     requests.shutdown(wait=True, cancel_futures=True)
+    health.shutdown(wait=False, cancel_futures=True)
     service.close()
     return 0
 

