@@ -119,3 +119,51 @@ def test_health_tells_a_load_balancer_enough_and_keeps_the_details_behind_a_key(
         assert "hunter2" not in detailed.text
     finally:
         client.__exit__(None, None, None)
+
+
+def test_when_one_image_fails_the_other_download_is_cancelled(settings, inference_worker):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.conftest import wait_for_inference
+
+    closed = threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/missing.jpg":  # fails once the other download is under way
+                time.sleep(0.5)
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            try:
+                for _ in range(300):  # 30 s of trickle unless the client goes away
+                    self.wfile.write(b"x" * 10)
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except (BrokenPipeError, ConnectionResetError):
+                closed.set()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings.http.url_allow_networks = ["127.0.0.0/8"]
+    client = hub_client(settings)
+    try:
+        wait_for_inference(client)
+        started = time.monotonic()
+        response = client.post("/match", json={
+            "image1": f"http://127.0.0.1:{server.server_port}/missing.jpg",
+            "image2": f"http://127.0.0.1:{server.server_port}/slow.jpg",
+        })  # fmt: skip
+        assert response.status_code == 400 and response.json()["error"]["image"] == "image1"
+        assert response.json()["error"]["code"] == "url_fetch_failed"
+        assert time.monotonic() - started < 2
+        assert closed.wait(5), "the slow download was left running after the answer"
+    finally:
+        client.__exit__(None, None, None)
+        server.shutdown()
