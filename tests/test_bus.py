@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from edge.bus import OFFLINE, ONLINE, Bus, Component, Presence, RpcMethod, Topics
+from edge.bus.client import ACK_TIMEOUT
 from edge.bus.messages import HealthRequest, HealthResult, MatchRequest, MatchResult
 from edge.config import load_settings
 from edge.errors import BrokerUnavailable, ErrorCode, FacematchError, ImageInputError, InferenceTimeout
@@ -253,6 +254,8 @@ def test_a_malformed_request_is_a_bad_request_and_a_malformed_reply_is_bad_reply
     time.sleep(0.2)
     client.publish(client.topics.rpc_request(RpcMethod.HEALTH), b"[1, 2", qos=1,
                    response_topic=client.topics.rpc_reply("probe"), correlation=b"c1")  # fmt: skip
+    ack = replies.get(timeout=5)
+    assert ack.user_properties["ack"].startswith("inference/")  # taken first, answered next
     reply = json.loads(replies.get(timeout=5).payload)
     assert reply["ok"] is False and reply["error"]["code"] == "bad_request"
     assert "malformed" in reply["error"]["message"]
@@ -356,3 +359,77 @@ def test_bus_reconnects_promptly_after_broker_restart_and_fails_pending_requests
     finally:
         bus.stop()
         broker.stop()
+
+
+SLOW_WORKER = textwrap.dedent(
+    """
+    import sys, time
+    from concurrent.futures import ThreadPoolExecutor
+    from edge.bus import Bus, Component, RpcMethod
+    from edge.bus.messages import HealthResult
+    from edge.config import load_settings
+    settings = load_settings(environ={"MQTT_URL": sys.argv[1], "DEVICE_ID": "test-device"})
+    bus = Bus(settings, Component.INFERENCE, instance=sys.argv[2])
+    delay = float(sys.argv[3])
+
+    def health(request):
+        time.sleep(delay)
+        return HealthResult(version="1", instance=sys.argv[2], models={}, loaded_at=0.0)
+
+    bus.serve(RpcMethod.HEALTH, health, ThreadPoolExecutor(2))
+    assert bus.start(wait=5)
+    print("ready", flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def start_worker(settings, name: str, delay: float) -> subprocess.Popen:
+    worker = subprocess.Popen([sys.executable, "-c", SLOW_WORKER, settings.mqtt.url, name, str(delay)],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert worker.stdout.readline().strip() == "ready"
+    return worker
+
+
+def test_a_request_whose_worker_dies_fails_at_once_instead_of_at_its_timeout(buses, settings):
+    hub = buses(Component.HUB, "hub")
+    presence = Presence(hub)
+    assert hub.start(wait=5)
+    doomed = start_worker(settings, "doomed", delay=60)
+    try:
+        assert presence.wait_until(lambda p: p.serves("health"), 5)
+        pending = hub.request(RpcMethod.HEALTH, HealthRequest(), timeout=30)
+        time.sleep(0.5)  # taken and acknowledged
+        doomed.kill()
+        killed = time.monotonic()
+        with pytest.raises(FacematchError) as info:
+            pending.result(timeout=10)
+        # The re-sent request found no worker either: 503 after the acknowledgement wait, far from the 30 s timeout.
+        assert info.value.code is ErrorCode.INFERENCE_UNAVAILABLE
+        assert time.monotonic() - killed < ACK_TIMEOUT + 2
+    finally:
+        doomed.kill()
+        doomed.wait()
+
+
+def test_a_request_whose_worker_dies_is_answered_by_another(buses, settings):
+    hub = buses(Component.HUB, "hub")
+    presence = Presence(hub)
+    assert hub.start(wait=5)
+    doomed = start_worker(settings, "doomed", delay=60)
+    spare = None
+    try:
+        assert presence.wait_until(lambda p: p.serves("health"), 5)
+        pending = hub.request(RpcMethod.HEALTH, HealthRequest(), timeout=30)
+        time.sleep(0.5)  # the doomed worker has it
+        spare = start_worker(settings, "spare", delay=0)
+        assert presence.wait_until(lambda p: "spare" in p.online(Component.INFERENCE), 5)
+        doomed.kill()
+        killed = time.monotonic()
+        assert pending.result(timeout=10).instance == "spare"
+        assert time.monotonic() - killed < 2
+    finally:
+        for worker in (doomed, spare):
+            if worker:
+                worker.kill()
+                worker.wait()

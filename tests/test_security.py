@@ -1,7 +1,6 @@
 """What probing from outside found (issue 12), each kept fixed: malformed input, oversized bodies, secrets,
 forwarded headers, sibling work, worker deaths."""
 
-
 import threading
 import time
 
@@ -167,3 +166,42 @@ def test_when_one_image_fails_the_other_download_is_cancelled(settings, inferenc
     finally:
         client.__exit__(None, None, None)
         server.shutdown()
+
+
+DYING_LIVENESS_WORKER = """
+import sys, time
+from concurrent.futures import ThreadPoolExecutor
+from edge.bus import Bus, Component, RpcMethod
+from edge.config import load_settings
+bus = Bus(load_settings(environ={"MQTT_URL": sys.argv[1], "DEVICE_ID": "test-device"}), Component.INFERENCE,
+          instance="dying")
+bus.serve(RpcMethod.LIVENESS, lambda request: time.sleep(120), ThreadPoolExecutor(1))
+assert bus.start(wait=5)
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_worker_dying_mid_liveness_gives_a_quick_503_and_burns_no_session(settings):
+    import subprocess
+    import sys
+
+    worker = subprocess.Popen([sys.executable, "-c", DYING_LIVENESS_WORKER, settings.mqtt.url],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    client = hub_client(settings)
+    try:
+        assert worker.stdout.readline().strip() == "ready"
+        hub = client.app.state.hub
+        assert hub.presence.wait_until(lambda p: p.serves(f"liveness/{settings.host_id}"), 5)
+        session = client.post("/initiate-liveness", json={}).json()["session_id"]
+        threading.Timer(1.0, worker.kill).start()
+        started = time.monotonic()
+        response = client.post("/submit-liveness", data={"session_id": session},
+                               files={"video": ("v.webm", b"x" * 5000, "video/webm")})  # fmt: skip
+        assert response.status_code == 503 and response.json()["error"]["code"] == "inference_unavailable"
+        assert time.monotonic() - started < 8  # not the 60 s liveness timeout
+        assert hub.store.get_session(session)["state"] == "pending"  # the client may try again
+    finally:
+        worker.kill()
+        worker.wait()
+        client.__exit__(None, None, None)

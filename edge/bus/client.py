@@ -38,6 +38,7 @@ from edge.errors import (
     ErrorCode,
     FacematchError,
     InferenceTimeout,
+    InferenceUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,11 @@ DEADLINE = "deadline"
 # paho retries the connection with backoff between these bounds (seconds): short enough that a restarted broker is
 # found again within a few seconds.
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 4
+# A worker acknowledges a request as soon as it takes it (a reply with the user property ACK). A request that no
+# worker took within ACK_TIMEOUT (it reached one that had just died), or whose worker went offline before answering,
+# is sent once more; the second time it fails with inference_unavailable instead of waiting for its timeout.
+ACK = "ack"
+ACK_TIMEOUT = 3.0
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,19 @@ class BrokerAddress:
 ResultT = TypeVar("ResultT", bound=Payload)
 
 
+@dataclass
+class _Pending:
+    """A request sent and not yet answered."""
+
+    future: Future[Any]
+    result_type: type[Payload]
+    route: str
+    resend: Callable[[], None]
+    instance: str | None = None  # the worker that acknowledged it
+    attempts: int = 1
+    ack_timer: threading.Timer | None = None
+
+
 class Bus:
     """One MQTT v5 connection of one instance of a component, with its retained presence and last will."""
 
@@ -179,7 +198,7 @@ class Bus:
         self.client_id = f"{self.component.value}-{settings.device_id}-{uuid.uuid4().hex[:8]}"
         self._subscriptions: list[Subscription] = []
         self._routes: list[str] = []
-        self._pending: dict[bytes, tuple[Future[Any], type[Payload]]] = {}
+        self._pending: dict[bytes, _Pending] = {}
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._stopping = False
@@ -263,9 +282,11 @@ class Bus:
     def _fail_pending(self, error: FacematchError) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
-        for future, _ in pending.values():
-            if not future.done():
-                future.set_exception(error)
+        for entry in pending.values():
+            if entry.ack_timer:
+                entry.ack_timer.cancel()
+            if not entry.future.done():
+                entry.future.set_exception(error)
 
     # -- publish / subscribe ----------------------------------------------------------------------------------
 
@@ -352,6 +373,9 @@ class Bus:
             if not message.response_topic:
                 log.warning("dropping a %s request without a ResponseTopic", route)
                 return
+            # Taken: tell the caller who has it, so that it can act at once if this worker dies.
+            self.publish(message.response_topic, b"", qos=1, correlation=message.correlation,
+                         user_properties={ACK: f"{self.component.value}/{self.instance}"})  # fmt: skip
             executor.submit(self._answer, route, request_type, handler, message)
 
         self._routes.append(route)
@@ -396,26 +420,73 @@ class Bus:
             raise TypeError(f"{route} takes a {request_type.__name__}, not a {type(payload).__name__}")
         correlation = uuid.uuid4().bytes
         future: Future[Any] = Future()
-        with self._lock:
-            self._pending[correlation] = (future, result_type)
         host_arg = route.partition("/")[2] or None
         deadline = {DEADLINE: f"{time.time() + timeout:.3f}"}
-        self.publish(
-            self.topics.rpc_request(method, host_arg), payload, qos=1, user_properties=deadline,
-            response_topic=self._reply_topic, correlation=correlation, expiry=timeout,
-        )  # fmt: skip
+        body = payload.to_bytes()
+
+        def send() -> None:
+            self.publish(
+                self.topics.rpc_request(method, host_arg), body, qos=1, user_properties=deadline,
+                response_topic=self._reply_topic, correlation=correlation, expiry=timeout,
+            )  # fmt: skip
+            self._arm_ack_timer(correlation, min(ACK_TIMEOUT, timeout))
+
+        with self._lock:
+            self._pending[correlation] = _Pending(future, result_type, route, send)
+        send()
 
         def expire() -> None:
             with self._lock:
                 stale = self._pending.pop(correlation, None)
-            if stale is not None and not stale[0].done():
-                stale[0].set_exception(InferenceTimeout(f"no inference worker answered {route!r} within {timeout:g} s"))
+            if stale is not None and not stale.future.done():
+                stale.future.set_exception(
+                    InferenceTimeout(f"no inference worker answered {route!r} within {timeout:g} s")
+                )
 
         timer = threading.Timer(timeout, expire)
         timer.daemon = True
         timer.start()
         future.add_done_callback(lambda _: timer.cancel())
         return future
+
+    def _arm_ack_timer(self, correlation: bytes, after: float) -> None:
+        with self._lock:
+            entry = self._pending.get(correlation)
+            if entry is None:
+                return
+            if entry.ack_timer:
+                entry.ack_timer.cancel()
+            entry.ack_timer = threading.Timer(after, self._retry_or_fail, (correlation, "no inference worker took it"))
+            entry.ack_timer.daemon = True
+            entry.ack_timer.start()
+
+    def _retry_or_fail(self, correlation: bytes, why: str) -> None:
+        """The request's worker is gone (or none took it): send it once more, then give up with a 503."""
+        with self._lock:
+            entry = self._pending.get(correlation)
+            if entry is None or entry.future.done():
+                return
+            give_up = entry.attempts >= 2
+            if give_up:
+                del self._pending[correlation]
+            else:
+                entry.attempts += 1
+                entry.instance = None
+        if give_up:
+            if entry.ack_timer:
+                entry.ack_timer.cancel()
+            entry.future.set_exception(InferenceUnavailable(f"the {entry.route} request was lost twice: {why}"))
+            return
+        log.warning("re-sending a %s request: %s", entry.route, why)
+        entry.resend()
+
+    def instance_gone(self, component: Component, instance: str) -> None:
+        """Called when an instance goes offline: the requests it had taken are re-sent or failed now."""
+        who = f"{component.value}/{instance}"
+        with self._lock:
+            lost = [c for c, e in self._pending.items() if e.instance == who]
+        for correlation in lost:
+            self._retry_or_fail(correlation, f"the worker {who} stopped while working on it")
 
     def call(self, method: RpcMethod, payload: Payload, timeout: float, *, host: str | None = None) -> Any:
         return self.request(method, payload, timeout, host=host).result()
@@ -424,11 +495,23 @@ class Bus:
         return await asyncio.wrap_future(self.request(method, payload, timeout, host=host))
 
     def _on_reply(self, message: Message) -> None:
+        if message.correlation is None:
+            return
+        acknowledged_by = message.user_properties.get(ACK)
         with self._lock:
-            entry = self._pending.pop(message.correlation, None) if message.correlation is not None else None
-        if entry is None or entry[0].done():
+            if acknowledged_by is not None:
+                entry = self._pending.get(message.correlation)
+                if entry is not None:
+                    entry.instance = acknowledged_by
+                    if entry.ack_timer:
+                        entry.ack_timer.cancel()
+                return
+            entry = self._pending.pop(message.correlation, None)
+        if entry is None or entry.future.done():
             return  # a late reply to a request that already timed out
-        future, result_type = entry
+        if entry.ack_timer:
+            entry.ack_timer.cancel()
+        future, result_type = entry.future, entry.result_type
         try:
             reply = RpcReply.model_validate_json(message.payload)
             if reply.ok:
@@ -437,8 +520,5 @@ class Bus:
                 error = reply.error.model_dump() if reply.error else {"code": ErrorCode.BAD_REPLY.value}
                 future.set_exception(FacematchError.from_dict(error))
         except ValidationError as exc:
-            future.set_exception(
-                FacematchError(
-                    f"an inference worker sent an invalid reply: {exc.errors()[0]['msg']}", ErrorCode.BAD_REPLY
-                )
-            )
+            message_text = f"an inference worker sent an invalid reply: {exc.errors()[0]['msg']}"
+            future.set_exception(FacematchError(message_text, ErrorCode.BAD_REPLY))

@@ -39,16 +39,21 @@ class Presence:
         if parsed is None:
             return
         component, name, kind = parsed
+        gone = False
         with self._lock:
             instance = self._instances.setdefault((component, name), Instance())
             if kind == "status":
+                was_online = instance.online
                 instance.status = message.payload.decode(errors="replace")
+                gone = was_online and not instance.online
             else:
                 try:
                     instance.info = WorkerInfo.model_validate_json(message.payload) if message.payload else None
                 except ValidationError:
                     instance.info = None
             self._changed.notify_all()
+        if kind == "status" and gone:
+            self._bus.instance_gone(component, name)
 
     def online(self, component: Component) -> list[str]:
         """The names of the instances of ``component`` that are online."""
