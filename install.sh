@@ -108,6 +108,9 @@ if [ "$MODELS" = 1 ] && .venv/bin/facematch models --help >/dev/null 2>&1; then
   .venv/bin/facematch models fetch
 fi
 
+say "Broker logins and Redis password for the services facematch up runs (kept if they exist)"
+.venv/bin/facematch credentials init
+
 if [ ! -f var/api_keys.json ] && [ -z "${FACEMATCH_API_KEYS_FILE:-}" ]; then
   say "Creating the first API key"
   .venv/bin/facematch keys create --name install --if-none

@@ -161,7 +161,22 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_credentials(args: argparse.Namespace) -> int:
+    from edge.credentials import credentials_path, ensure
+
+    settings = _settings(args)
+    path = credentials_path(settings)
+    existed = path.exists()
+    ensure(path, rotate=args.credentials_command == "rotate")
+    if args.credentials_command == "rotate":
+        print(f"new passwords in {path}; restart `facematch up` (or the units) for the broker and Redis to use them")
+    else:
+        print(f"{'kept' if existed else 'created'} {path} (mode 600): broker logins per component, Redis password")
+    return 0
+
+
 def cmd_page_token(args: argparse.Namespace) -> int:
+    from edge.credentials import redis_url
     from edge.errors import FacematchError
     from edge.store import Store
     from hub.routers.page import page_link
@@ -174,7 +189,7 @@ def cmd_page_token(args: argparse.Namespace) -> int:
     host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
     base = args.base_url or f"http://{host}:{settings.http.port}"
     try:
-        issued = PageTokens(Store(settings.redis.url, socket_timeout=2.0)).create(int(args.hours * 3600), "cli")
+        issued = PageTokens(Store(redis_url(settings), socket_timeout=2.0)).create(int(args.hours * 3600), "cli")
     except FacematchError as exc:
         print(f"cannot issue a page token: {exc.message} (is `facematch up` running?)", file=sys.stderr)
         return 1
@@ -235,6 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub.add_parser("list", help="names and creation dates of the stored keys")
     revoke = keys_sub.add_parser("revoke", help="remove a key (by name or sha256 prefix); refused at once")
     revoke.add_argument("which", help="the key's name, or the first 8+ characters of its sha256 (keys list)")
+
+    credentials = sub.add_parser(
+        "credentials", help="the broker logins and Redis password of the services `facematch up` runs"
+    )
+    credentials.set_defaults(func=cmd_credentials)
+    credentials_sub = credentials.add_subparsers(dest="credentials_command", required=True)
+    credentials_sub.add_parser("init", help="create them unless they exist (install.sh does)")
+    credentials_sub.add_parser("rotate", help="replace every password (takes effect when up restarts)")
 
     page_token = sub.add_parser(
         "page-token", help="a link that lets the web page run liveness challenges for a while (kiosk, phone)"

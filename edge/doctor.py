@@ -13,6 +13,7 @@ from importlib import metadata
 
 from edge.bus import BrokerAddress, Bus, Component, Presence
 from edge.config import Settings, redact
+from edge.credentials import redis_url
 from edge.services import port_open
 from edge.store import Store
 
@@ -52,7 +53,7 @@ def check_python() -> Check:
 
 
 def check_redis(settings: Settings) -> Check:
-    if Store(settings.redis.url, socket_timeout=1.0).ping():
+    if Store(redis_url(settings), socket_timeout=1.0).ping():
         return Check("redis", OK, f"answering at {redact(settings.redis.url)}")
     return Check(
         "redis",

@@ -136,8 +136,9 @@ def _binary(name: str, package: str) -> str:
     return path
 
 
-def redis_service(port: int, run_dir: Path, *, persistent: bool) -> LocalService:
-    """A loopback-only Redis; ``persistent`` keeps an append-only file in ``run_dir`` (the gallery lives there)."""
+def redis_service(port: int, run_dir: Path, *, persistent: bool, password: str | None = None) -> LocalService:
+    """A loopback-only Redis; ``persistent`` keeps an append-only file in ``run_dir`` (the gallery lives there);
+    ``password`` is required of every client (``requirepass``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config = run_dir / "redis.conf"
     lines = [
@@ -150,18 +151,43 @@ def redis_service(port: int, run_dir: Path, *, persistent: bool) -> LocalService
         'save ""',
         f"appendonly {'yes' if persistent else 'no'}",
     ]
-    config.write_text("\n".join(lines) + "\n")
+    if password:
+        lines.append(f"requirepass {password}")
+    _write_private(config, "\n".join(lines) + "\n")
     binary = _binary("redis-server", "redis-server")
     return LocalService("redis", port, run_dir, [binary, str(config)])
 
 
-def mosquitto_service(port: int, run_dir: Path) -> LocalService:
-    """A loopback-only Mosquitto (anonymous clients are fine: nothing outside this host can connect)."""
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds passwords)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+
+
+def mosquitto_service(
+    port: int, run_dir: Path, *, logins: dict[str, str] | None = None, acl: str | None = None
+) -> LocalService:
+    """A loopback-only Mosquitto. With ``logins`` (user -> password) every client must log in, and ``acl`` says what
+    each user may read and write; without, anonymous clients may do anything (the test brokers)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config = run_dir / "mosquitto.conf"
+    auth = ["allow_anonymous true"]
+    if logins:
+        passwords = run_dir / "passwd"
+        _write_private(passwords, "".join(f"{user}:{password}\n" for user, password in logins.items()))
+        hashed = subprocess.run([_binary("mosquitto_passwd", "mosquitto"), "-U", str(passwords)],
+                                capture_output=True, text=True)  # fmt: skip
+        if hashed.returncode != 0:
+            raise ServiceError(f"mosquitto_passwd could not hash the passwords: {hashed.stderr.strip()}")
+        auth = ["allow_anonymous false", f"password_file {passwords}"]
+        if acl is not None:
+            _write_private(run_dir / "acl", acl)
+            auth.append(f"acl_file {run_dir / 'acl'}")
     lines = [
         f"listener {port} {LOOPBACK}",
-        "allow_anonymous true",
+        *auth,
         "persistence false",
         "log_dest stdout",
         "log_type error",
@@ -170,6 +196,6 @@ def mosquitto_service(port: int, run_dir: Path) -> LocalService:
         # Mosquitto drops root privileges to its own user unless told to stay as the invoking one.
         f"user {getpass.getuser()}",
     ]
-    config.write_text("\n".join(lines) + "\n")
+    _write_private(config, "\n".join(lines) + "\n")
     binary = _binary("mosquitto", "mosquitto")
     return LocalService("mosquitto", port, run_dir, [binary, "-c", str(config)])

@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from edge.bus import BrokerAddress
-from edge.config import Settings
+from edge.config import Settings, redact
+from edge.credentials import acl, credentials_path
+from edge.credentials import ensure as ensure_credentials
 from edge.daemon import Daemon
 from edge.services import (
+    LOOPBACK,
     LocalService,
     ServiceError,
     die_with_parent,
@@ -132,27 +135,42 @@ class Supervisor:
     # -- backends ---------------------------------------------------------------------------------------------
 
     def _backend_children(self) -> list[Child]:
+        """Redis and Mosquitto when nothing answers at their local URLs, started with the credentials of
+        ``credentials.json`` (made on first use): Redis with a password, the broker with a login per component and
+        its ACL. The file records which ports are ours, so components log in to these and to nothing else."""
         children: list[Child] = []
         run_dir = self.settings.paths.state_dir
+        path = credentials_path(self.settings)
+        creds = ensure_credentials(path)
+        creds.redis_port = creds.mqtt_port = None
 
         redis_url = urlsplit(self.settings.redis.url)
-        if Store(self.settings.redis.url, socket_timeout=1.0).ping():
-            log.info("using the Redis already answering at %s", self.settings.redis.url)
+        redis_port = redis_url.port or 6379
+        if redis_url.scheme == "redis" and port_open(redis_url.hostname or LOOPBACK, redis_port):
+            log.info("using the Redis already answering at %s", redact(self.settings.redis.url))
         elif redis_url.scheme == "redis" and is_local_host(redis_url.hostname):
-            port = redis_url.port or 6379
-            log.info("no Redis at %s: starting redis-server on 127.0.0.1:%d", self.settings.redis.url, port)
-            children.append(service_child(redis_service(port, run_dir / "redis", persistent=True)))
-        else:
-            log.error("Redis at %s is unreachable and not on this host; the hub will report it", redis_url.netloc)
+            log.info(
+                "no Redis at %s: starting redis-server on 127.0.0.1:%d", redact(self.settings.redis.url), redis_port
+            )
+            service = redis_service(redis_port, run_dir / "redis", persistent=True, password=creds.redis)
+            children.append(service_child(service))
+            creds.redis_port = redis_port
+        elif not Store(self.settings.redis.url, socket_timeout=1.0).ping():
+            log.error("Redis at %s is unreachable and not on this host; the hub will report it", redis_url.hostname)
 
         broker = BrokerAddress.parse(self.settings.mqtt.url)
         if port_open(broker.host, broker.port):
-            log.info("using the MQTT broker already answering at %s", self.settings.mqtt.url)
+            log.info("using the MQTT broker already answering at %s", redact(self.settings.mqtt.url))
         elif not broker.tls and is_local_host(broker.host):
-            log.info("no broker at %s: starting mosquitto on 127.0.0.1:%d", self.settings.mqtt.url, broker.port)
-            children.append(service_child(mosquitto_service(broker.port, run_dir / "mosquitto")))
+            log.info("no broker at %s: starting mosquitto on 127.0.0.1:%d", broker, broker.port)
+            service = mosquitto_service(
+                broker.port, run_dir / "mosquitto", logins=creds.mqtt, acl=acl(self.settings.mqtt.topic_prefix)
+            )
+            children.append(service_child(service))
+            creds.mqtt_port = broker.port
         else:
             log.error("MQTT broker %s is unreachable and not on this host; components will retry", broker.host)
+        creds.save(path)
         return children
 
     # -- main loop --------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from limits.errors import StorageError
 from limits.storage import RedisStorage
 
 from edge.config import Settings, redact
+from edge.credentials import redis_url
 from edge.errors import AuthError, ErrorCode, RateLimited, RedisUnavailable
 from edge.store import Store, keys
 
@@ -157,7 +158,7 @@ class RateLimits:
     def __init__(self, settings: Settings, **storage_options: Any):
         self._url = settings.redis.url
         self._storage = RedisStorage(
-            self._url, wrap_exceptions=True, key_prefix=keys.RATE_LIMIT_PREFIX,
+            redis_url(settings), wrap_exceptions=True, key_prefix=keys.RATE_LIMIT_PREFIX,
             socket_timeout=2.0, socket_connect_timeout=2.0, **storage_options,
         )  # fmt: skip
         self._limiter = strategies.MovingWindowRateLimiter(self._storage)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from edge.bus import Bus, Component, Presence, RpcMethod, rpc_route
 from edge.config import Settings
+from edge.credentials import redis_url
 from edge.errors import BrokerUnavailable, InferenceUnavailable
 from edge.sessions import Sessions
 from edge.store import Store
@@ -16,7 +17,7 @@ class HubState:
         self.settings = settings
         self.bus = Bus(settings, Component.HUB)
         self.presence = Presence(self.bus)
-        self.store = Store(settings.redis.url, socket_timeout=2.0)
+        self.store = Store(redis_url(settings), socket_timeout=2.0)
         self.sessions = Sessions(self.store, settings.redis.session_ttl)
         self.keys = ApiKeys(settings)
         self.page_tokens = PageTokens(self.store)

@@ -205,3 +205,89 @@ def test_a_worker_dying_mid_liveness_gives_a_quick_503_and_burns_no_session(sett
         worker.kill()
         worker.wait()
         client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def secured_broker(tmp_path):
+    """The broker as `facematch up` runs it: a login per component and the ACL."""
+    from edge.credentials import Credentials, acl
+    from edge.services import free_port, mosquitto_service
+
+    creds = Credentials.generate()
+    broker = mosquitto_service(free_port(), tmp_path / "broker", logins=creds.mqtt, acl=acl("facematch")).start()
+    yield broker, creds
+    broker.stop()
+
+
+def test_the_broker_refuses_strangers_and_no_other_component_reads_requests_or_forges_replies(secured_broker):
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edge.bus import Bus, Component, Presence, RpcMethod
+    from edge.bus.messages import MatchRequest, MatchResult, RpcReply
+    from edge.config import load_settings
+
+    broker, creds = secured_broker
+    settings = load_settings(environ={"DEVICE_ID": "door-1"})
+
+    def url(user: str | None) -> str:
+        login = f"{user}:{creds.mqtt[user]}@" if user else ""
+        return f"mqtt://{login}127.0.0.1:{broker.port}"
+
+    def honest(request):
+        time.sleep(1.0)  # leaves the attacker time to act first
+        return MatchResult(match=False, similarity_score=0.085, threshold=0.6, model="m")
+
+    pool = ThreadPoolExecutor(1)
+    worker = Bus(settings, Component.INFERENCE, url=url("inference"))
+    worker.serve(RpcMethod.MATCH, honest, pool)
+    hub = Bus(settings, Component.HUB, url=url("hub"))
+    presence = Presence(hub)
+    stranger = Bus(settings, Component.CAMERA, url=url(None))
+    camera = Bus(settings, Component.CAMERA, url=url("camera"))
+    try:
+        assert worker.start(wait=5) and hub.start(wait=5) and camera.start(wait=5)
+        assert not stranger.start(wait=2), "an anonymous client was let in"
+        seen = queue.Queue()
+        camera.subscribe(camera.topics.rpc_request(RpcMethod.MATCH), seen.put)
+        camera.subscribe(f"$share/inference/{camera.topics.rpc_request(RpcMethod.MATCH)}", seen.put)
+        camera.subscribe(f"{camera.topics.base}/rpc/#", seen.put)
+        assert presence.wait_until(lambda p: p.serves("match"), 5)
+        time.sleep(0.3)
+        pending = hub.request(RpcMethod.MATCH, MatchRequest(image1="b2JhbWE=", image2="YmlkZW4=", threshold=0.6),
+                              timeout=10)  # fmt: skip
+        time.sleep(0.2)
+        (correlation,) = list(hub._pending)  # what an attacker would need; it cannot read it, we hand it over
+        forged = RpcReply(ok=True, result=MatchResult(match=True, similarity_score=0.99, threshold=0.6, model="m")
+                          .model_dump())  # fmt: skip
+        camera.publish(hub.topics.rpc_reply(hub.client_id), forged, qos=1, correlation=correlation)
+        result = pending.result(timeout=10)
+        assert (result.match, result.similarity_score) == (False, 0.085)  # the worker's answer, not the forgery
+        with pytest.raises(queue.Empty):
+            seen.get(timeout=0.5)  # the camera saw neither request nor reply: no image left the two parties
+    finally:
+        for bus in (stranger, camera, hub, worker):
+            bus.stop()
+        pool.shutdown()
+
+
+def test_the_embedded_redis_needs_its_password_and_components_find_it(tmp_path):
+    from edge.config import load_settings
+    from edge.credentials import credentials_path, ensure, redis_url
+    from edge.services import free_port, redis_service
+    from edge.store import Store
+
+    port = free_port()
+    settings = load_settings(environ={"REDIS_URL": f"redis://127.0.0.1:{port}/0",
+                                      "FACEMATCH_STATE_DIR": str(tmp_path / "state")})  # fmt: skip
+    creds = ensure(credentials_path(settings))
+    creds.redis_port = port
+    creds.save(credentials_path(settings))
+    assert oct(credentials_path(settings).stat().st_mode & 0o777) == "0o600"
+    server = redis_service(port, tmp_path / "redis", persistent=False, password=creds.redis).start()
+    try:
+        assert not Store(settings.redis.url, socket_timeout=1).ping()  # no password: refused
+        assert Store(redis_url(settings), socket_timeout=1).ping()
+        assert creds.redis not in settings.redis.url
+    finally:
+        server.stop()

@@ -85,6 +85,18 @@ def test_up_serves_health_and_sigterm_leaves_no_process(up_env):
         kids = children_of(up.pid)
         assert len(kids) >= 4, "expected redis-server, mosquitto, the inference daemon and the hub"
         assert body["models"]
+        # The embedded services it started let in only the product's own components.
+        from edge.bus import Bus, Component
+        from edge.config import load_settings
+        from edge.store import Store
+
+        outsider = load_settings(environ={"MQTT_URL": env["MQTT_URL"], "DEVICE_ID": "up-test"})
+        stranger = Bus(outsider, Component.HUB, instance="stranger")
+        try:
+            assert not stranger.start(wait=2), "the embedded broker let an anonymous client in"
+        finally:
+            stranger.stop()
+        assert not Store(env["REDIS_URL"], socket_timeout=1).ping(), "the embedded Redis answered without a password"
         up.send_signal(signal.SIGTERM)
         output, _ = up.communicate(timeout=30)
     finally:
@@ -207,8 +219,9 @@ def test_up_keeps_answering_when_either_of_two_workers_stops(up_env, faces_dir):
     up = start_up(env)
     other_env = {**env, "FACEMATCH_HOST_ID": "other-host", "FACEMATCH_INSTANCE_ID": "other"}
     other = subprocess.Popen([sys.executable, "-m", "edge.inference"], env=other_env, cwd=ROOT)
-    watcher = Bus(load_settings(environ={k: v for k, v in env.items() if k in ("MQTT_URL", "DEVICE_ID")}),
-                  Component.HUB, instance="test-watcher")  # fmt: skip
+    # The watcher logs in as the hub (the embedded broker's ACL lets the hub read presence).
+    seen_as = {k: v for k, v in env.items() if k in ("MQTT_URL", "DEVICE_ID", "FACEMATCH_STATE_DIR")}
+    watcher = Bus(load_settings(environ=seen_as), Component.HUB, instance="test-watcher")
     presence = Presence(watcher)
     try:
         wait_health(ports["http"], 60)

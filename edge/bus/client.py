@@ -33,6 +33,7 @@ from edge import __version__
 from edge.bus.messages import RPC_TYPES, ErrorBody, Payload, RpcReply, WorkerInfo
 from edge.bus.topics import OFFLINE, ONLINE, Component, RpcMethod, Topics, rpc_route
 from edge.config import Settings
+from edge.credentials import mqtt_login
 from edge.errors import (
     BrokerUnavailable,
     ErrorCode,
@@ -194,7 +195,8 @@ class Bus:
         self.component = Component(component)
         self.instance = instance or settings.instance_id
         self.topics = Topics.from_settings(settings)
-        self.address = BrokerAddress.parse(url or settings.mqtt.url)
+        self._url = url or settings.mqtt.url
+        self.address = BrokerAddress.parse(self._url)
         self.client_id = f"{self.component.value}-{settings.device_id}-{uuid.uuid4().hex[:8]}"
         self._subscriptions: list[Subscription] = []
         self._routes: list[str] = []
@@ -228,6 +230,8 @@ class Bus:
 
     def start(self, wait: float | None = None) -> bool:
         """Connect in the background; with ``wait``, block up to that many seconds for the connection."""
+        if not self.address.username and (login := mqtt_login(self.settings, self.component, self._url)):
+            self._client.username_pw_set(*login)  # the broker `facematch up` runs: this component's own login
         self._client.connect_async(self.address.host, self.address.port, keepalive=self.settings.mqtt.keepalive)
         self._client.loop_start()
         if wait:

@@ -1,0 +1,136 @@
+"""Credentials of the embedded broker and Redis: one password per component, one for Redis, made once.
+
+`facematch up` (and `install.sh`) create ``<state_dir>/credentials.json`` (mode 600) on first use. When `up` starts
+its own Mosquitto and Redis it configures them from this file (a password file and an ACL for the broker,
+``requirepass`` for Redis) and records their ports in it. A process that connects to one of those services (same local
+port, no credentials in its URL) takes its login from here; a URL that carries its own credentials always wins, and
+services that `up` did not start are used exactly as their URLs say.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from edge.bus.topics import Component
+from edge.config import Settings
+
+FILE_NAME = "credentials.json"
+
+
+def credentials_path(settings: Settings) -> Path:
+    return settings.paths.state_dir / FILE_NAME
+
+
+@dataclass
+class Credentials:
+    mqtt: dict[str, str] = field(default_factory=dict)  # component -> password
+    redis: str = ""
+    mqtt_port: int | None = None  # the embedded broker's port, once `up` started it
+    redis_port: int | None = None
+
+    @classmethod
+    def generate(cls) -> Credentials:
+        return cls(mqtt={c.value: secrets.token_urlsafe(24) for c in Component}, redis=secrets.token_urlsafe(24))
+
+    @classmethod
+    def load(cls, path: Path) -> Credentials | None:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        return cls(data.get("mqtt", {}), data.get("redis", ""), data.get("mqtt_port"), data.get("redis_port"))
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".part")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(self.__dict__, handle, indent=1)
+        os.replace(partial, path)
+
+
+def ensure(path: Path, *, rotate: bool = False) -> Credentials:
+    """The credentials in ``path``, created (or, with ``rotate``, replaced by new passwords) when needed."""
+    existing = None if rotate else Credentials.load(path)
+    if existing is not None:
+        # A component added since the file was made gets its password now.
+        missing = [c.value for c in Component if c.value not in existing.mqtt]
+        if missing:
+            existing.mqtt.update({name: secrets.token_urlsafe(24) for name in missing})
+            existing.save(path)
+        return existing
+    fresh = Credentials.generate()
+    old = Credentials.load(path)
+    if old is not None:
+        fresh.mqtt_port, fresh.redis_port = old.mqtt_port, old.redis_port
+    fresh.save(path)
+    return fresh
+
+
+def _is_local(host: str | None) -> bool:
+    return host in (None, "", "127.0.0.1", "localhost", "::1")
+
+
+def mqtt_login(settings: Settings, component: Component, url: str) -> tuple[str, str] | None:
+    """(username, password) for ``component`` when ``url`` is the embedded broker and carries no login."""
+    parts = urlsplit(url)
+    creds = Credentials.load(credentials_path(settings))
+    if parts.username or creds is None or creds.mqtt_port is None:
+        return None
+    if not _is_local(parts.hostname) or (parts.port or 1883) != creds.mqtt_port or component.value not in creds.mqtt:
+        return None
+    return component.value, creds.mqtt[component.value]
+
+
+def redis_url(settings: Settings) -> str:
+    """The Redis URL to connect with: the configured one, with the embedded Redis's password added when it is that
+    Redis and the URL has none."""
+    url = settings.redis.url
+    parts = urlsplit(url)
+    creds = Credentials.load(credentials_path(settings))
+    if parts.password or creds is None or creds.redis_port is None or parts.scheme != "redis":
+        return url
+    if not _is_local(parts.hostname) or (parts.port or 6379) != creds.redis_port:
+        return url
+    netloc = f":{creds.redis}@{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def acl(prefix: str) -> str:
+    """The broker's ACL: only workers read requests and send replies, only the hub sends requests (so nothing else
+    sees images), a reply reaches only the client that asked (its id is the reply topic's last level), and each
+    component writes only its own presence."""
+    base = f"{prefix}/+"
+    rules = {
+        Component.INFERENCE: [
+            f"topic read {base}/rpc/+/request",
+            f"topic read {base}/rpc/+/+/request",
+            f"topic write {base}/rpc/reply/#",
+        ],
+        Component.HUB: [
+            f"topic write {base}/rpc/+/request",
+            f"topic write {base}/rpc/+/+/request",
+            f"topic read {base}/+/+/status",
+            f"topic read {base}/+/+/info",
+            f"topic read {base}/events/#",
+        ],
+        Component.CAMERA: [f"topic write {base}/camera/frame", f"topic write {base}/stats"],
+        Component.DISPLAY: [f"topic read {base}/challenge/#", f"topic read {base}/events/#"],
+        Component.DOOR: [f"topic read {base}/door/command", f"topic write {base}/events/access"],
+        Component.SUPERVISOR: [f"topic read {base}/+/+/status", f"topic read {base}/+/+/info"],
+    }
+    lines = [
+        "# Generated by facematch up from credentials.json: one user per component.",
+        f"pattern read {base}/rpc/reply/%c",  # every client reads the replies addressed to its own client id
+    ]
+    for component, own in rules.items():
+        lines += ["", f"user {component.value}"]
+        lines.append(f"topic readwrite {base}/{component.value}/+/status")
+        lines.append(f"topic readwrite {base}/{component.value}/+/info")
+        lines.extend(own)
+    return "\n".join(lines) + "\n"
