@@ -50,6 +50,10 @@ class ErrorCode(str, Enum):
     UNKNOWN_SESSION = "unknown_session", 404, "the liveness session never existed or has expired"
     METHOD_NOT_ALLOWED = "method_not_allowed", 405, "the path exists but not with this HTTP method"
     SESSION_USED = "session_used", 409, "the liveness session was already scored or is being scored"
+    SUBMITTED_TOO_EARLY = (
+        "submitted_too_early", 425,
+        "the challenge video came before the challenge could have been completed (a recording made in advance)",
+    )  # fmt: skip
     # 413 / 415 / 422 / 429
     BODY_TOO_LARGE = "body_too_large", 413, "the request body is over the limit"
     IMAGE_TOO_LARGE = "image_too_large", 413, "an image has too many bytes or pixels"

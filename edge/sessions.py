@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ class Session:
     owner: str
     challenge: Challenge
     state: str
+    created: float  # epoch seconds
 
 
 class Sessions:
@@ -36,7 +38,7 @@ class Sessions:
         session_id = str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
         document = {"sequence": list(challenge.sequence), "area_duration": area_duration, "key": owner}
         self.store.create_session(session_id, document, self.ttl)
-        return Session(session_id, owner, challenge, SessionState.PENDING.value)
+        return Session(session_id, owner, challenge, SessionState.PENDING.value, time.time())
 
     def check(self, session_id: str, owner: str) -> Session:
         """The session if ``owner`` may submit to it now; a :class:`SessionError` saying why not otherwise."""
@@ -48,11 +50,21 @@ class Sessions:
         if document["state"] != SessionState.PENDING.value:
             raise SessionError(f"this session was already {document['state']}; open a new one", ErrorCode.SESSION_USED)
         challenge = Challenge(tuple(document["sequence"]), float(document["area_duration"]))
-        return Session(session_id, owner, challenge, document["state"])
+        return Session(session_id, owner, challenge, document["state"], float(document.get("created", 0.0)))
 
     def claim(self, session_id: str, owner: str) -> Session:
-        """Take the session for scoring (pending -> submitted), atomically: of two submits, one wins."""
+        """Take the session for scoring (pending -> submitted), atomically: of two submits, one wins.
+
+        A video that arrives before the challenge could have been shown in full was recorded in advance: refused
+        (425), and the session stays usable."""
         session = self.check(session_id, owner)
+        elapsed = time.time() - session.created
+        if elapsed < session.challenge.total_duration:
+            raise SessionError(
+                f"the video came {elapsed:.1f} s after the challenge was issued, but showing it takes "
+                f"{session.challenge.total_duration:g} s: record the challenge as it is shown, then submit",
+                ErrorCode.SUBMITTED_TOO_EARLY,
+            )
         try:
             self.store.transition(session_id, SessionState.PENDING, SessionState.SUBMITTED)
         except SessionConflict as exc:

@@ -23,13 +23,17 @@ from edge.errors import ErrorCode, ImageInputError
 MAX_REDIRECTS = 5
 
 
+# Global by the IANA registries but able to carry any IPv4 address inside (6to4, NAT64): refused like private ones.
+TUNNELLING = [ipaddress.ip_network("2002::/16"), ipaddress.ip_network("64:ff9b::/96")]
+
+
 def _address_allowed(address: str, allowed: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     ip = ipaddress.ip_address(address.split("%")[0])
     if any(ip in network for network in allowed):
         return True
-    return not (
-        ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
-    )
+    # is_global is false for private, loopback, link-local, shared (100.64/10), reserved, documentation and
+    # unspecified addresses alike; multicast is refused on its own.
+    return ip.is_global and not ip.is_multicast and not any(ip in network for network in TUNNELLING)
 
 
 class ImageLoader:

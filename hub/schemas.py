@@ -20,10 +20,12 @@ class MatchRequest(BaseModel):
         examples=["https://example.com/face1.jpg"],
     )
     image2: str = Field(..., examples=["data:image/jpeg;base64,/9j/4AAQSkZJRgABAQEA..."])
+    # strict: `true` is not a threshold and "yes" is not a boolean (lax parsing turned `threshold: true` into 1.0)
     threshold: float | None = Field(
-        None, ge=0.0, le=1.0, description="on the calibrated similarity score; default SIMILARITY_THRESHOLD (0.6)"
-    )
-    verbose: bool = Field(False, description="add per-image face, quality and timing details")
+        None, ge=0.0, le=1.0, strict=True,
+        description="on the calibrated similarity score; default SIMILARITY_THRESHOLD (0.6)",
+    )  # fmt: skip
+    verbose: bool = Field(False, strict=True, description="add per-image face, quality and timing details")
 
     model_config = {
         "json_schema_extra": {
@@ -46,7 +48,7 @@ class MatchResponse(MatchResult):
 
 class InitiateLivenessRequest(BaseModel):
     area_duration: float | None = Field(
-        None, ge=1.0, le=10.0, description="seconds each area is highlighted; default AREA_DURATION (3.0)"
+        None, ge=1.0, le=10.0, strict=True, description="seconds each area is highlighted; default AREA_DURATION (3.0)"
     )
 
     model_config = {"json_schema_extra": {"examples": [{"area_duration": 3.0}]}}
@@ -69,7 +71,7 @@ class SubmitLivenessResponse(LivenessResult):
 
 
 class PageTokenRequest(BaseModel):
-    hours: float = Field(12.0, gt=0, le=24 * 7, description="how long the page may run challenges")
+    hours: float = Field(12.0, gt=0, le=24 * 7, strict=True, description="how long the page may run challenges")
 
 
 class PageTokenResponse(BaseModel):

@@ -238,3 +238,20 @@ def up_stack(tmp_path_factory, model_settings):
     yield url, key
     process.send_signal(signal.SIGTERM)
     process.wait(30)
+
+
+def backdate(client, session_id: str, seconds: float = 60.0) -> None:
+    """Move a session's creation back in time, as if the challenge had been shown and recorded meanwhile (a video
+    submitted sooner than the challenge lasts is refused as made in advance)."""
+    import json
+
+    from edge.store import keys
+
+    redis = client.app.state.hub.store.client
+    key = keys.session(session_id)
+    raw = redis.get(key)
+    if raw is None:
+        return  # an unknown session stays unknown
+    document = json.loads(raw)
+    document["created"] -= seconds
+    redis.set(key, json.dumps(document), keepttl=True)

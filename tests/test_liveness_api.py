@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from edge.liveness.challenge import SEQUENCES
-from tests.conftest import hub_client, wait_for_inference
+from tests.conftest import backdate, hub_client, wait_for_inference
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,9 @@ def initiate(client, **body):
     return response.json()
 
 
-def submit(client, session_id, video_bytes, name="challenge.webm"):
+def submit(client, session_id, video_bytes, name="challenge.webm", *, early=False):
+    if not early:
+        backdate(client, session_id)
     return client.post(
         "/submit-liveness", data={"session_id": session_id}, files={"video": (name, video_bytes, "video/webm")}
     )
@@ -107,6 +109,14 @@ def test_a_video_that_was_never_scored_leaves_the_session_usable(api, challenge_
     else:
         assert body["reasons"] and all(r["hint"] for r in body["reasons"])
     assert submit(api, session["session_id"], challenge_video.read_bytes()).status_code == 409  # scored: used up
+
+
+def test_a_video_sent_before_the_challenge_could_be_shown_is_refused_and_the_session_kept(api, challenge_video):
+    session = initiate(api)
+    response = submit(api, session["session_id"], challenge_video.read_bytes(), early=True)
+    assert response.status_code == 425 and response.json()["error"]["code"] == "submitted_too_early"
+    assert api.app.state.hub.store.get_session(session["session_id"])["state"] == "pending"
+    assert submit(api, session["session_id"], challenge_video.read_bytes()).status_code == 200  # in due time
 
 
 def test_broken_and_empty_uploads_are_400(api):
@@ -220,6 +230,7 @@ def test_the_seed_programmatic_example_against_facematch_up(up_stack, challenge_
     url, key = up_stack
     challenge = httpx.post(f"{url}/initiate-liveness", json={"area_duration": 3.0}, headers={"X-API-Key": key}).json()
     assert len(challenge["sequence"]) == 3
+    time.sleep(challenge["total_duration"])  # the recording takes as long as the challenge
     files = {"video": ("challenge.webm", challenge_video.read_bytes(), "video/webm")}
     data = {"session_id": challenge["session_id"]}
     result = httpx.post(f"{url}/submit-liveness", files=files, data=data, headers={"X-API-Key": key}, timeout=60).json()

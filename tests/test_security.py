@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.conftest import hub_client
+from tests.conftest import backdate, hub_client
 
 MALFORMED_URLS = [
     "http://127.0.0.1:99999/x",
@@ -194,6 +194,7 @@ def test_a_worker_dying_mid_liveness_gives_a_quick_503_and_burns_no_session(sett
         hub = client.app.state.hub
         assert hub.presence.wait_until(lambda p: p.serves(f"liveness/{settings.host_id}"), 5)
         session = client.post("/initiate-liveness", json={}).json()["session_id"]
+        backdate(client, session)
         threading.Timer(1.0, worker.kill).start()
         started = time.monotonic()
         response = client.post("/submit-liveness", data={"session_id": session},
@@ -291,3 +292,23 @@ def test_the_embedded_redis_needs_its_password_and_components_find_it(tmp_path):
         assert creds.redis not in settings.redis.url
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("address", ["100.64.0.1", "2002:7f00:1::1", "64:ff9b::a00:1", "192.0.2.1", "224.0.0.1"])
+def test_the_url_guard_refuses_shared_tunnelled_and_documentation_addresses(address):
+    from hub.images import _address_allowed
+
+    assert not _address_allowed(address, [])
+    assert _address_allowed("93.184.216.34", [])
+
+
+@pytest.mark.parametrize("body", [{"threshold": True}, {"threshold": "0.5"}, {"verbose": "yes"}, {"verbose": 1}])
+def test_loose_types_are_refused(api, body):
+    response = api.post("/match", json={"image1": "aGk=", "image2": "aGk=", **body})
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"
+
+
+def test_a_method_not_allowed_says_which_are(api):
+    response = api.request("TRACE", "/match")
+    assert response.status_code == 405 and "POST" in response.headers.get("allow", "")
+    assert response.json()["error"]["code"] == "method_not_allowed"

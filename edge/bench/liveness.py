@@ -11,6 +11,7 @@ import argparse
 import statistics
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -70,6 +71,7 @@ def time_submissions(url: str, api_key: str, video: bytes, runs: int) -> dict[st
     with httpx.Client(timeout=120, headers={"X-API-Key": api_key}) as client:
         for i in range(runs + 1):
             session = client.post(f"{url}/initiate-liveness", json={}).json()
+            time.sleep(session["total_duration"])  # as long as showing and recording it takes (else 425)
             files = {"video": ("challenge.webm", video, "video/webm")}
             response = client.post(f"{url}/submit-liveness", data={"session_id": session["session_id"]}, files=files)
             response.raise_for_status()
