@@ -36,7 +36,8 @@ class ErrorCode(str, Enum):
     URL_TIMEOUT = "url_timeout", 400, "an image URL did not deliver the image in time"
     TOO_MANY_REDIRECTS = "too_many_redirects", 400, "an image URL redirected too often"
     EMPTY_VIDEO = "empty_video", 400, "the uploaded video is empty"
-    INVALID_VIDEO = "invalid_video", 400, "the uploaded video cannot be decoded"
+    INVALID_VIDEO = "invalid_video", 400, "the uploaded video cannot be decoded (or has no picture)"
+    VIDEO_TOO_SHORT = "video_too_short", 400, "the uploaded video is shorter than the challenge"
     VIDEO_MISSING = "video_missing", 400, "the spooled video named in a liveness request does not exist"
     BAD_REQUEST = "bad_request", 400, "an RPC or command request is malformed"
     # 401 / 403: who may ask
@@ -62,6 +63,7 @@ class ErrorCode(str, Enum):
     INVALID_REQUEST = "invalid_request", 422, "the request does not follow the schema; each problem is listed"
     NO_FACE = "no_face", 422, "no face was found in an image"
     POOR_QUALITY = "poor_quality", 422, "the face is unusable; the quality reasons say why"
+    MULTIPLE_FACES = "multiple_faces", 422, "more than one face was in view for much of the challenge video"
     RATE_LIMITED = "rate_limited", 429, "too many requests for this key or address; see Retry-After"
     # 5xx: the service's side
     INTERNAL = "internal", 500, "an unexpected failure (logged on the device)"
@@ -69,6 +71,7 @@ class ErrorCode(str, Enum):
     BROKER_UNAVAILABLE = "broker_unavailable", 503, "the MQTT broker is not connected"
     REDIS_UNAVAILABLE = "redis_unavailable", 503, "Redis is unreachable"
     INFERENCE_UNAVAILABLE = "inference_unavailable", 503, "no inference worker that can serve this request is online"
+    SPOOL_UNAVAILABLE = "spool_unavailable", 503, "the upload could not be stored (disk full or not writable)"
     INFERENCE_TIMEOUT = "inference_timeout", 504, "the inference worker did not answer in time"
 
 

@@ -235,3 +235,43 @@ def test_the_seed_programmatic_example_against_facematch_up(up_stack, challenge_
     data = {"session_id": challenge["session_id"]}
     result = httpx.post(f"{url}/submit-liveness", files=files, data=data, headers={"X-API-Key": key}, timeout=60).json()
     assert result["success"] and result["result"] in ("pass", "fail") and result["processing_time"] > 0
+
+
+# The middle half of two recordings side by side: two faces at full size in one 640x480 frame.
+SIDE_BY_SIDE = "[0:v]crop=320:480:160:0[a];[1:v]crop=320:480:160:0[b];[a][b]hstack"
+
+
+@pytest.fixture(scope="module")
+def bad_videos(data_dir, challenge_video, tmp_path_factory):
+    """Videos that are not a try at a challenge, made with ffmpeg from real recordings and test patterns."""
+    folder = tmp_path_factory.mktemp("bad-videos")
+    source = data_dir / "gaze/eyegaze/both/game_video_1738773752.mp4"
+    other = data_dir / "gaze/eyegaze/horizontal/game_video_1738772966.mp4"
+
+    def ffmpeg(name, *args):
+        target = folder / name
+        subprocess.run(["ffmpeg", "-v", "error", "-y", *args, str(target)], check=True)
+        return target.read_bytes()
+
+    return {
+        "audio only": (ffmpeg("audio.webm", "-f", "lavfi", "-i", "sine=frequency=440:duration=10", "-c:a", "libopus"),
+                       {"invalid_video"}),
+        "corrupt": (challenge_video.read_bytes()[:30_000], {"invalid_video", "video_too_short"}),
+        "too short": (ffmpeg("short.webm", "-ss", "5", "-t", "3", "-i", str(source), "-an", "-c:v", "libvpx"),
+                      {"video_too_short"}),
+        "no face": (ffmpeg("pattern.webm", "-f", "lavfi", "-i", "testsrc=duration=10:size=640x480:rate=30",
+                           "-c:v", "libvpx"), {"no_face"}),
+        "two faces": (ffmpeg("two.webm", "-ss", "5", "-t", "10", "-i", str(source), "-ss", "5", "-t", "10", "-i",
+                             str(other), "-filter_complex", SIDE_BY_SIDE, "-an", "-c:v", "libvpx"),
+                      {"multiple_faces"}),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["audio only", "corrupt", "too short", "no face", "two faces"])
+def test_a_video_that_is_no_try_at_the_challenge_is_a_precise_4xx_and_keeps_the_session(api, bad_videos, kind):
+    video, codes = bad_videos[kind]
+    session = initiate(api)
+    response = submit(api, session["session_id"], video)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["error"]["code"] in codes, response.text
+    assert api.app.state.hub.store.get_session(session["session_id"])["state"] == "pending"

@@ -16,6 +16,7 @@ import numpy as np
 
 from edge.bus.messages import AntiSpoofing, AreaResult, LivenessResult, Reason
 from edge.config import LivenessSettings
+from edge.errors import ErrorCode, FacematchError
 from edge.liveness import presentation as pad
 from edge.liveness import validator
 from edge.liveness.challenge import Challenge
@@ -25,7 +26,7 @@ from edge.vision.engine import FaceEngine
 from edge.vision.gaze import GazeFrame, GazeTracker
 from edge.vision.moire import face_spectrum
 from edge.vision.motion import MotionSample
-from edge.vision.video import Frame, read_frames
+from edge.vision.video import Frame, VideoError, read_frames
 
 # Landmarks run in two lanes, one per core, each with its own FaceLandmarker taking every other frame (the landmarker
 # itself uses one core); the caller's thread decodes ahead of them.
@@ -196,6 +197,29 @@ def liveness_result(gaze: LivenessVerdict, spoofing: PresentationVerdict | None,
     )
 
 
+# A recording may end this much before the last window does (MediaRecorder stops a few frames early).
+SHORT_SLACK = 0.5
+# Shares of tracked frames beyond which a video is not a challenge attempt at all: it is refused as input (422, the
+# session stays usable) instead of being scored as a failed challenge.
+NO_FACE_SHARE = 0.8
+TWO_FACES_SHARE = 0.5
+
+
+def check_usable(tracked: Tracked, challenge: Challenge) -> None:
+    """Raise VideoError (400) or FacematchError (422) when the video cannot be a try at this challenge."""
+    seconds = tracked.frames[-1].t if tracked.frames else 0.0
+    if seconds < challenge.total_duration - SHORT_SLACK:
+        raise VideoError(
+            "video_too_short", f"the video lasts {seconds:.1f} s but the challenge takes {challenge.total_duration:g} s"
+        )
+    if np.mean([f.faces == 0 for f in tracked.frames]) > NO_FACE_SHARE:
+        raise FacematchError("no face was found in the video: keep your face in view of the camera", ErrorCode.NO_FACE)
+    if np.mean([f.faces > 1 for f in tracked.frames]) > TWO_FACES_SHARE:
+        raise FacematchError(
+            "more than one face was in view: make sure only you are in front of the camera", ErrorCode.MULTIPLE_FACES
+        )
+
+
 def score_video(
     path: Path,
     sequence: list[int],
@@ -211,6 +235,7 @@ def score_video(
     """
     challenge = Challenge(tuple(sequence), area_duration)
     tracked = track_video(path, landmarker, challenge.total_duration + RECORDING_TAIL, engine=engine)
+    check_usable(tracked, challenge)
     gaze = validate(tracked.frames, challenge, params)
     spoofing = judge(tracked.presentation, presentation_params) if engine is not None else None
     return liveness_result(gaze, spoofing, tracked)

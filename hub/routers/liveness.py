@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from edge.bus import RpcMethod
 from edge.bus.messages import LivenessRequest, LivenessResult
-from edge.errors import ErrorCode, FacematchError, InputError
+from edge.errors import DependencyUnavailable, ErrorCode, FacematchError, InputError
 from hub.deps import AnyCaller, Hub
 from hub.schemas import (
     COMMON_ERRORS,
@@ -71,14 +71,20 @@ async def submit_liveness(
     path = hub.spool / f"{session_id}-{secrets.token_hex(4)}.video"
     try:
         size = 0
-        with path.open("wb") as handle:
-            while chunk := await video.read(UPLOAD_CHUNK):
-                size += len(chunk)
-                if size > settings.http.max_video_size:
-                    raise InputError(
-                        f"the video is larger than {settings.http.max_video_size} bytes", ErrorCode.VIDEO_TOO_LARGE
-                    )
-                handle.write(chunk)
+        try:
+            with path.open("wb") as handle:
+                while chunk := await video.read(UPLOAD_CHUNK):
+                    size += len(chunk)
+                    if size > settings.http.max_video_size:
+                        raise InputError(
+                            f"the video is larger than {settings.http.max_video_size} bytes", ErrorCode.VIDEO_TOO_LARGE
+                        )
+                    handle.write(chunk)
+        except OSError as exc:  # disk full, read-only, gone: the device's fault, and the session is untouched
+            raise DependencyUnavailable(
+                "spool", f"the upload could not be stored in the spool directory: {exc.strerror}",
+                ErrorCode.SPOOL_UNAVAILABLE,
+            ) from None  # fmt: skip
         if size == 0:
             raise InputError("the video is empty", ErrorCode.EMPTY_VIDEO)
         await run_in_threadpool(hub.sessions.claim, session_id, caller.id)
