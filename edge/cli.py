@@ -183,8 +183,8 @@ def cmd_page_token(args: argparse.Namespace) -> int:
     from hub.security import PageTokens
 
     settings = _settings(args)
-    if not 0 < args.hours <= 24 * 7:
-        print("--hours must be more than 0 and at most 168 (a week)", file=sys.stderr)
+    if not 1 / 60 <= args.hours <= 24 * 7:
+        print("--hours must be at least 1/60 (a minute) and at most 168 (a week)", file=sys.stderr)
         return 2
     host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "::") else settings.http.host
     base = args.base_url or f"http://{host}:{settings.http.port}"

@@ -40,6 +40,7 @@ class ErrorCode(str, Enum):
     VIDEO_TOO_SHORT = "video_too_short", 400, "the uploaded video is shorter than the challenge"
     VIDEO_MISSING = "video_missing", 400, "the spooled video named in a liveness request does not exist"
     BAD_REQUEST = "bad_request", 400, "an RPC or command request is malformed"
+    UNREADABLE_BODY = "unreadable_body", 400, "the body could not be read as its declared content type"
     # 401 / 403: who may ask
     MISSING_CREDENTIALS = "missing_api_key", 401, "no API key (X-API-Key) or page token was sent"
     INVALID_API_KEY = "invalid_api_key", 401, "the API key is unknown or revoked"

@@ -62,9 +62,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED, 413: ErrorCode.BODY_TOO_LARGE}.get(
-            exc.status_code
-        )
+        code = {
+            400: ErrorCode.UNREADABLE_BODY, 404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED,
+            413: ErrorCode.BODY_TOO_LARGE,
+        }.get(exc.status_code)  # fmt: skip
         if code is None:
             body = {"success": False, "error": {"code": "http_error", "message": str(exc.detail)}}
             return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)

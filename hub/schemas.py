@@ -71,7 +71,9 @@ class SubmitLivenessResponse(LivenessResult):
 
 
 class PageTokenRequest(BaseModel):
-    hours: float = Field(12.0, gt=0, le=24 * 7, strict=True, description="how long the page may run challenges")
+    hours: float = Field(
+        12.0, ge=1 / 60, le=24 * 7, strict=True, description="how long the page may run challenges (1 minute to a week)"
+    )
 
 
 class PageTokenResponse(BaseModel):

@@ -132,7 +132,7 @@ class PageTokens:
         record = json.dumps({"issued_by": issued_by, "created": time.time()})
         try:
             self._redis.set(keys.page_token(hash_key(token)), record, ex=ttl)
-        except redis.RedisError as exc:
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailable(f"Redis at {redact(self._url)} is unreachable: {exc}") from None
         return PageToken(token, ttl)
 
@@ -141,7 +141,7 @@ class PageTokens:
         digest = hash_key(token)
         try:
             known = self._redis.exists(keys.page_token(digest))
-        except redis.RedisError as exc:
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailable(f"Redis at {redact(self._url)} is unreachable: {exc}") from None
         if not known:
             raise AuthError("the page token is unknown or expired: ask the operator for a new link",

@@ -35,7 +35,7 @@ LIVENESS_TIMEOUT_FLOOR = 60.0
     "/initiate-liveness",
     summary="Start an eye-tracking challenge: a random sequence of 3 areas of the 2×3 grid",
     response_model=InitiateLivenessResponse,
-    responses=error_responses(415, *COMMON_ERRORS),
+    responses=error_responses(400, 415, *COMMON_ERRORS),
 )
 async def initiate_liveness(
     caller: AnyCaller, hub: Hub, request: InitiateLivenessRequest | None = None

@@ -36,7 +36,7 @@ def page_link(base_url: str, token: str) -> str:
     tags=["page"],
     summary="Issue a short-lived token that lets the web page run liveness challenges (and nothing else)",
     response_model=PageTokenResponse,
-    responses=error_responses(403, 415, *COMMON_ERRORS),
+    responses=error_responses(400, 403, 415, *COMMON_ERRORS),
 )
 async def create_page_token(
     caller: KeyHolder, hub: Hub, http_request: Request, request: PageTokenRequest | None = None
