@@ -12,7 +12,8 @@ from PIL import Image
 
 from tests.conftest import hub_client, wait_for_inference
 
-BOUNDED = hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomize: CI runs the same cases every time (a failure found here is reproducible, never a coin toss).
+BOUNDED = hypothesis_settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 
 
 @pytest.fixture
@@ -100,7 +101,7 @@ def test_the_image_decoder_answers_pixels_or_its_own_error(data):
 
 
 @given(st.binary(max_size=4096))
-@hypothesis_settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@hypothesis_settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_the_video_decoder_answers_frames_or_its_own_error(tmp_path_factory, data):
     from edge.vision.video import VideoError, read_frames
 
