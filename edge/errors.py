@@ -73,6 +73,7 @@ class ErrorCode(str, Enum):
     REDIS_UNAVAILABLE = "redis_unavailable", 503, "Redis is unreachable"
     INFERENCE_UNAVAILABLE = "inference_unavailable", 503, "no inference worker that can serve this request is online"
     SPOOL_UNAVAILABLE = "spool_unavailable", 503, "the upload could not be stored (disk full or not writable)"
+    OVERLOADED = "overloaded", 503, "the device is already working on as many of these as it takes at once; retry"
     INFERENCE_TIMEOUT = "inference_timeout", 504, "the inference worker did not answer in time"
 
 
@@ -161,10 +162,12 @@ class InferenceTimeout(FacematchError):
 
 
 class RateLimited(FacematchError):
+    """Too many requests (429), or (with ``code=OVERLOADED``) too many at once (503); both say when to retry."""
+
     default_code = ErrorCode.RATE_LIMITED
 
-    def __init__(self, message: str, retry_after: int):
-        super().__init__(message)
+    def __init__(self, message: str, retry_after: int, code: ErrorCode | None = None):
+        super().__init__(message, code)
         self.retry_after = retry_after
 
 

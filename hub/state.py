@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from edge.bus import Bus, Component, Presence, RpcMethod, rpc_route
 from edge.config import Settings
 from edge.credentials import redis_url
-from edge.errors import BrokerUnavailable, InferenceUnavailable
+from edge.errors import BrokerUnavailable, ErrorCode, InferenceUnavailable, RateLimited
 from edge.sessions import Sessions
 from edge.store import Store
 from hub.images import ImageLoader
 from hub.security import ApiKeys, PageTokens, RateLimits
+
+
+class Slots:
+    """At most ``size`` requests of one kind at once; one more is refused at once (503 + Retry-After), not queued."""
+
+    def __init__(self, name: str, size: int):
+        self.name = name
+        self.size = size
+        self.busy = 0
+
+    @contextlib.contextmanager
+    def take(self) -> Iterator[None]:
+        # The event loop runs one coroutine at a time: the check and the increment cannot interleave.
+        if self.busy >= self.size:
+            raise RateLimited(
+                f"the device is working on {self.size} {self.name} requests already; retry in a second",
+                retry_after=1, code=ErrorCode.OVERLOADED,
+            )  # fmt: skip
+        self.busy += 1
+        try:
+            yield
+        finally:
+            self.busy -= 1
 
 
 class HubState:
@@ -24,6 +50,8 @@ class HubState:
         self.limits = RateLimits(settings)
         self.images = ImageLoader(settings)
         self.spool = settings.paths.state_dir / "spool"
+        self.match_slots = Slots("/match", settings.http.max_inflight_match)
+        self.liveness_slots = Slots("/submit-liveness", settings.http.max_inflight_liveness)
 
     def start(self) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)

@@ -377,3 +377,16 @@ def test_a_bench_without_its_data_says_so(tmp_path, capsys):
 
     assert main(["bench", "gaze", "--data", str(tmp_path)]) == 2
     assert "no game_video_<ts>.mp4" in capsys.readouterr().err
+
+
+def test_bench_load_runs_and_overload_is_refused_not_queued(model_settings, faces_dir, capsys):
+    from edge.bench.load import LoadResult
+    from edge.cli import main
+
+    photos = [str(faces_dir / "face_recognition/examples" / name) for name in ("obama.jpg", "obama2.jpg")]
+    assert main(["bench", "load", *photos, "--clients", "12", "--seconds", "4", "--json"]) == 0
+    result = LoadResult.model_validate_json(capsys.readouterr().out)
+    answers = result.endpoints["/match"].answers
+    assert answers.get("200", 0) > 0
+    assert set(answers) <= {"200", "503 overloaded"}, answers  # nothing else: no 500, no timeout
+    assert result.resident_mb_end and "inference" in result.resident_mb_end

@@ -312,3 +312,38 @@ def test_a_method_not_allowed_says_which_are(api):
     response = api.request("TRACE", "/match")
     assert response.status_code == 405 and "POST" in response.headers.get("allow", "")
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_overload_is_answered_at_once_with_retry_after_not_by_a_growing_queue(settings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edge.bus import Bus, Component, RpcMethod
+    from edge.bus.messages import MatchResult
+    from tests.conftest import wait_for_inference
+
+    def slow(request):
+        time.sleep(1.5)
+        return MatchResult(match=False, similarity_score=0.1, threshold=0.6, model="m")
+
+    pool = ThreadPoolExecutor(2)
+    worker = Bus(settings, Component.INFERENCE, instance="slow")
+    worker.serve(RpcMethod.MATCH, slow, pool)
+    assert worker.start(wait=5)
+    settings.http.max_inflight_match = 1
+    client = hub_client(settings)
+    try:
+        wait_for_inference(client, routes=("match",))
+        body = {"image1": "aGk=", "image2": "aGk="}
+        first = ThreadPoolExecutor(1).submit(client.post, "/match", json=body)
+        time.sleep(0.5)  # the first is being worked on
+        started = time.monotonic()
+        second = client.post("/match", json=body)
+        assert time.monotonic() - started < 0.5
+        assert second.status_code == 503 and second.json()["error"]["code"] == "overloaded"
+        assert second.headers["Retry-After"] == "1"
+        assert first.result(timeout=10).status_code == 200
+        assert client.post("/match", json=body).status_code == 200  # the slot is free again
+    finally:
+        client.__exit__(None, None, None)
+        worker.stop()
+        pool.shutdown()

@@ -68,7 +68,9 @@ def resident_mb(parent: int) -> dict[str, float]:
 
 
 @contextmanager
-def running_stack(state_dir: Path, detector: str | None = None) -> Iterator[tuple[str, str, int]]:
+def running_stack(
+    state_dir: Path, detector: str | None = None, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, str, int]]:
     """``facematch up`` on free ports with a fresh API key: yields (url, key, pid), stops it afterwards."""
     api_key = secrets.token_urlsafe(24)
     ports = {"PORT": free_port(), "redis": free_port(), "mqtt": free_port()}
@@ -82,6 +84,7 @@ def running_stack(state_dir: Path, detector: str | None = None) -> Iterator[tupl
         "FACEMATCH_API_KEYS": api_key,
         "FACEMATCH_API_KEYS_FILE": str(state_dir / "no-keys.json"),
         **({"FACEMATCH_DETECTOR": detector} if detector else {}),
+        **(extra_env or {}),
     }
     process = subprocess.Popen([sys.executable, "-m", "edge.cli", "up"], env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{ports['PORT']}"

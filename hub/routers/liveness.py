@@ -15,7 +15,8 @@ from fastapi.concurrency import run_in_threadpool
 from edge.bus import RpcMethod
 from edge.bus.messages import LivenessRequest, LivenessResult
 from edge.errors import DependencyUnavailable, ErrorCode, FacematchError, InputError
-from hub.deps import AnyCaller, Hub
+from edge.sessions import Session
+from hub.deps import AnyCaller, Caller, Hub
 from hub.schemas import (
     COMMON_ERRORS,
     InitiateLivenessRequest,
@@ -23,6 +24,7 @@ from hub.schemas import (
     SubmitLivenessResponse,
     error_responses,
 )
+from hub.state import HubState
 
 router = APIRouter(tags=["liveness"])
 
@@ -65,9 +67,18 @@ async def submit_liveness(
     caller: AnyCaller, hub: Hub, session_id: Annotated[str, Form()], video: Annotated[UploadFile, File()]
 ) -> SubmitLivenessResponse:
     started = time.perf_counter()
-    settings = hub.settings
     session = await run_in_threadpool(hub.sessions.check, session_id, caller.id)
     hub.require(RpcMethod.LIVENESS)
+    with hub.liveness_slots.take():
+        return await _score(hub, caller, session, video, started)
+
+
+async def _score(
+    hub: HubState, caller: Caller, session: Session, video: UploadFile, started: float
+) -> SubmitLivenessResponse:
+    """Spool the upload, claim the session, have it scored, record the outcome."""
+    settings = hub.settings
+    session_id = session.session_id
     path = hub.spool / f"{session_id}-{secrets.token_hex(4)}.video"
     try:
         size = 0

@@ -43,6 +43,11 @@ async def load_both(hub: Hub, request: MatchRequest) -> tuple[bytes, bytes]:
 async def match(request: MatchRequest, caller: KeyHolder, hub: Hub) -> MatchResponse:
     started = time.perf_counter()
     hub.require(RpcMethod.MATCH)
+    with hub.match_slots.take():
+        return await _match(hub, request, started)
+
+
+async def _match(hub: Hub, request: MatchRequest, started: float) -> MatchResponse:
     first, second = await load_both(hub, request)
     threshold = request.threshold if request.threshold is not None else hub.settings.matching.similarity_threshold
     rpc = MatchRpc(
