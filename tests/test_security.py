@@ -347,3 +347,59 @@ def test_overload_is_answered_at_once_with_retry_after_not_by_a_growing_queue(se
         client.__exit__(None, None, None)
         worker.stop()
         pool.shutdown()
+
+
+PIXEL_BOMBS = """
+import io, resource, sys, threading
+from PIL import Image
+from edge.vision.decode import MAX_PIXELS, PixelBudget, decode_image, return_large_buffers_to_the_system
+return_large_buffers_to_the_system()  # as the inference daemon does
+budget = PixelBudget(MAX_PIXELS)  # a small board's budget: one such image at a time
+bombs = []
+for fmt in ("PNG", "JPEG"):
+    buffer = io.BytesIO()
+    Image.new("RGB", (7000, 7000), (10, 20, 30)).save(buffer, fmt)
+    bombs.append(buffer.getvalue())
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
+threads = [threading.Thread(target=decode_image, args=(data, 1024, MAX_PIXELS, budget)) for data in bombs * 2]
+for t in threads: t.start()
+for t in threads: t.join()
+settled = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024, (settled - start) // 1024)
+"""
+
+
+def test_pixel_bombs_decode_without_a_memory_spike():
+    """Four 7000x7000 images (two 16 kB PNGs among them) decoded at once took 2,158 MB at the peak before: JPEGs
+    are now decoded at reduced scale, PNGs shrunk with no extra copy, and the pixel budget takes them in turn."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", PIXEL_BOMBS], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    peak, settled = (int(figure) for figure in done.stdout.split())
+    assert peak < 300, f"the peak grew by {peak} MB"
+    assert settled < 50, f"{settled} MB stayed taken after the images were done"
+
+
+def test_the_pixel_budget_makes_images_wait_their_turn():
+    from edge.vision.decode import ImageError, PixelBudget
+
+    budget = PixelBudget(100)
+    budget.take(60)
+    entered = threading.Event()
+
+    def second() -> None:
+        budget.take(60)
+        entered.set()
+
+    threading.Thread(target=second, daemon=True).start()
+    assert not entered.wait(0.3)  # 120 > 100: it waits
+    budget.give(60)
+    assert entered.wait(2)
+    with pytest.raises(ImageError, match="as many pixels as its memory allows"):
+        budget.take(60, timeout=0.2)  # still 60 in use: refused after the wait
+    budget.give(60)
+    budget.take(500)  # one image larger than the whole budget still decodes, alone
+    assert budget.used == 100

@@ -21,7 +21,7 @@ from edge.config import Settings
 from edge.errors import ErrorCode, ImageInputError, InputError
 from edge.inference.liveness import score_video, scoring_params
 from edge.liveness.challenge import SequenceError, check_issued
-from edge.vision.decode import ImageError, decode_image
+from edge.vision.decode import ImageError, decode_image, return_large_buffers_to_the_system
 from edge.vision.engine import FaceAnalysis, FaceEngine
 from edge.vision.quality import MESSAGES, MULTIPLE_FACES
 from edge.vision.video import VideoError
@@ -32,6 +32,7 @@ IMAGE_FIELDS = ("image1", "image2")
 
 class InferenceService:
     def __init__(self, settings: Settings, engine: FaceEngine):
+        return_large_buffers_to_the_system()
         self.settings = settings
         self.engine = engine
         # The two images of one request are decoded, detected and embedded side by side (2 cores).
