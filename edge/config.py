@@ -61,6 +61,11 @@ class HttpSettings(_Section):
     # grows without bound (latency stays bounded under overload). 2 cores: /match takes ~0.1 s, a video ~1.4 s.
     max_inflight_match: int = Field(8, ge=1, le=1000)
     max_inflight_liveness: int = Field(4, ge=1, le=1000)
+    # Slow or stuck clients: a request head must arrive within header_timeout, its body within body_timeout (a
+    # trickle holding a connection open is cut, 408), and one address may have this many requests in flight.
+    header_timeout: float = Field(10.0, gt=0, le=600, description="seconds for a complete request head")
+    body_timeout: float = Field(60.0, gt=0, le=3600, description="seconds for a complete request body")
+    max_requests_per_address: int = Field(16, ge=1, le=10000, description="requests in flight from one address")
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="addresses of reverse proxies whose X-Forwarded-For is believed (empty: none, not even loopback)",

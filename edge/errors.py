@@ -51,6 +51,7 @@ class ErrorCode(str, Enum):
     NOT_FOUND = "not_found", 404, "no such path"
     UNKNOWN_SESSION = "unknown_session", 404, "the liveness session never existed or has expired"
     METHOD_NOT_ALLOWED = "method_not_allowed", 405, "the path exists but not with this HTTP method"
+    REQUEST_TIMEOUT = "request_timeout", 408, "the request body did not arrive in time"
     SESSION_USED = "session_used", 409, "the liveness session was already scored or is being scored"
     SUBMITTED_TOO_EARLY = (
         "submitted_too_early", 425,

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any
 
 import uvicorn
 
-from edge.config import Settings
 from edge.daemon import Daemon
 from hub.app import create_app
+from hub.server import server_config
 
 
 async def _serve(daemon: Daemon, server: uvicorn.Server) -> None:
@@ -33,16 +32,6 @@ async def _serve(daemon: Daemon, server: uvicorn.Server) -> None:
     finally:
         watcher.cancel()
         daemon.stopping()
-
-
-def server_config(settings: Settings, app: Any) -> uvicorn.Config:
-    """uvicorn's settings for the hub. Forwarding headers are believed only from configured proxies: uvicorn's own
-    default trusts them from 127.0.0.1, which let any local client choose its address for the rate limits."""
-    trusted = settings.http.trusted_proxies
-    return uvicorn.Config(
-        app, host=settings.http.host, port=settings.http.port, log_level=settings.log_level.lower(),
-        proxy_headers=bool(trusted), forwarded_allow_ips=",".join(trusted) if trusted else "",
-    )  # fmt: skip
 
 
 def main() -> int:

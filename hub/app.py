@@ -14,7 +14,7 @@ from fastapi_offline import FastAPIOffline
 from edge import __version__
 from edge.config import Settings
 from hub.errors import install_error_handlers
-from hub.limits import BodyLimitMiddleware
+from hub.limits import BodyGuard
 from hub.routers import liveness, match, page, status
 from hub.routers.page import STATIC_DIR
 from hub.state import HubState
@@ -52,7 +52,10 @@ def create_app(settings: Settings) -> FastAPI:
     def body_limit(path: str) -> int:
         return video_limit if path == "/submit-liveness" else match_limit
 
-    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    app.add_middleware(
+        BodyGuard, limit_for=body_limit, body_timeout=settings.http.body_timeout,
+        per_address=settings.http.max_requests_per_address,
+    )  # fmt: skip
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.api.cors_origins, allow_methods=["GET", "POST"],

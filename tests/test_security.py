@@ -79,7 +79,7 @@ def test_forwarded_for_is_believed_only_from_configured_proxies(trusted, seen):
 
     from edge.config import load_settings
     from edge.services import free_port
-    from hub.__main__ import server_config
+    from hub.server import server_config
 
     app = FastAPI()
 
@@ -403,3 +403,89 @@ def test_the_pixel_budget_makes_images_wait_their_turn():
     budget.give(60)
     budget.take(500)  # one image larger than the whole budget still decodes, alone
     assert budget.used == 100
+
+
+def _live_hub(settings, tmp_path):
+    """The hub served by uvicorn as `python -m hub` serves it, in a thread."""
+    from edge.services import free_port
+    from hub.app import create_app
+    from hub.server import server_config
+
+    port = free_port()
+    settings.http.port = port
+    server, thread = _serve_in_thread(server_config(settings, create_app(settings)))
+    return port, server, thread
+
+
+def test_a_request_head_that_never_completes_is_cut(settings, tmp_path):
+    import socket
+
+    settings.http.header_timeout = 1.0
+    port, server, thread = _live_hub(settings, tmp_path)
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"POST /match HTTP/1.1\r\nHost: a\r\n")  # and nothing more
+            sock.settimeout(10)
+            started = time.monotonic()
+            assert sock.recv(100) == b""  # closed by the server
+            assert time.monotonic() - started < 3  # it used to stay open for good (75 s and counting)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_a_trickled_body_is_cut_with_408(settings, tmp_path):
+    import socket
+
+    settings.http.body_timeout = 1.5
+    port, server, thread = _live_hub(settings, tmp_path)
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"POST /match HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{")  # fmt: skip
+            sock.settimeout(10)
+            started = time.monotonic()
+            for _ in range(5):  # one byte every half second: never complete
+                time.sleep(0.5)
+                try:
+                    sock.sendall(b" ")
+                except OSError:
+                    break
+            answer = sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+            assert b"request_timeout" in answer and time.monotonic() - started < 5
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_one_address_cannot_hold_every_slot(settings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edge.bus import Bus, Component, RpcMethod
+    from edge.bus.messages import MatchResult
+    from tests.conftest import wait_for_inference
+
+    def slow(request):
+        time.sleep(1.5)
+        return MatchResult(match=False, similarity_score=0.1, threshold=0.6, model="m")
+
+    pool = ThreadPoolExecutor(4)
+    worker = Bus(settings, Component.INFERENCE, instance="slow")
+    worker.serve(RpcMethod.MATCH, slow, pool)
+    assert worker.start(wait=5)
+    settings.http.max_requests_per_address = 2
+    client = hub_client(settings)
+    try:
+        wait_for_inference(client, routes=("match",))
+        body = {"image1": "aGk=", "image2": "aGk="}
+        clients = ThreadPoolExecutor(2)
+        held = [clients.submit(client.post, "/match", json=body) for _ in range(2)]
+        time.sleep(0.5)
+        third = client.post("/match", json=body)
+        assert third.status_code == 429 and third.headers["retry-after"] == "1"
+        assert all(f.result(timeout=10).status_code == 200 for f in held)
+    finally:
+        client.__exit__(None, None, None)
+        worker.stop()
+        pool.shutdown()
