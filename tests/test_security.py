@@ -489,3 +489,21 @@ def test_one_address_cannot_hold_every_slot(settings):
         client.__exit__(None, None, None)
         worker.stop()
         pool.shutdown()
+
+
+def test_a_component_started_before_its_login_exists_picks_it_up(secured_broker, tmp_path):
+    from edge.bus import Bus, Component
+    from edge.config import load_settings
+    from edge.credentials import credentials_path
+
+    broker, creds = secured_broker
+    settings = load_settings(environ={"MQTT_URL": f"mqtt://127.0.0.1:{broker.port}", "DEVICE_ID": "door-1",
+                                      "FACEMATCH_STATE_DIR": str(tmp_path / "state")})  # fmt: skip
+    early = Bus(settings, Component.INFERENCE)
+    try:
+        assert not early.start(wait=1.5)  # no login yet: refused, and it keeps trying
+        creds.mqtt_port = broker.port
+        creds.save(credentials_path(settings))  # what `facematch up` does once its broker runs
+        assert early.wait_connected(10)
+    finally:
+        early.stop()

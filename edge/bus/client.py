@@ -230,13 +230,18 @@ class Bus:
 
     def start(self, wait: float | None = None) -> bool:
         """Connect in the background; with ``wait``, block up to that many seconds for the connection."""
-        if not self.address.username and (login := mqtt_login(self.settings, self.component, self._url)):
-            self._client.username_pw_set(*login)  # the broker `facematch up` runs: this component's own login
+        self._refresh_login()
         self._client.connect_async(self.address.host, self.address.port, keepalive=self.settings.mqtt.keepalive)
         self._client.loop_start()
         if wait:
             return self._connected.wait(wait)
         return self.connected
+
+    def _refresh_login(self) -> None:
+        """This component's login for the broker `facematch up` runs, read again before every attempt: a process
+        started before `up` wrote it (or after a `credentials rotate`) gets it on its next try."""
+        if not self.address.username and (login := mqtt_login(self.settings, self.component, self._url)):
+            self._client.username_pw_set(*login)
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -258,6 +263,7 @@ class Bus:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any):
         if reason_code.is_failure:
             log.error("broker %s refused the connection: %s", self.address, reason_code)
+            self._refresh_login()
             return
         log.info("connected to broker %s as %s", self.address, self.client_id)
         client.subscribe(self._reply_topic, options=SubscribeOptions(qos=1))
@@ -280,6 +286,7 @@ class Bus:
         if self._connected.is_set() and not self._stopping:
             log.warning("disconnected from broker %s: %s (reconnecting)", self.address, reason_code)
         self._connected.clear()
+        self._refresh_login()
         # Replies to requests sent before the disconnect can no longer arrive: fail them now, not at their timeout.
         self._fail_pending(BrokerUnavailable(f"lost the connection to the MQTT broker {self.address}"))
 
