@@ -38,6 +38,7 @@ class ErrorCode(str, Enum):
     EMPTY_VIDEO = "empty_video", 400, "the uploaded video is empty"
     INVALID_VIDEO = "invalid_video", 400, "the uploaded video cannot be decoded (or has no picture)"
     VIDEO_TOO_SHORT = "video_too_short", 400, "the uploaded video is shorter than the challenge"
+    VIDEO_TIMING = "video_timing", 400, "the video's frames are not timed like a continuous camera recording"
     VIDEO_MISSING = "video_missing", 400, "the spooled video named in a liveness request does not exist"
     BAD_REQUEST = "bad_request", 400, "an RPC or command request is malformed"
     UNREADABLE_BODY = "unreadable_body", 400, "the body could not be read as its declared content type"

@@ -19,7 +19,10 @@ class MatchRequest(BaseModel):
         description="an http(s) URL, or the image's bytes in base64 (with or without a data: prefix)",
         examples=["https://example.com/face1.jpg"],
     )
-    image2: str = Field(..., examples=["data:image/jpeg;base64,/9j/4AAQSkZJRgABAQEA..."])
+    image2: str = Field(
+        ..., description="like image1; a data: URL is accepted too (data:image/jpeg;base64,…)",
+        examples=["https://example.com/face2.jpg"],
+    )  # fmt: skip
     # strict: `true` is not a threshold and "yes" is not a boolean (lax parsing turned `threshold: true` into 1.0)
     threshold: float | None = Field(
         None, ge=0.0, le=1.0, strict=True,
@@ -32,7 +35,7 @@ class MatchRequest(BaseModel):
             "examples": [
                 {
                     "image1": "https://example.com/face1.jpg",
-                    "image2": "data:image/jpeg;base64,/9j/4AAQ...",
+                    "image2": "https://example.com/face2.jpg",
                     "threshold": 0.6,
                     "verbose": True,
                 }

@@ -155,25 +155,20 @@ def hub_client(settings: Settings, key: str | None = "create"):
 
 @pytest.fixture
 def inference_worker(settings: Settings, engine):
-    """A real inference worker (the daemon's service and RPCs) on the test broker."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from edge.bus import Bus, Component, RpcMethod
+    """A real inference worker (the daemon's service and RPCs, wired as the daemon wires them) on the test broker;
+    its service is ``worker.service``."""
+    from edge.bus import Bus, Component
     from edge.inference.service import InferenceService
 
     bus = Bus(settings, Component.INFERENCE)
     service = InferenceService(settings, engine)
-    pool = ThreadPoolExecutor(2)
-    for method, handler in (
-        (RpcMethod.MATCH, service.match),
-        (RpcMethod.HEALTH, service.health),
-        (RpcMethod.LIVENESS, service.liveness),
-    ):
-        bus.serve(method, handler, pool)
+    executors = service.serve(bus)
     assert bus.start(wait=5)
+    bus.service = service
     yield bus
     bus.stop()
-    pool.shutdown()
+    for executor in executors:
+        executor.shutdown()
     service.close()
 
 

@@ -261,13 +261,22 @@ def bad_videos(data_dir, challenge_video, tmp_path_factory):
                       {"video_too_short"}),
         "no face": (ffmpeg("pattern.webm", "-f", "lavfi", "-i", "testsrc=duration=10:size=640x480:rate=30",
                            "-c:v", "libvpx"), {"no_face"}),
+        # Edited timestamps: a 2 s jump in the middle (a segment moved into another window), and a 2.4 s clip
+        # stretched to fill the challenge (3.75 frames a second).
+        "time jump": (ffmpeg("jump.webm", "-ss", "5", "-t", "10", "-i", str(source), "-an", "-vf",
+                             "setpts='if(gte(T,4),PTS+2/TB,PTS)'", "-fps_mode", "passthrough", "-c:v", "libvpx"),
+                      {"video_timing"}),
+        "stretched": (ffmpeg("stretched.webm", "-ss", "5", "-t", "2.4", "-i", str(source), "-an", "-vf",
+                             "setpts=4*PTS,fps=3.75", "-c:v", "libvpx"), {"video_timing"}),
         "two faces": (ffmpeg("two.webm", "-ss", "5", "-t", "10", "-i", str(source), "-ss", "5", "-t", "10", "-i",
                              str(other), "-filter_complex", SIDE_BY_SIDE, "-an", "-c:v", "libvpx"),
                       {"multiple_faces"}),
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", ["audio only", "corrupt", "too short", "no face", "two faces"])
+@pytest.mark.parametrize(
+    "kind", ["audio only", "corrupt", "too short", "no face", "two faces", "time jump", "stretched"]
+)
 def test_a_video_that_is_no_try_at_the_challenge_is_a_precise_4xx_and_keeps_the_session(api, bad_videos, kind):
     video, codes = bad_videos[kind]
     session = initiate(api)
@@ -275,3 +284,21 @@ def test_a_video_that_is_no_try_at_the_challenge_is_a_precise_4xx_and_keeps_the_
     assert 400 <= response.status_code < 500, response.text
     assert response.json()["error"]["code"] in codes, response.text
     assert api.app.state.hub.store.get_session(session["session_id"])["state"] == "pending"
+
+
+def test_health_answers_at_once_while_videos_are_scored(api, challenge_video):
+    """Health used to queue behind scoring in the worker's lanes: 503 under 6 concurrent uploads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sessions = [initiate(api)["session_id"] for _ in range(3)]
+    for session in sessions:
+        backdate(api, session)
+    video = challenge_video.read_bytes()
+    with ThreadPoolExecutor(3) as uploads:
+        scored = [uploads.submit(submit, api, session, video) for session in sessions]
+        time.sleep(0.8)  # both request lanes busy, one video waiting
+        assert not all(f.done() for f in scored)
+        started = time.monotonic()
+        health = api.get("/health")
+        assert health.status_code == 200 and time.monotonic() - started < 1.0
+        assert all(f.result(timeout=60).status_code == 200 for f in scored)

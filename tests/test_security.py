@@ -507,3 +507,43 @@ def test_a_component_started_before_its_login_exists_picks_it_up(secured_broker,
         assert early.wait_connected(10)
     finally:
         early.stop()
+
+
+def test_a_redirect_to_a_malformed_address_is_a_400(settings, inference_worker):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.conftest import wait_for_inference
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:99999/x.jpg")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings.http.url_allow_networks = ["127.0.0.0/8"]
+    client = hub_client(settings)
+    try:
+        wait_for_inference(client)
+        response = client.post("/match", json={"image1": f"http://127.0.0.1:{server.server_port}/r", "image2": "aGk="})
+        assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_url"
+        assert response.json()["error"]["image"] == "image1"
+    finally:
+        client.__exit__(None, None, None)
+        server.shutdown()
+
+
+def test_the_schemas_own_example_is_a_valid_request():
+    from edge.config import load_settings
+    from hub.app import create_app
+    from hub.schemas import MatchRequest
+
+    schema = create_app(load_settings(environ={})).openapi()
+    example = schema["components"]["schemas"]["MatchRequest"]["examples"][0]
+    assert MatchRequest.model_validate(example)
+    # A base64 placeholder ending in "..." was refused by the API as invalid base64; URLs are valid inputs.
+    assert all(value.startswith("https://") for value in (example["image1"], example["image2"]))

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
-from edge.bus import Bus, Component, RpcMethod
+from edge.bus import Bus, Component
 from edge.daemon import Daemon
 from edge.inference.service import InferenceService
 from edge.vision.calibration import CalibrationMissing
@@ -28,12 +27,7 @@ def main() -> int:
         return 3
     service = InferenceService(settings, engine)
     bus = Bus(settings, Component.INFERENCE)
-    requests = ThreadPoolExecutor(2, thread_name_prefix="rpc")
-    # Health has its own lane: it must answer while both request lanes are busy scoring videos.
-    health = ThreadPoolExecutor(1, thread_name_prefix="health")
-    bus.serve(RpcMethod.MATCH, service.match, requests)
-    bus.serve(RpcMethod.HEALTH, service.health, health)
-    bus.serve(RpcMethod.LIVENESS, service.liveness, requests)
+    executors = service.serve(bus)
     connected = bus.start(wait=BROKER_WAIT)
     daemon.ready(
         f"models loaded ({engine.detector.name} + {engine.model_id}); instance {bus.instance}; "
@@ -41,8 +35,8 @@ def main() -> int:
     )
     daemon.run()
     bus.stop()
-    requests.shutdown(wait=True, cancel_futures=True)
-    health.shutdown(wait=False, cancel_futures=True)
+    for executor in executors:
+        executor.shutdown(wait=True, cancel_futures=True)
     service.close()
     return 0
 

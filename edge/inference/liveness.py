@@ -203,6 +203,12 @@ SHORT_SLACK = 0.5
 # session stays usable) instead of being scored as a failed challenge.
 NO_FACE_SHARE = 0.8
 TWO_FACES_SHARE = 0.5
+# A camera recording is continuous: webcams record 15-30 frames a second (10 a second are tracked), without pauses.
+# Crude edits of the timestamps (a jump to move a segment into a window, a clip stretched to fill the challenge)
+# show as a gap or as too few frames; genuine recordings here have 0.033 s between frames. A re-timing that keeps a
+# plausible frame rate is not caught by this (docs/SECURITY.md).
+MAX_FRAME_GAP = 1.0
+MIN_TRACKED_RATE = 5.0
 
 
 def check_usable(tracked: Tracked, challenge: Challenge) -> None:
@@ -212,6 +218,11 @@ def check_usable(tracked: Tracked, challenge: Challenge) -> None:
         raise VideoError(
             "video_too_short", f"the video lasts {seconds:.1f} s but the challenge takes {challenge.total_duration:g} s"
         )
+    gaps = np.diff([f.t for f in tracked.frames])
+    if len(gaps) and gaps.max() > MAX_FRAME_GAP:
+        raise VideoError("video_timing", f"the video pauses for {gaps.max():.1f} s: record the challenge in one go")
+    if len(tracked.frames) / max(seconds, 1e-6) < MIN_TRACKED_RATE:
+        raise VideoError("video_timing", "the video has too few frames a second to be a camera recording")
     if np.mean([f.faces == 0 for f in tracked.frames]) > NO_FACE_SHARE:
         raise FacematchError("no face was found in the video: keep your face in view of the camera", ErrorCode.NO_FACE)
     if np.mean([f.faces > 1 for f in tracked.frames]) > TWO_FACES_SHARE:

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from edge import __version__
+from edge.bus import Bus, RpcMethod
 from edge.bus.messages import (
     HealthRequest,
     HealthResult,
@@ -28,6 +29,8 @@ from edge.vision.video import VideoError
 from models import model_path
 
 IMAGE_FIELDS = ("image1", "image2")
+# Requests are worked on two at a time (2 cores; a video's landmarks use both lanes anyway).
+REQUEST_LANES = 2
 
 
 class InferenceService:
@@ -41,6 +44,16 @@ class InferenceService:
 
     def close(self) -> None:
         self._images.shutdown(wait=False, cancel_futures=True)
+
+    def serve(self, bus: Bus) -> list[ThreadPoolExecutor]:
+        """Answer every RPC on ``bus``; returns the executors to shut down. Health has a lane of its own, so it
+        answers while both request lanes are busy scoring videos (it used to queue behind them: 503 under load)."""
+        requests = ThreadPoolExecutor(REQUEST_LANES, thread_name_prefix="rpc")
+        health = ThreadPoolExecutor(1, thread_name_prefix="health")
+        bus.serve(RpcMethod.MATCH, self.match, requests)
+        bus.serve(RpcMethod.LIVENESS, self.liveness, requests)
+        bus.serve(RpcMethod.HEALTH, self.health, health)
+        return [requests, health]
 
     # -- health -----------------------------------------------------------------------------------------------
 
