@@ -15,12 +15,14 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from edge.bench.liveness import make_webm
 from edge.bench.match import percentile, photo_640x480, resident_mb, running_stack
 from edge.bench.result import BenchResult
 from edge.config import Settings
+
+SAMPLE_EVERY = 30.0
 
 
 class EndpointLoad(BaseModel):
@@ -39,6 +41,8 @@ class LoadResult(BenchResult):
     endpoints: dict[str, EndpointLoad]
     resident_mb_start: dict[str, float] | None = None
     resident_mb_end: dict[str, float] | None = None
+    # (seconds since the start, MB per process) every SAMPLE_EVERY seconds: growth after warm-up would be a leak
+    resident_mb_samples: list[tuple[float, dict[str, float]]] = Field(default_factory=list)
 
     def report(self) -> str:
         lines = [f"{self.clients} clients for {self.seconds:.0f} s"]
@@ -56,6 +60,10 @@ class LoadResult(BenchResult):
             start, end = self.resident_mb_start, self.resident_mb_end
             memory = ", ".join(f"{n} {start.get(n, 0):.0f} → {mb:.0f} MB" for n, mb in sorted(end.items()))
             lines.append(f"resident memory: {memory}")
+        if len(self.resident_mb_samples) >= 3:
+            (t1, first), (t2, last) = self.resident_mb_samples[1], self.resident_mb_samples[-1]
+            trend = ", ".join(f"{n} {first.get(n, 0):.0f} → {mb:.0f} MB" for n, mb in sorted(last.items()))
+            lines.append(f"  from {t1:.0f} s (warm) to {t2:.0f} s: {trend}")
         return "\n".join(lines)
 
 
@@ -161,10 +169,22 @@ def run(photos: tuple[Path, Path], video: Path | None, clients: int, seconds: fl
                      "FACEMATCH_API__RATE_LIMIT_PER_ADDRESS": "1000000/minute"}  # fmt: skip
         with running_stack(Path(tmp) / "state", extra_env=unlimited) as (stack_url, key, pid):
             start = resident_mb(pid)
+            samples: list[tuple[float, dict[str, float]]] = []
+            stop = threading.Event()
+            began = time.monotonic()
+
+            def sample() -> None:
+                while not stop.wait(SAMPLE_EVERY):
+                    samples.append((round(time.monotonic() - began, 1), resident_mb(pid)))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
             endpoints = hammer(stack_url, key, clients, seconds, images, clip)
+            stop.set()
+            sampler.join()
             end = resident_mb(pid)
     return LoadResult(clients=clients, seconds=seconds, endpoints=endpoints, resident_mb_start=start,
-                      resident_mb_end=end)  # fmt: skip
+                      resident_mb_end=end, resident_mb_samples=samples)  # fmt: skip
 
 
 def add_parser(bench: argparse._SubParsersAction) -> None:
