@@ -1,6 +1,7 @@
 """What probing from outside found (issue 12), each kept fixed: malformed input, oversized bodies, secrets,
 forwarded headers, sibling work, worker deaths."""
 
+import contextlib
 import threading
 import time
 
@@ -120,10 +121,27 @@ def test_health_tells_a_load_balancer_enough_and_keeps_the_details_behind_a_key(
         client.__exit__(None, None, None)
 
 
-def test_when_one_image_fails_the_other_download_is_cancelled(settings, inference_worker):
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+@contextlib.contextmanager
+def image_server(settings, handler):
+    """A local HTTP server with ``handler`` for image URLs (loopback allowed), and the hub: (port, client)."""
+    from http.server import ThreadingHTTPServer
 
     from tests.conftest import wait_for_inference
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings.http.url_allow_networks = ["127.0.0.0/8"]
+    client = hub_client(settings)
+    try:
+        wait_for_inference(client)
+        yield server.server_port, client
+    finally:
+        client.__exit__(None, None, None)
+        server.shutdown()
+
+
+def test_when_one_image_fails_the_other_download_is_cancelled(settings, inference_worker):
+    from http.server import BaseHTTPRequestHandler
 
     closed = threading.Event()
 
@@ -148,24 +166,16 @@ def test_when_one_image_fails_the_other_download_is_cancelled(settings, inferenc
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    settings.http.url_allow_networks = ["127.0.0.0/8"]
-    client = hub_client(settings)
-    try:
-        wait_for_inference(client)
+    with image_server(settings, Slow) as (port, client):
         started = time.monotonic()
         response = client.post("/match", json={
-            "image1": f"http://127.0.0.1:{server.server_port}/missing.jpg",
-            "image2": f"http://127.0.0.1:{server.server_port}/slow.jpg",
+            "image1": f"http://127.0.0.1:{port}/missing.jpg",
+            "image2": f"http://127.0.0.1:{port}/slow.jpg",
         })  # fmt: skip
         assert response.status_code == 400 and response.json()["error"]["image"] == "image1"
         assert response.json()["error"]["code"] == "url_fetch_failed"
         assert time.monotonic() - started < 2
         assert closed.wait(5), "the slow download was left running after the answer"
-    finally:
-        client.__exit__(None, None, None)
-        server.shutdown()
 
 
 DYING_LIVENESS_WORKER = """
@@ -314,21 +324,32 @@ def test_a_method_not_allowed_says_which_are(api):
     assert response.json()["error"]["code"] == "method_not_allowed"
 
 
-def test_overload_is_answered_at_once_with_retry_after_not_by_a_growing_queue(settings):
+@pytest.fixture
+def slow_match_worker(settings):
+    """A worker whose every match takes 1.5 s (on 4 lanes): requests stay in flight long enough to crowd the hub."""
     from concurrent.futures import ThreadPoolExecutor
 
     from edge.bus import Bus, Component, RpcMethod
     from edge.bus.messages import MatchResult
-    from tests.conftest import wait_for_inference
 
     def slow(request):
         time.sleep(1.5)
         return MatchResult(match=False, similarity_score=0.1, threshold=0.6, model="m")
 
-    pool = ThreadPoolExecutor(2)
+    pool = ThreadPoolExecutor(4)
     worker = Bus(settings, Component.INFERENCE, instance="slow")
     worker.serve(RpcMethod.MATCH, slow, pool)
     assert worker.start(wait=5)
+    yield worker
+    worker.stop()
+    pool.shutdown()
+
+
+def test_overload_is_answered_at_once_with_retry_after_not_by_a_growing_queue(settings, slow_match_worker):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest import wait_for_inference
+
     settings.http.max_inflight_match = 1
     client = hub_client(settings)
     try:
@@ -345,8 +366,6 @@ def test_overload_is_answered_at_once_with_retry_after_not_by_a_growing_queue(se
         assert client.post("/match", json=body).status_code == 200  # the slot is free again
     finally:
         client.__exit__(None, None, None)
-        worker.stop()
-        pool.shutdown()
 
 
 PIXEL_BOMBS = """
@@ -459,21 +478,11 @@ def test_a_trickled_body_is_cut_with_408(settings, tmp_path):
         thread.join(10)
 
 
-def test_one_address_cannot_hold_every_slot(settings):
+def test_one_address_cannot_hold_every_slot(settings, slow_match_worker):
     from concurrent.futures import ThreadPoolExecutor
 
-    from edge.bus import Bus, Component, RpcMethod
-    from edge.bus.messages import MatchResult
     from tests.conftest import wait_for_inference
 
-    def slow(request):
-        time.sleep(1.5)
-        return MatchResult(match=False, similarity_score=0.1, threshold=0.6, model="m")
-
-    pool = ThreadPoolExecutor(4)
-    worker = Bus(settings, Component.INFERENCE, instance="slow")
-    worker.serve(RpcMethod.MATCH, slow, pool)
-    assert worker.start(wait=5)
     settings.http.max_requests_per_address = 2
     client = hub_client(settings)
     try:
@@ -487,8 +496,6 @@ def test_one_address_cannot_hold_every_slot(settings):
         assert all(f.result(timeout=10).status_code == 200 for f in held)
     finally:
         client.__exit__(None, None, None)
-        worker.stop()
-        pool.shutdown()
 
 
 def test_a_component_started_before_its_login_exists_picks_it_up(secured_broker, tmp_path):
@@ -510,9 +517,7 @@ def test_a_component_started_before_its_login_exists_picks_it_up(secured_broker,
 
 
 def test_a_redirect_to_a_malformed_address_is_a_400(settings, inference_worker):
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from tests.conftest import wait_for_inference
+    from http.server import BaseHTTPRequestHandler
 
     class Redirect(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -523,18 +528,10 @@ def test_a_redirect_to_a_malformed_address_is_a_400(settings, inference_worker):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    settings.http.url_allow_networks = ["127.0.0.0/8"]
-    client = hub_client(settings)
-    try:
-        wait_for_inference(client)
-        response = client.post("/match", json={"image1": f"http://127.0.0.1:{server.server_port}/r", "image2": "aGk="})
+    with image_server(settings, Redirect) as (port, client):
+        response = client.post("/match", json={"image1": f"http://127.0.0.1:{port}/r", "image2": "aGk="})
         assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_url"
         assert response.json()["error"]["image"] == "image1"
-    finally:
-        client.__exit__(None, None, None)
-        server.shutdown()
 
 
 def test_the_schemas_own_example_is_a_valid_request():

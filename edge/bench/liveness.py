@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from edge.bench.match import percentile, resident_mb, running_stack
+from edge.bench.match import memory_line, percentile, resident_mb, running_stack
 from edge.bench.result import BenchResult
 from edge.config import Settings
 
@@ -39,8 +39,7 @@ class LivenessBenchResult(BenchResult):
             f"landmark tracking: {self.tracked_frames_per_second:.0f} frames/s (every 0.1 s of video is tracked)",
         ]
         if self.resident_mb:
-            memory = ", ".join(f"{n} {mb:.0f} MB" for n, mb in sorted(self.resident_mb.items()))
-            lines.append(f"resident memory after the run: {memory}")
+            lines.append(memory_line(self.resident_mb))
         return "\n".join(lines)
 
 

@@ -104,6 +104,10 @@ def running_stack(
         stop_process(process, 30)
 
 
+def memory_line(resident: dict[str, float]) -> str:
+    return "resident memory after the run: " + ", ".join(f"{n} {mb:.0f} MB" for n, mb in sorted(resident.items()))
+
+
 def time_facematch(url: str, first: bytes, second: bytes, runs: int, api_key: str | None) -> list[float]:
     body = {"image1": base64.b64encode(first).decode(), "image2": base64.b64encode(second).decode()}
     headers = {"X-API-Key": api_key} if api_key else {}
@@ -175,8 +179,7 @@ class MatchBenchResult(BenchResult):
             lines.append(f"face_recognition (in process): p50 {theirs.p50_ms:.1f} ms   p95 {theirs.p95_ms:.1f} ms")
             lines.append(f"facematch is {self.speedup_p50:.1f}x faster at p50")
         if self.resident_mb:
-            memory = ", ".join(f"{name} {mb:.0f} MB" for name, mb in sorted(self.resident_mb.items()))
-            lines.append(f"resident memory after the run: {memory}")
+            lines.append(memory_line(self.resident_mb))
         return "\n".join(lines)
 
 
