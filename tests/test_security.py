@@ -544,3 +544,48 @@ def test_the_schemas_own_example_is_a_valid_request():
     assert MatchRequest.model_validate(example)
     # A base64 placeholder ending in "..." was refused by the API as invalid base64; URLs are valid inputs.
     assert all(value.startswith("https://") for value in (example["image1"], example["image2"]))
+
+
+def _bad_images() -> list[str]:
+    import base64
+    import io
+
+    from PIL import Image
+
+    def encoded(fmt: str, size: tuple[int, int], cut: int | None = None) -> str:
+        buffer = io.BytesIO()
+        Image.new("RGB", size, (90, 60, 30)).save(buffer, fmt)
+        return base64.b64encode(buffer.getvalue()[:cut]).decode()
+
+    return [
+        encoded("PNG", (7000, 7000)),  # 16 kB that decodes to 147 MB
+        encoded("JPEG", (7000, 7000)),
+        encoded("JPEG", (640, 480), cut=2000),  # truncated
+        encoded("WEBP", (640, 480), cut=300),
+        base64.b64encode(b"GIF89a not really" * 50).decode(),
+        "not base64 at all!",
+        "data:image/png;base64,",
+        "http://127.0.0.1:99999/x",
+        "http://10.0.0.1/private.jpg",
+    ]
+
+
+def test_the_bad_input_corpus_gets_4xx_and_leaves_memory_flat(api):
+    def rss_mb() -> float:
+        return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
+
+    corpus = _bad_images()
+    good = api.post("/match", json={"image1": corpus[0], "image2": corpus[0]})  # no face in a flat colour
+    assert good.status_code == 422 and good.json()["error"]["code"] == "no_face"
+
+    def one_pass() -> None:
+        for image in corpus:
+            response = api.post("/match", json={"image1": image, "image2": corpus[1]})
+            assert 400 <= response.status_code < 500, (image[:40], response.text)
+            assert response.json()["error"]["code"] and response.json()["error"].get("image") == "image1"
+
+    one_pass()  # warm: every code path and buffer once
+    warm = rss_mb()
+    for _ in range(3):
+        one_pass()
+    assert rss_mb() - warm < 40, f"memory grew by {rss_mb() - warm:.0f} MB over three more passes"
