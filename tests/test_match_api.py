@@ -125,7 +125,7 @@ def test_malformed_requests_are_422_with_a_json_body(api):
 
 
 class ImageServer:
-    """A tiny HTTP server on loopback: /face.jpg, /redirect-to?url, /big."""
+    """A tiny HTTP server on loopback: /face.jpg, /redirect-to?url, /big, /not-an-image.jpg (text sent as a JPEG)."""
 
     def __init__(self, image: bytes, host: str = "127.0.0.1"):
         outer = self
@@ -137,6 +137,13 @@ class ImageServer:
                     self.send_header("Content-Length", str(len(image)))
                     self.end_headers()
                     self.wfile.write(image)
+                elif self.path == "/not-an-image.jpg":
+                    body = b"<html>an error page served as image/jpeg</html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
                 elif self.path == "/big.jpg":
                     self.send_response(200)
                     self.send_header("Content-Length", str(10 * len(image)))
@@ -198,6 +205,7 @@ def test_urls_in_an_allowed_network_are_fetched_and_redirects_rechecked(settings
         assert response.status_code == 400 and response.json()["error"]["code"] == "url_not_allowed"
         for path, status, code in [
             ("/big.jpg", 413, "image_too_large"),
+            ("/not-an-image.jpg", 400, "invalid_image"),
             ("/loop", 400, "too_many_redirects"),
             ("/slow.jpg", 400, "url_timeout"),
         ]:
