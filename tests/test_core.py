@@ -390,3 +390,27 @@ def test_bench_load_runs_and_overload_is_refused_not_queued(model_settings, face
     assert answers.get("200", 0) > 0
     assert set(answers) <= {"200", "503 overloaded"}, answers  # nothing else: no 500, no timeout
     assert result.resident_mb_end and "inference" in result.resident_mb_end
+
+
+def test_every_module_imports_on_its_own():
+    """Each module imported first, in a fresh set of the project's modules: an import cycle shows here, not in the
+    field (`facematch credentials init` once failed that way)."""
+    script = (
+        "import importlib, pathlib, sys\n"
+        "root = pathlib.Path('.')\n"
+        "files = [p for d in ('edge', 'hub', 'models') for p in (root / d).rglob('*.py') if p.name != '__main__.py']\n"
+        "names = sorted({'.'.join(p.with_suffix('').parts).removesuffix('.__init__') for p in files})\n"
+        "failed = []\n"
+        "for name in names:\n"
+        "    for loaded in [m for m in sys.modules if m.split('.')[0] in ('edge', 'hub', 'models')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as exc:\n"
+        "        failed.append(f'{name}: {exc}')\n"
+        "print(len(names)); print('\\n'.join(failed))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    count, *failures = done.stdout.strip().splitlines()
+    assert int(count) > 40 and not failures, failures

@@ -589,3 +589,26 @@ def test_the_bad_input_corpus_gets_4xx_and_leaves_memory_flat(api):
     for _ in range(3):
         one_pass()
     assert rss_mb() - warm < 40, f"memory grew by {rss_mb() - warm:.0f} MB over three more passes"
+
+
+def test_credentials_init_and_rotate_from_the_command_line(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    env = {"FACEMATCH_STATE_DIR": str(tmp_path / "state"), "PATH": "/usr/bin:/bin"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "edge.cli", "credentials", *args], env=env, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+
+    first = run("init")
+    assert first.returncode == 0, first.stderr
+    path = tmp_path / "state" / "credentials.json"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    before = json.loads(path.read_text())
+    assert set(before["mqtt"]) >= {"hub", "inference", "camera"} and before["redis"]
+    assert run("init").returncode == 0 and json.loads(path.read_text()) == before  # kept
+    assert run("rotate").returncode == 0
+    after = json.loads(path.read_text())
+    assert after["redis"] != before["redis"] and after["mqtt"]["hub"] != before["mqtt"]["hub"]

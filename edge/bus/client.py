@@ -33,7 +33,6 @@ from edge import __version__
 from edge.bus.messages import RPC_TYPES, ErrorBody, Payload, RpcReply, WorkerInfo
 from edge.bus.topics import OFFLINE, ONLINE, Component, RpcMethod, Topics, rpc_route
 from edge.config import Settings
-from edge.credentials import mqtt_login
 from edge.errors import (
     BrokerUnavailable,
     ErrorCode,
@@ -240,6 +239,8 @@ class Bus:
     def _refresh_login(self) -> None:
         """This component's login for the broker `facematch up` runs, read again before every attempt: a process
         started before `up` wrote it (or after a `credentials rotate`) gets it on its next try."""
+        from edge.credentials import mqtt_login  # here, not at the top: edge.credentials imports edge.bus
+
         if not self.address.username and (login := mqtt_login(self.settings, self.component, self._url)):
             self._client.username_pw_set(*login)
 
