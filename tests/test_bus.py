@@ -199,8 +199,11 @@ def test_one_instance_stopping_does_not_hide_another(buses):
         worker.serve(RpcMethod.LIVENESS, lambda r: None, pool)
         assert worker.start(wait=5)
         workers.append(worker)
-    assert presence.wait_until(lambda p: p.online(Component.INFERENCE) == ["one", "two"], 5)
-    assert presence.serves("health") and presence.serves("liveness/box-a") and presence.serves("liveness/box-b")
+    # Status and info arrive on two subscriptions: wait for both instances' routes, not only their status.
+    both = ("health", "liveness/box-a", "liveness/box-b")
+    assert presence.wait_until(
+        lambda p: p.online(Component.INFERENCE) == ["one", "two"] and all(map(p.serves, both)), 5
+    )
     workers[1].stop()
     assert presence.wait_until(lambda p: p.online(Component.INFERENCE) == ["one"], 5)
     assert presence.serves("health") and presence.serves("liveness/box-a")
