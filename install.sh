@@ -116,5 +116,6 @@ if [ ! -f var/api_keys.json ] && [ -z "${FACEMATCH_API_KEYS_FILE:-}" ]; then
   .venv/bin/facematch keys create --name install --if-none
 fi
 
-say "Done. Run:  .venv/bin/facematch up     (then open http://127.0.0.1:8000/)"
+say "Done. Run:  .venv/bin/facematch up     (API docs: http://127.0.0.1:8000/docs)"
+say "Page link:  .venv/bin/facematch page-token   (opens the liveness challenge page for a while)"
 say "Check:      .venv/bin/facematch doctor"
