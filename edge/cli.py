@@ -198,7 +198,9 @@ def cmd_page_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_benches: bool = True) -> argparse.ArgumentParser:
+    """The command line. The benches' own options need their modules (OpenCV, MediaPipe…: half a second), so
+    ``main`` builds them only for a `bench` command."""
     parser = argparse.ArgumentParser(
         prog="facematch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -236,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
     bench.set_defaults(func=cmd_bench)
     bench_sub = bench.add_subparsers(dest="bench", required=True)
-    for module in _benches():
+    for module in _benches() if with_benches else []:
         module.add_parser(bench_sub)
     for bench_parser in bench_sub.choices.values():
         bench_parser.add_argument("--json", action="store_true", help="print the typed result as JSON")
@@ -281,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(with_benches="bench" in (sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

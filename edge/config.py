@@ -188,8 +188,6 @@ ENV_ALIASES: dict[str, str] = {
     "FACEMATCH_VIDEO_ANTISPOOF_THRESHOLD": "liveness.video_antispoof_threshold",
     "FACEMATCH_ONNX_PROVIDERS": "models.onnx_providers",
 }
-# Kept for the seed-variable test and the README table.
-ENV_OVERRIDES = ENV_ALIASES
 # Keys whose alias takes a comma-separated list.
 COMMA_LISTS = {"models.onnx_providers", "http.url_allow_networks", "api.cors_origins"}
 

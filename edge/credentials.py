@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from edge.bus.topics import Component
 from edge.config import Settings
+from edge.services import is_local_host
 
 FILE_NAME = "credentials.json"
 
@@ -72,17 +73,17 @@ def ensure(path: Path, *, rotate: bool = False) -> Credentials:
     return fresh
 
 
-def _is_local(host: str | None) -> bool:
-    return host in (None, "", "127.0.0.1", "localhost", "::1")
-
-
 def mqtt_login(settings: Settings, component: Component, url: str) -> tuple[str, str] | None:
     """(username, password) for ``component`` when ``url`` is the embedded broker and carries no login."""
     parts = urlsplit(url)
     creds = Credentials.load(credentials_path(settings))
     if parts.username or creds is None or creds.mqtt_port is None:
         return None
-    if not _is_local(parts.hostname) or (parts.port or 1883) != creds.mqtt_port or component.value not in creds.mqtt:
+    if (
+        not is_local_host(parts.hostname)
+        or (parts.port or 1883) != creds.mqtt_port
+        or component.value not in creds.mqtt
+    ):
         return None
     return component.value, creds.mqtt[component.value]
 
@@ -95,7 +96,7 @@ def redis_url(settings: Settings) -> str:
     creds = Credentials.load(credentials_path(settings))
     if parts.password or creds is None or creds.redis_port is None or parts.scheme != "redis":
         return url
-    if not _is_local(parts.hostname) or (parts.port or 6379) != creds.redis_port:
+    if not is_local_host(parts.hostname) or (parts.port or 6379) != creds.redis_port:
         return url
     netloc = f":{creds.redis}@{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

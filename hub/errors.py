@@ -43,7 +43,11 @@ def _describe(error: dict[str, Any]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FacematchError)
     async def product_error(request: Request, exc: FacematchError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        headers = None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after)}
+        elif exc.code is ErrorCode.OVERLOADED:  # from the worker (its decoding budget): no figure came with it
+            headers = {"Retry-After": "1"}
         if exc.code is ErrorCode.INTERNAL:
             log.error("internal error on %s: %s", request.url.path, exc.message)
         return error_response(exc.code, exc.message, headers, **exc.detail)

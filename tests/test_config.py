@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import ENV_OVERRIDES, ConfigError, load_settings
+from edge.config import ENV_ALIASES, ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,7 +62,7 @@ def test_every_seed_variable_is_honoured():
         "AREA_DURATION",
         "ACCURACY_THRESHOLD",
     }
-    assert seed <= set(ENV_OVERRIDES)
+    assert seed <= set(ENV_ALIASES)
 
 
 def test_environment_beats_the_file(tmp_path):

@@ -16,6 +16,14 @@ from edge.config import load_settings
 from edge.errors import ErrorCode, catalogue_markdown
 from tests.conftest import PROJECT_ROOT, hub_client
 
+
+def run_python(script: str) -> subprocess.CompletedProcess:
+    """``script`` in a fresh interpreter at the project's root; it must succeed."""
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 # -- the daemon lifecycle under a fake systemd ------------------------------------------------------------------
 
 
@@ -331,8 +339,7 @@ def test_mediapipe_start_up_noise_stays_off_stderr(model_settings):
         "t = GazeTracker(model_path(load_settings(environ={}).models.dir, 'face_landmarker'))\n"
         "t.close()\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    done = run_python(script)
     assert done.stderr.strip() == "", done.stderr
 
 
@@ -410,7 +417,6 @@ def test_every_module_imports_on_its_own():
         "        failed.append(f'{name}: {exc}')\n"
         "print(len(names)); print('\\n'.join(failed))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    done = run_python(script)
     count, *failures = done.stdout.strip().splitlines()
     assert int(count) > 40 and not failures, failures

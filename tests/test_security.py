@@ -417,8 +417,9 @@ def test_the_pixel_budget_makes_images_wait_their_turn():
     assert not entered.wait(0.3)  # 120 > 100: it waits
     budget.give(60)
     assert entered.wait(2)
-    with pytest.raises(ImageError, match="as many pixels as its memory allows"):
+    with pytest.raises(ImageError, match="as many pixels as its memory allows") as refused:
         budget.take(60, timeout=0.2)  # still 60 in use: refused after the wait
+    assert refused.value.code == "overloaded"
     budget.give(60)
     budget.take(500)  # one image larger than the whole budget still decodes, alone
     assert budget.used == 100

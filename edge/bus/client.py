@@ -363,6 +363,10 @@ class Bus:
         for subscription in targets:
             subscription.offer(message)
 
+    def _host_for(self, method: RpcMethod, host: str | None) -> str | None:
+        """The host a method is addressed to: a host-scoped one defaults to this host, others have none."""
+        return (host or self.settings.host_id) if method.host_scoped else None
+
     # -- RPC: serving -----------------------------------------------------------------------------------------
 
     def serve(
@@ -378,7 +382,8 @@ class Bus:
         ``handler`` takes the method's request model and returns its result model, or raises a
         :class:`FacematchError`. A host-scoped method is served for ``host`` (default: this host).
         """
-        route = rpc_route(method, host or self.settings.host_id if method.host_scoped else None)
+        host = self._host_for(method, host)
+        route = rpc_route(method, host)
         request_type, _ = RPC_TYPES[method]
 
         def on_request(message: Message) -> None:
@@ -391,8 +396,7 @@ class Bus:
             executor.submit(self._answer, route, request_type, handler, message)
 
         self._routes.append(route)
-        host_arg = route.partition("/")[2] or None
-        subscription = self.subscribe(self.topics.rpc_shared(method, host_arg), on_request, qos=1, maxsize=1000)
+        subscription = self.subscribe(self.topics.rpc_shared(method, host), on_request, qos=1, maxsize=1000)
         if self.connected:
             self._publish_presence(self._client)
         return subscription
@@ -426,19 +430,19 @@ class Bus:
         (the worker's own error, ``inference_timeout``, ``bad_reply``, or ``broker_unavailable``)."""
         if not self.connected:
             raise BrokerUnavailable(f"the MQTT broker {self.address} is not connected")
-        route = rpc_route(method, host or self.settings.host_id if method.host_scoped else None)
+        host = self._host_for(method, host)
+        route = rpc_route(method, host)
         request_type, result_type = RPC_TYPES[method]
         if not isinstance(payload, request_type):
             raise TypeError(f"{route} takes a {request_type.__name__}, not a {type(payload).__name__}")
         correlation = uuid.uuid4().bytes
         future: Future[Any] = Future()
-        host_arg = route.partition("/")[2] or None
         deadline = {DEADLINE: f"{time.time() + timeout:.3f}"}
         body = payload.to_bytes()
 
         def send() -> None:
             self.publish(
-                self.topics.rpc_request(method, host_arg), body, qos=1, user_properties=deadline,
+                self.topics.rpc_request(method, host), body, qos=1, user_properties=deadline,
                 response_topic=self._reply_topic, correlation=correlation, expiry=timeout,
             )  # fmt: skip
             self._arm_ack_timer(correlation, min(ACK_TIMEOUT, timeout))

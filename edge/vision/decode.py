@@ -48,7 +48,8 @@ class PixelBudget:
         wanted = min(pixels, self.limit)  # one image over the whole budget still decodes, alone
         with self._room:
             if not self._room.wait_for(lambda: self.used + wanted <= self.limit, timeout):
-                raise ImageError("image_too_large", "the device is decoding as many pixels as its memory allows")
+                # The device is busy, the image is not at fault: 503 with Retry-After, like any overload.
+                raise ImageError("overloaded", "the device is decoding as many pixels as its memory allows")
             self.used += wanted
 
     def give(self, pixels: int) -> None:
