@@ -54,6 +54,9 @@ class HttpSettings(_Section):
     max_image_size: int = Field(10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024, description="bytes")
     max_image_dimension: int = Field(1024, ge=160, le=8192, description="pixels, longest side after downscale")
     max_video_size: int = Field(50 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024, description="bytes")
+    max_archive_size: int = Field(
+        512 * 1024 * 1024, ge=1024, le=16 * 1024**3, description="bytes of a gallery archive sent to /gallery/import"
+    )
     url_allow_networks: list[str] = Field(
         default_factory=list, description="private networks image URLs may point at (refused by default)"
     )
@@ -91,6 +94,23 @@ class MatchingSettings(_Section):
     detector: Literal["yunet", "mtcnn"] = "yunet"
     embedder: Literal["sface", "facenet", "dlib"] = "sface"
     flip_embedding: bool = Field(True, description="embed the face and its mirror image (more accurate, ~2× slower)")
+
+
+class GallerySettings(_Section):
+    # The open-set rule (docs/IDENTIFY.md): a stranger is given a name with at most this probability, whatever the
+    # gallery's size (the threshold rises with it).
+    target_fpir: float = Field(0.01, gt=0.0, lt=1.0, description="share of strangers that may be given a name")
+    margin_decades: float = Field(
+        0.0, ge=0.0, le=5.0, description="the runner-up must be this many decades of FMR less likely (0: off)"
+    )
+    near_duplicate_cosine: float = Field(
+        0.95, gt=0.0, le=1.0, description="a new face this close to one of the subject's faces is skipped"
+    )
+    max_faces_per_subject: int = Field(20, ge=1, le=1000)
+    store_enrollment_images: bool = Field(False, description="keep enrolment photos (else embeddings only)")
+    key_file: Path | None = Field(None, description="AES-GCM key: embeddings and photos are encrypted at rest")
+    probe_ttl: int = Field(3600, ge=0, le=30 * 86400, description="seconds a probe is kept for 'this is not X'")
+    recent_identifications: int = Field(100, ge=0, le=10000, description="kept for the operator page")
 
 
 class LivenessSettings(_Section):
@@ -137,6 +157,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     api: ApiSettings = ApiSettings()
     matching: MatchingSettings = MatchingSettings()
+    gallery: GallerySettings = GallerySettings()
     liveness: LivenessSettings = LivenessSettings()
     models: ModelSettings = ModelSettings()
     paths: PathSettings = PathSettings()

@@ -40,6 +40,7 @@ class ErrorCode(str, Enum):
     VIDEO_TOO_SHORT = "video_too_short", 400, "the uploaded video is shorter than the challenge"
     VIDEO_TIMING = "video_timing", 400, "the video's frames are not timed like a continuous camera recording"
     VIDEO_MISSING = "video_missing", 400, "the spooled video named in a liveness request does not exist"
+    INVALID_ARCHIVE = "invalid_archive", 400, "a gallery archive is not one, is damaged, or fails its checksums"
     BAD_REQUEST = "bad_request", 400, "an RPC or command request is malformed"
     UNREADABLE_BODY = "unreadable_body", 400, "the body could not be read as its declared content type"
     # 401 / 403: who may ask
@@ -51,6 +52,11 @@ class ErrorCode(str, Enum):
     # 404 / 405 / 409
     NOT_FOUND = "not_found", 404, "no such path"
     UNKNOWN_SESSION = "unknown_session", 404, "the liveness session never existed or has expired"
+    UNKNOWN_SUBJECT = "unknown_subject", 404, "no subject with this id is enrolled"
+    UNKNOWN_FACE = "unknown_face", 404, "the subject has no face with this id"
+    UNKNOWN_IDENTIFICATION = (
+        "unknown_identification", 404, "the identification is unknown, or its probe was already discarded (probe_ttl)"
+    )  # fmt: skip
     METHOD_NOT_ALLOWED = "method_not_allowed", 405, "the path exists but not with this HTTP method"
     REQUEST_TIMEOUT = "request_timeout", 408, "the request body did not arrive in time"
     SESSION_USED = "session_used", 409, "the liveness session was already scored or is being scored"
@@ -66,6 +72,11 @@ class ErrorCode(str, Enum):
     INVALID_REQUEST = "invalid_request", 422, "the request does not follow the schema; each problem is listed"
     NO_FACE = "no_face", 422, "no face was found in an image"
     POOR_QUALITY = "poor_quality", 422, "the face is unusable; the quality reasons say why"
+    NO_USABLE_PHOTO = (
+        "no_usable_photo",
+        422,
+        "no enrolment photo could be used; each one's reasons are listed",
+    )
     MULTIPLE_FACES = "multiple_faces", 422, "more than one face was in view for much of the challenge video"
     RATE_LIMITED = "rate_limited", 429, "too many requests for this key or address; see Retry-After"
     # 5xx: the service's side
@@ -75,6 +86,7 @@ class ErrorCode(str, Enum):
     REDIS_UNAVAILABLE = "redis_unavailable", 503, "Redis is unreachable"
     INFERENCE_UNAVAILABLE = "inference_unavailable", 503, "no inference worker that can serve this request is online"
     SPOOL_UNAVAILABLE = "spool_unavailable", 503, "the upload could not be stored (disk full or not writable)"
+    GALLERY_LOCKED = "gallery_locked", 503, "the gallery is encrypted and its key file is missing or another key"
     OVERLOADED = "overloaded", 503, "the device is already working on as many of these as it takes at once; retry"
     INFERENCE_TIMEOUT = "inference_timeout", 504, "the inference worker did not answer in time"
 
@@ -161,6 +173,12 @@ class InferenceUnavailable(DependencyUnavailable):
 
 class InferenceTimeout(FacematchError):
     default_code = ErrorCode.INFERENCE_TIMEOUT
+
+
+class GalleryError(FacematchError):
+    """A subject, face or identification is unknown, or the gallery cannot be read or written as asked."""
+
+    default_code = ErrorCode.UNKNOWN_SUBJECT
 
 
 class RateLimited(FacematchError):

@@ -14,8 +14,9 @@ from fastapi_offline import FastAPIOffline
 from edge import __version__
 from edge.config import Settings
 from hub.errors import install_error_handlers
+from hub.gallery_schemas import MAX_PHOTOS
 from hub.limits import BodyGuard
-from hub.routers import liveness, match, page, status
+from hub.routers import gallery, liveness, match, page, status
 from hub.routers.page import STATIC_DIR
 from hub.state import HubState
 
@@ -49,8 +50,16 @@ def create_app(settings: Settings) -> FastAPI:
     match_limit = 2 * (settings.http.max_image_size * 4 // 3) + JSON_SLACK
     video_limit = settings.http.max_video_size + JSON_SLACK
 
+    photos_limit = MAX_PHOTOS * (settings.http.max_image_size * 4 // 3) + JSON_SLACK
+
     def body_limit(path: str) -> int:
-        return video_limit if path == "/submit-liveness" else match_limit
+        if path == "/submit-liveness":
+            return video_limit
+        if path == "/gallery/import":
+            return settings.http.max_archive_size
+        if path.startswith("/subjects"):
+            return photos_limit
+        return match_limit
 
     app.add_middleware(
         BodyGuard, limit_for=body_limit, body_timeout=settings.http.body_timeout,
@@ -58,10 +67,10 @@ def create_app(settings: Settings) -> FastAPI:
     )  # fmt: skip
     if settings.api.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=settings.api.cors_origins, allow_methods=["GET", "POST"],
+            CORSMiddleware, allow_origins=settings.api.cors_origins, allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["X-API-Key", "X-Page-Token", "Content-Type"],
         )  # fmt: skip
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for router in (page.router, status.router, match.router, liveness.router):
+    for router in (page.router, status.router, match.router, liveness.router, gallery.router):
         app.include_router(router)
     return app

@@ -11,6 +11,8 @@ from edge.credentials import redis_url
 from edge.errors import BrokerUnavailable, ErrorCode, InferenceUnavailable, RateLimited
 from edge.sessions import Sessions
 from edge.store import Store
+from edge.store.gallery import Gallery
+from edge.vision.model_id import model_id_for
 from hub.images import ImageLoader
 from hub.security import ApiKeys, PageTokens, RateLimits
 
@@ -47,6 +49,7 @@ class HubState:
         self.sessions = Sessions(self.store, settings.redis.session_ttl)
         self.keys = ApiKeys(settings)
         self.page_tokens = PageTokens(self.store)
+        self.gallery = Gallery.from_settings(self.store, settings)
         self.limits = RateLimits(settings)
         self.images = ImageLoader(settings)
         self.spool = settings.paths.state_dir / "spool"
@@ -61,6 +64,10 @@ class HubState:
         await self.images.close()
         self.bus.stop()
         self.store.close()
+
+    def model_id(self) -> str:
+        """The embedding model the configured workers use (gallery summaries count faces for it)."""
+        return model_id_for(self.settings.matching.embedder, self.settings.matching.flip_embedding)
 
     def require(self, method: RpcMethod) -> None:
         """Fail at once (503 naming what is missing) unless a live worker serves ``method`` for this hub."""

@@ -157,19 +157,38 @@ def hub_client(settings: Settings, key: str | None = "create"):
 def inference_worker(settings: Settings, engine):
     """A real inference worker (the daemon's service and RPCs, wired as the daemon wires them) on the test broker;
     its service is ``worker.service``."""
-    from edge.bus import Bus, Component
-    from edge.inference.service import InferenceService
+    bus, close = start_worker(settings, engine)
+    yield bus
+    close()
 
+
+def start_worker(settings: Settings, engine, instance: str | None = None):
+    """An inference worker wired as the daemon wires it (match, liveness, health, the gallery's RPCs and its
+    change events): (its bus, a function that stops it). ``bus.service``/``bus.gallery`` are its services."""
+    from edge.bus import Bus, Component
+    from edge.inference.gallery import GalleryService
+    from edge.inference.service import InferenceService
+    from edge.store import Store
+    from edge.store.gallery import Gallery
+
+    if instance:
+        settings = settings.model_copy(update={"instance_id": instance})
     bus = Bus(settings, Component.INFERENCE)
     service = InferenceService(settings, engine)
-    executors = service.serve(bus)
+    store = Store(settings.redis.url)
+    gallery = GalleryService(settings, engine, Gallery.from_settings(store, settings), bus)
+    executors = service.serve(bus, gallery)
     assert bus.start(wait=5)
-    bus.service = service
-    yield bus
-    bus.stop()
-    for executor in executors:
-        executor.shutdown()
-    service.close()
+    bus.service, bus.gallery = service, gallery
+
+    def close() -> None:
+        bus.stop()
+        for executor in executors:
+            executor.shutdown()
+        service.close()
+        store.close()
+
+    return bus, close
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ def store(settings):
 
 def test_key_names_have_one_prefix():
     assert keys.session("abc") == "fm:session:abc"
-    assert keys.embeddings("sface") == "fm:emb:sface"
+    assert keys.faces("s1") == "fm:faces:s1"
     assert keys.audit() == "fm:audit"
 
 

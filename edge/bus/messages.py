@@ -153,11 +153,115 @@ class HealthResult(Payload):
     loaded_at: float
 
 
+# -- gallery and 1:N ------------------------------------------------------------------------------------------
+
+
+class IdentifyRequest(Payload):
+    image: str = Field(..., description="image bytes, base64")
+    max_candidates: int = Field(3, ge=1, le=20)
+    record: bool = Field(True, description="add to the recent identifications (operator page, 'this is not X')")
+
+
+class SubjectRef(BaseModel):
+    subject_id: str
+    name: str
+
+
+class IdentifyCandidate(SubjectRef):
+    similarity_score: float = Field(..., description="calibrated like /match: s stands for a false-match rate 10^(-5s)")
+    cosine: float
+    marked_not_this_person: bool = Field(False, description="closer to a face marked 'not this person' than to theirs")
+
+
+class IdentifyThreshold(BaseModel):
+    similarity_score: float = Field(..., description="on the calibrated scale; above 1.0 for very large galleries")
+    cosine: float
+    false_match_rate_per_comparison: float
+    gallery_faces: int
+    target_fpir: float = Field(..., description="the configured share of strangers that may be given a name")
+    explanation: str
+
+
+class IdentifyResult(Payload):
+    identification_id: str
+    outcome: Literal["identified", "unknown"]
+    subject: SubjectRef | None = None
+    similarity_score: float | None = Field(None, description="of the best candidate")
+    reason: Reason
+    candidates: list[IdentifyCandidate] = Field(default_factory=list)
+    threshold: IdentifyThreshold
+    model: str
+    warnings: list[str] = Field(default_factory=list)
+    gallery_version: int
+    inference_time: float | None = None
+
+
+class PhotoReport(BaseModel):
+    index: int = Field(..., description="position of the photo in the request")
+    status: Literal["added", "rejected", "duplicate", "mixup"]
+    face_id: str | None = None
+    reasons: list[Reason] = Field(default_factory=list)
+    other_subject: SubjectRef | None = Field(None, description="for a mix-up: whom the face already belongs to")
+    quality: dict[str, float] = Field(default_factory=dict)
+
+
+class EnrollRequest(Payload):
+    subject_id: str
+    photos: list[str] = Field(..., min_length=1, description="image bytes, base64")
+    source: Literal["upload", "camera", "import"] = "upload"
+    allow_mixup: bool = Field(False, description="add a face even when it already looks like another subject")
+
+
+class EnrollResult(Payload):
+    subject_id: str
+    photos: list[PhotoReport]
+    faces: int = Field(..., description="the subject's faces for this model after the request")
+    model: str
+    gallery_version: int
+
+
+class NegativeRequest(Payload):
+    subject_id: str
+    image: str | None = Field(None, description="a photo of the person who is not the subject, base64")
+    identification_id: str | None = Field(None, description="a recent identification whose probe was not the subject")
+
+
+class NegativeResult(Payload):
+    subject_id: str
+    face_id: str
+    negatives: int
+    gallery_version: int
+
+
+class ReembedRequest(Payload):
+    subject_ids: list[str] = Field(default_factory=list, description="empty: every subject")
+
+
+class ReembedResult(Payload):
+    model: str
+    reembedded: dict[str, int] = Field(default_factory=dict, description="subject id -> faces embedded anew")
+    needs_new_photos: list[SubjectRef] = Field(
+        default_factory=list, description="subjects with no face for this model and no kept photo to embed"
+    )
+    gallery_version: int
+
+
+class GalleryChanged(Payload):
+    """``gallery/changed``: a hint to reload now; workers also check the version in Redis before each search."""
+
+    version: int
+    subject_id: str | None = None
+
+
 # Request and result type of every RPC method.
 RPC_TYPES: dict[RpcMethod, tuple[type[Payload], type[Payload]]] = {
     RpcMethod.MATCH: (MatchRequest, MatchResult),
     RpcMethod.LIVENESS: (LivenessRequest, LivenessResult),
     RpcMethod.HEALTH: (HealthRequest, HealthResult),
+    RpcMethod.IDENTIFY: (IdentifyRequest, IdentifyResult),
+    RpcMethod.ENROLL: (EnrollRequest, EnrollResult),
+    RpcMethod.NEGATIVE: (NegativeRequest, NegativeResult),
+    RpcMethod.REEMBED: (ReembedRequest, ReembedResult),
 }
 
 

@@ -34,6 +34,11 @@ class RpcMethod(str, Enum):
     HEALTH = "health"
     # Scores a video in the spool directory, so only workers on the caller's host may answer it.
     LIVENESS = "liveness"
+    # The gallery: 1:N search, and the steps that need the models (enrolment, negatives, re-embedding).
+    IDENTIFY = "identify"
+    ENROLL = "enroll"
+    NEGATIVE = "negative"
+    REEMBED = "reembed"
 
     @property
     def host_scoped(self) -> bool:
@@ -135,6 +140,10 @@ class Topics:
 
     def command_result(self, name: str) -> str:
         return f"{self.base}/cmd/{name}/result"
+
+    @property
+    def gallery_changed(self) -> str:
+        return f"{self.base}/gallery/changed"
 
     @property
     def stats(self) -> str:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import sys
 
 from edge.bus import Bus, Component
+from edge.credentials import redis_url
 from edge.daemon import Daemon
+from edge.inference.gallery import GalleryService
 from edge.inference.service import InferenceService
+from edge.store import Store
+from edge.store.gallery import Gallery, GalleryLocked
 from edge.vision.calibration import CalibrationMissing
 from edge.vision.engine import FaceEngine
 from models import ModelMissing, model_path
@@ -27,7 +31,13 @@ def main() -> int:
         return 3
     service = InferenceService(settings, engine)
     bus = Bus(settings, Component.INFERENCE)
-    executors = service.serve(bus)
+    store = Store(redis_url(settings))
+    try:
+        gallery = GalleryService(settings, engine, Gallery.from_settings(store, settings), bus)
+    except GalleryLocked as exc:
+        daemon.log.error("%s", exc)
+        return 3
+    executors = service.serve(bus, gallery)
     connected = bus.start(wait=BROKER_WAIT)
     daemon.ready(
         f"models loaded ({engine.detector.name} + {engine.model_id}); instance {bus.instance}; "
@@ -38,6 +48,7 @@ def main() -> int:
     for executor in executors:
         executor.shutdown(wait=True, cancel_futures=True)
     service.close()
+    store.close()
     return 0
 
 

@@ -20,6 +20,7 @@ from edge.bus.messages import (
 )
 from edge.config import Settings
 from edge.errors import ErrorCode, ImageInputError, InputError
+from edge.inference.gallery import GalleryService
 from edge.inference.liveness import score_video, scoring_params
 from edge.liveness.challenge import SequenceError, check_issued
 from edge.vision.decode import ImageError, decode_image, return_large_buffers_to_the_system
@@ -45,14 +46,21 @@ class InferenceService:
     def close(self) -> None:
         self._images.shutdown(wait=False, cancel_futures=True)
 
-    def serve(self, bus: Bus) -> list[ThreadPoolExecutor]:
+    def serve(self, bus: Bus, gallery: GalleryService | None = None) -> list[ThreadPoolExecutor]:
         """Answer every RPC on ``bus``; returns the executors to shut down. Health has a lane of its own, so it
-        answers while both request lanes are busy scoring videos (it used to queue behind them: 503 under load)."""
+        answers while both request lanes are busy scoring videos (it used to queue behind them: 503 under load).
+        With ``gallery``, also the gallery's RPCs, and its index follows ``gallery/changed``."""
         requests = ThreadPoolExecutor(REQUEST_LANES, thread_name_prefix="rpc")
         health = ThreadPoolExecutor(1, thread_name_prefix="health")
         bus.serve(RpcMethod.MATCH, self.match, requests)
         bus.serve(RpcMethod.LIVENESS, self.liveness, requests)
         bus.serve(RpcMethod.HEALTH, self.health, health)
+        if gallery is not None:
+            bus.serve(RpcMethod.IDENTIFY, gallery.identify, requests)
+            bus.serve(RpcMethod.ENROLL, gallery.enroll, requests)
+            bus.serve(RpcMethod.NEGATIVE, gallery.negative, requests)
+            bus.serve(RpcMethod.REEMBED, gallery.reembed, requests)
+            bus.subscribe(bus.topics.gallery_changed, gallery.on_gallery_changed, qos=1, latest_only=True)
         return [requests, health]
 
     # -- health -----------------------------------------------------------------------------------------------

@@ -10,18 +10,58 @@ def session(session_id: str) -> str:
 
 
 def subjects() -> str:
-    """Set of enrolled subject ids."""
+    """Sorted set: subject id -> created (epoch s), for listing."""
     return f"{PREFIX}subjects"
 
 
 def subject(subject_id: str) -> str:
-    """Hash of a subject's metadata (name, created, ...)."""
+    """Hash of a subject's metadata (name, metadata JSON, created, updated)."""
     return f"{PREFIX}subject:{subject_id}"
 
 
-def embeddings(model_id: str) -> str:
-    """Hash subject id -> embedding bytes, one hash per model so that models never mix."""
-    return f"{PREFIX}emb:{model_id}"
+def faces(subject_id: str) -> str:
+    """Hash face id -> face record (JSON: quality, embeddings per model id, whether an image is kept)."""
+    return f"{PREFIX}faces:{subject_id}"
+
+
+def negatives(subject_id: str) -> str:
+    """Hash face id -> record of a face an operator marked "this is not the subject" (same shape as faces)."""
+    return f"{PREFIX}negatives:{subject_id}"
+
+
+def face_image(subject_id: str, face_id: str) -> str:
+    """The enrolment photo of one face (only with ``gallery.store_enrollment_images``)."""
+    return f"{PREFIX}image:{subject_id}:{face_id}"
+
+
+def gallery_version() -> str:
+    """Integer, incremented by every gallery change."""
+    return f"{PREFIX}gallery:version"
+
+
+def gallery_changes() -> str:
+    """Sorted set: subject id -> gallery version of its last change (workers fetch what changed since theirs)."""
+    return f"{PREFIX}gallery:changes"
+
+
+def gallery_removals() -> str:
+    """Sorted set: sha256 of a deleted subject id -> version of the deletion (no id or name is kept)."""
+    return f"{PREFIX}gallery:removals"
+
+
+def gallery_removals_floor() -> str:
+    """The oldest version still covered by the removals set (a worker older than that reloads everything)."""
+    return f"{PREFIX}gallery:removals-floor"
+
+
+def identifications() -> str:
+    """Capped stream of recent identifications, for the operator page."""
+    return f"{PREFIX}identifications"
+
+
+def probe(identification_id: str) -> str:
+    """The embedding of a recent identification's probe (short TTL), so an operator can mark it "not X"."""
+    return f"{PREFIX}probe:{identification_id}"
 
 
 def audit() -> str:

@@ -41,7 +41,35 @@ class Calibration:
 
     def cosine_for(self, score: float) -> float:
         """The raw cosine that a calibrated threshold stands for (for the verbose output)."""
+        if score >= 1.0:  # the knots stay at 1.0 past the top: the first of them
+            return float(self.cosines[int(np.argmax(self.scores >= 1.0))])
         return float(np.interp(score, self.scores, self.cosines))
+
+    def cosine_for_fmr(self, fmr: float) -> float:
+        """The cosine at which one comparison falsely matches with probability ``fmr``.
+
+        Past the score's floor of 10^-5 (1:N search over a large gallery needs 10^-6 and below), log-FMR is extended
+        along the straight line through the last decade of the curve, which is already the fitted exponential tail.
+        """
+        if fmr >= fmr_for_score(1.0):
+            return self.cosine_for(score_for_fmr(fmr))
+        upper, per_decade = self._tail()
+        return float(upper + (np.log10(fmr_for_score(1.0)) - np.log10(fmr)) * per_decade)
+
+    def _tail(self) -> tuple[float, float]:
+        """The cosine where the score reaches 1.0 (the knots stay at 1.0 after it), and cosines per decade of FMR
+        over the last decade before it."""
+        upper = self.cosine_for(1.0)
+        lower = self.cosine_for(1.0 - 1.0 / DECADES)
+        return upper, (upper - lower)
+
+    def fmr(self, cosine: float) -> float:
+        """The false-match rate of one comparison at ``cosine`` (the inverse of :meth:`cosine_for_fmr`)."""
+        upper, per_decade = self._tail()
+        if cosine <= upper:
+            return fmr_for_score(self.score(cosine))
+        decades = (cosine - upper) / per_decade
+        return float(fmr_for_score(1.0) * 10 ** (-decades))
 
     @classmethod
     def load(cls, model_id: str, folder: Path = CALIBRATION_DIR) -> Calibration:

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from edge.vision.align import align
+from edge.vision.model_id import MODEL_IDS, model_id_for
 from edge.vision.onnx import create_session
 from edge.vision.types import Face
 from models.derive import dequantize, keras_to_onnx
@@ -39,10 +40,11 @@ class SFaceEmbedder:
     """
 
     input_size = 112
+    dimension = 128
 
     def __init__(self, model: Path, providers: list[str], flip: bool = True):
         self.flip = flip
-        self.model_id = "sface-2021dec" + ("-flip" if flip else "")
+        self.model_id = model_id_for("sface", flip)
         self._session = create_session(dequantize(model), providers)
         self._input = self._session.get_inputs()[0].name
 
@@ -59,10 +61,11 @@ class FaceNetEmbedder:
     the ArcFace template scaled to 160 px, standardised per image -> 128-d; with ``flip``, plus its mirror image."""
 
     input_size = 160
+    dimension = 128
 
     def __init__(self, model: Path, providers: list[str], flip: bool = True):
         self.flip = flip
-        self.model_id = "facenet-msceleb" + ("-flip" if flip else "")
+        self.model_id = model_id_for("facenet", flip)
         self._session = create_session(keras_to_onnx(model), providers)
         self._input = self._session.get_inputs()[0].name
 
@@ -81,7 +84,8 @@ class DlibEmbedder:
     """dlib's ResNet (CC0; what the face_recognition library uses): its own 5-point shape predictor aligns a 150×150
     chip inside dlib, then a 128-d descriptor. Needs the ``dlib-bin`` wheel (``install.sh --bench``)."""
 
-    model_id = "dlib-resnet-v1"
+    model_id = MODEL_IDS["dlib"]
+    dimension = 128
 
     def __init__(self, resnet: Path, shape5: Path):
         try:

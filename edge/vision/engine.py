@@ -75,6 +75,10 @@ class FaceEngine:
     def model_id(self) -> str:
         return self.embedder.model_id
 
+    @property
+    def embedder_dimension(self) -> int:
+        return self.embedder.dimension
+
     def analyze(self, image: np.ndarray, *, embed_if_poor: bool = False, antispoof: bool = False) -> FaceAnalysis:
         """Detect, assess and (when the quality allows, or ``embed_if_poor``) embed the most prominent face;
         with ``antispoof``, also run the passive anti-spoofing models on it."""

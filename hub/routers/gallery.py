@@ -1,0 +1,309 @@
+"""The gallery over HTTP: ``POST /identify``, ``/subjects`` (enrol, list, get, rename, delete), faces, "this is not
+X", recent identifications, export and import.
+
+Steps that need the models (identify, enrolment, negatives from a photo, re-embedding) are RPCs to an inference
+worker; the rest reads and writes Redis here. Every change is announced on ``gallery/changed``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
+
+from edge.bus import RpcMethod
+from edge.bus.messages import (
+    EnrollRequest,
+    EnrollResult,
+    GalleryChanged,
+    IdentifyRequest,
+    IdentifyResult,
+    NegativeRequest,
+    NegativeResult,
+    ReembedRequest,
+    ReembedResult,
+)
+from edge.errors import DependencyUnavailable, ErrorCode, FacematchError, InputError
+from edge.store.archive import export_gallery, import_gallery
+from hub.deps import Hub, KeyHolder
+from hub.gallery_schemas import (
+    DeletedResponse,
+    EnrollResponse,
+    IdentificationsResponse,
+    IdentifyHttpRequest,
+    IdentifyResponse,
+    ImportResponse,
+    NegativeHttpRequest,
+    NegativeResponse,
+    PhotosRequest,
+    SubjectCreate,
+    SubjectDetail,
+    SubjectListResponse,
+    SubjectResponse,
+    SubjectUpdate,
+)
+from hub.schemas import COMMON_ERRORS, error_responses
+from hub.state import HubState
+
+router = APIRouter(tags=["gallery"])
+
+# Re-embedding kept photos after an import takes ~50 ms a photo; a large gallery may take minutes.
+REEMBED_TIMEOUT = 900.0
+ZIP_BODY = {
+    "requestBody": {
+        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+        "required": True,
+    }
+}
+
+
+def announce(hub: HubState, version: int, subject_id: str | None) -> None:
+    hub.bus.publish(hub.bus.topics.gallery_changed, GalleryChanged(version=version, subject_id=subject_id).to_bytes(),
+                    qos=1)  # fmt: skip
+
+
+async def encoded_photos(hub: HubState, photos: list[str]) -> list[str]:
+    loaded = [await hub.images.load(f"photos[{i}]", p) for i, p in enumerate(photos)]
+    return [base64.b64encode(data).decode() for data in loaded]
+
+
+# -- identify -----------------------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/identify",
+    summary="Who is this? The best enrolled subjects, or `unknown` (open-set, calibrated for the gallery's size)",
+    response_model=IdentifyResponse,
+    response_model_exclude_none=True,
+    responses=error_responses(400, 403, 413, 415, *COMMON_ERRORS, 504),
+)
+async def identify(request: IdentifyHttpRequest, caller: KeyHolder, hub: Hub) -> IdentifyResponse:
+    started = time.perf_counter()
+    hub.require(RpcMethod.IDENTIFY)
+    with hub.match_slots.take():
+        image = await hub.images.load("image", request.image)
+        rpc = IdentifyRequest(image=base64.b64encode(image).decode(), max_candidates=request.max_candidates)
+        result: IdentifyResult = await hub.bus.acall(RpcMethod.IDENTIFY, rpc, timeout=hub.settings.http.request_timeout)
+    return IdentifyResponse(**result.model_dump(), processing_time=round(time.perf_counter() - started, 4))
+
+
+@router.get(
+    "/identifications",
+    summary="The most recent identifications (for the operator page)",
+    response_model=IdentificationsResponse,
+    responses=error_responses(403, *COMMON_ERRORS),
+)
+def identifications(
+    caller: KeyHolder, hub: Hub, count: Annotated[int, Query(ge=1, le=1000)] = 20
+) -> IdentificationsResponse:
+    return IdentificationsResponse(identifications=hub.gallery.recent_identifications(count))
+
+
+# -- subjects -----------------------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/subjects",
+    summary="Enrolled subjects, a page at a time (oldest first)",
+    response_model=SubjectListResponse,
+    responses=error_responses(403, *COMMON_ERRORS),
+)
+def list_subjects(
+    caller: KeyHolder,
+    hub: Hub,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> SubjectListResponse:
+    ids = hub.gallery.subject_ids(offset, limit)
+    loaded = hub.gallery.load(ids)
+    model = hub.model_id()
+    return SubjectListResponse(
+        total=hub.gallery.count(), offset=offset,
+        subjects=[loaded[s].summary(model) for s in ids if s in loaded],
+    )  # fmt: skip
+
+
+async def _enroll(hub: HubState, subject_id: str, photos: list[str], allow_mixup: bool) -> EnrollResult:
+    rpc = EnrollRequest(subject_id=subject_id, photos=await encoded_photos(hub, photos), allow_mixup=allow_mixup)
+    timeout = hub.settings.http.request_timeout + 2.0 * len(photos)
+    return await hub.bus.acall(RpcMethod.ENROLL, rpc, timeout=timeout)
+
+
+@router.post(
+    "/subjects",
+    status_code=201,
+    summary="Enrol a person from one or more photos; each photo's fate is reported",
+    response_model=EnrollResponse,
+    response_model_exclude_none=True,
+    responses=error_responses(400, 403, 413, 415, *COMMON_ERRORS, 504),
+)
+async def create_subject(request: SubjectCreate, caller: KeyHolder, hub: Hub) -> EnrollResponse:
+    hub.require(RpcMethod.ENROLL)
+    subject_id = await run_in_threadpool(hub.gallery.create_subject, request.name, request.metadata)
+    try:
+        result = await _enroll(hub, subject_id, request.photos, request.allow_mixup)
+    except BaseException:
+        # Nothing was enrolled (no usable photo, a bad image, a worker gone): no empty subject is left behind.
+        await run_in_threadpool(hub.gallery.delete_subject, subject_id)
+        raise
+    subject = await run_in_threadpool(hub.gallery.get, subject_id)
+    return EnrollResponse(subject=subject.summary(result.model), **result.model_dump())
+
+
+@router.get(
+    "/subjects/{subject_id}",
+    summary="One subject with the summary of each face (never the embeddings)",
+    response_model=SubjectResponse,
+    responses=error_responses(403, 404, *COMMON_ERRORS),
+)
+def get_subject(subject_id: str, caller: KeyHolder, hub: Hub) -> SubjectResponse:
+    subject = hub.gallery.get(subject_id)
+    detail = SubjectDetail(**subject.summary(hub.model_id()), face_list=[f.summary() for f in subject.faces])
+    return SubjectResponse(subject=detail)
+
+
+@router.patch(
+    "/subjects/{subject_id}",
+    summary="Rename a subject or replace its metadata",
+    response_model=SubjectResponse,
+    responses=error_responses(403, 404, 415, *COMMON_ERRORS),
+)
+def update_subject(subject_id: str, request: SubjectUpdate, caller: KeyHolder, hub: Hub) -> SubjectResponse:
+    version = hub.gallery.update_subject(subject_id, request.name, request.metadata)
+    announce(hub, version, subject_id)
+    return get_subject(subject_id, caller, hub)
+
+
+@router.delete(
+    "/subjects/{subject_id}",
+    summary="Erase a subject: faces, photos, negatives and recent identifications naming it",
+    response_model=DeletedResponse,
+    responses=error_responses(403, 404, *COMMON_ERRORS),
+)
+def delete_subject(subject_id: str, caller: KeyHolder, hub: Hub) -> DeletedResponse:
+    version = hub.gallery.delete_subject(subject_id)
+    announce(hub, version, subject_id)
+    return DeletedResponse(deleted=subject_id)
+
+
+@router.post(
+    "/subjects/{subject_id}/faces",
+    summary="Add photos to a subject",
+    response_model=EnrollResponse,
+    response_model_exclude_none=True,
+    responses=error_responses(400, 403, 404, 413, 415, *COMMON_ERRORS, 504),
+)
+async def add_faces(subject_id: str, request: PhotosRequest, caller: KeyHolder, hub: Hub) -> EnrollResponse:
+    hub.require(RpcMethod.ENROLL)
+    await run_in_threadpool(hub.gallery.get, subject_id)  # 404 before loading any photo
+    result = await _enroll(hub, subject_id, request.photos, request.allow_mixup)
+    subject = await run_in_threadpool(hub.gallery.get, subject_id)
+    return EnrollResponse(subject=subject.summary(result.model), **result.model_dump())
+
+
+@router.delete(
+    "/subjects/{subject_id}/faces/{face_id}",
+    summary="Remove one face (and its photo) from a subject",
+    response_model=DeletedResponse,
+    responses=error_responses(403, 404, *COMMON_ERRORS),
+)
+def remove_face(subject_id: str, face_id: str, caller: KeyHolder, hub: Hub) -> DeletedResponse:
+    version = hub.gallery.remove_face(subject_id, face_id)
+    announce(hub, version, subject_id)
+    return DeletedResponse(deleted=face_id)
+
+
+@router.post(
+    "/subjects/{subject_id}/negatives",
+    summary="'This is not X': mark a face (a recent identification's, or a photo) as not this subject",
+    response_model=NegativeResponse,
+    responses=error_responses(400, 403, 404, 413, 415, *COMMON_ERRORS, 504),
+)
+async def add_negative(subject_id: str, request: NegativeHttpRequest, caller: KeyHolder, hub: Hub) -> NegativeResponse:
+    hub.require(RpcMethod.NEGATIVE)
+    image = None
+    if request.image is not None:
+        image = base64.b64encode(await hub.images.load("image", request.image)).decode()
+    rpc = NegativeRequest(subject_id=subject_id, image=image, identification_id=request.identification_id)
+    result: NegativeResult = await hub.bus.acall(RpcMethod.NEGATIVE, rpc, timeout=hub.settings.http.request_timeout)
+    return NegativeResponse(**result.model_dump())
+
+
+# -- export / import ----------------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/gallery/export",
+    summary="The whole gallery as a checksummed zip archive (biometric templates: keep it safe)",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/zip": {}}}, **error_responses(403, *COMMON_ERRORS)},
+)
+def export(caller: KeyHolder, hub: Hub) -> FileResponse:
+    hub.spool.mkdir(parents=True, exist_ok=True)
+    fd, path = tempfile.mkstemp(dir=hub.spool, prefix="export-", suffix=".zip")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            export_gallery(hub.gallery, handle, hub.settings.device_id)
+    except BaseException:
+        os.unlink(path)
+        raise
+    name = f"facematch-gallery-{hub.settings.device_id}-{time.strftime('%Y%m%d-%H%M%S')}.zip"
+    return FileResponse(path, media_type="application/zip", filename=name, background=BackgroundTask(os.unlink, path))
+
+
+@router.post(
+    "/gallery/import",
+    summary="Import a gallery archive (body: the zip); subjects with the same id are replaced",
+    response_model=ImportResponse,
+    openapi_extra=ZIP_BODY,
+    responses=error_responses(400, 403, 413, *COMMON_ERRORS),
+)
+async def import_(http_request: Request, caller: KeyHolder, hub: Hub) -> ImportResponse:
+    path = await _spool_body(hub, http_request)
+    try:
+        report = await run_in_threadpool(import_gallery, hub.gallery, path)
+    finally:
+        path.unlink(missing_ok=True)
+    version = await run_in_threadpool(hub.gallery.version)
+    announce(hub, version, None)
+    reembed = await _reembed(hub, report.subject_ids) if report.subject_ids else {}
+    return ImportResponse(**report.to_dict(), gallery_version=version, **reembed)
+
+
+async def _reembed(hub: HubState, subject_ids: list[str]) -> dict[str, Any]:
+    """Embed kept photos with the worker's model where a face lacks it; say who needs new photos."""
+    try:
+        hub.require(RpcMethod.REEMBED)
+        request = ReembedRequest(subject_ids=subject_ids)
+        result: ReembedResult = await hub.bus.acall(RpcMethod.REEMBED, request, timeout=REEMBED_TIMEOUT)
+    except DependencyUnavailable as exc:
+        return {"reembed_pending": f"{exc.message}: run the import again once a worker is online"}
+    return {"reembedded": result.reembedded, "needs_new_photos": [s.model_dump() for s in result.needs_new_photos]}
+
+
+async def _spool_body(hub: HubState, request: Request) -> Path:
+    hub.spool.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=hub.spool, prefix="import-", suffix=".zip")
+    path = Path(name)
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            async for chunk in request.stream():
+                size += len(chunk)
+                handle.write(chunk)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise FacematchError(f"the archive could not be stored: {exc}", ErrorCode.SPOOL_UNAVAILABLE) from None
+    if size == 0:
+        path.unlink(missing_ok=True)
+        raise InputError("the body is empty: send the archive's bytes (Content-Type: application/zip)",
+                         ErrorCode.INVALID_ARCHIVE)  # fmt: skip
+    return path
