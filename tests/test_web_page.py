@@ -164,3 +164,56 @@ def test_no_external_resources():
     for path in static.iterdir():
         assert not re.search(r"(src|href)=\"(https?:)?//", path.read_text()), path
         assert not re.search(r"fetch\(\s*[\"'`]https?://", path.read_text()), path
+
+
+def test_the_operator_page_enrols_identifies_marks_and_deletes(playwright, up_stack, fake_camera, faces_dir):
+    """The operator's page with a real face on the fake camera and a real photo from a file."""
+    url, key = up_stack
+    blair = sorted((faces_dir / "lfw_official/images/Tony_Blair").glob("*.jpg"))[0]
+    browser = launch_with_camera(playwright, fake_camera)
+    try:
+        page = browser.new_page(viewport={"width": 1100, "height": 1400})
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.goto(f"{url}/operator")
+        page.fill("#api-key", "not-a-key")
+        page.click("#login-form button")
+        page.wait_for_selector("#message:not([hidden])")
+        assert "not valid" in page.text_content("#message") and page.is_hidden("#workspace")
+        page.fill("#api-key", key)
+        page.click("#login-form button")
+        page.wait_for_selector("#workspace:not([hidden])")
+        # The person in front of the camera, from two camera shots.
+        page.click("#camera-on")
+        page.wait_for_function("document.getElementById('camera').videoWidth > 0", timeout=15_000)
+        page.wait_for_timeout(500)
+        page.click("#snap")
+        page.wait_for_timeout(700)
+        page.click("#snap")
+        page.fill("#name", "Camera Person")
+        page.click("#enrol-submit")
+        page.wait_for_function("document.getElementById('message').textContent.includes('enrolled')", timeout=30_000)
+        assert page.locator("#enrol-report li.added").count() >= 1
+        # Another person from a file.
+        page.set_input_files("#files", str(blair))
+        page.wait_for_selector("#shots img")
+        page.fill("#name", "Tony Blair")
+        page.click("#enrol-submit")
+        page.wait_for_function("document.getElementById('message').textContent.includes('Tony Blair enrolled')",
+                               timeout=30_000)  # fmt: skip
+        page.wait_for_function("document.querySelectorAll('#subjects tbody tr').length === 2")
+        page.screenshot(path=str(ARTIFACTS / "operator-enrolled.png"), full_page=True)
+        # Identify the camera person, then say that was not them.
+        page.click("#identify")
+        page.wait_for_function("document.getElementById('message').textContent.startsWith('Identified: Camera Person')",
+                               timeout=30_000)  # fmt: skip
+        page.wait_for_selector("#identifications button.not-this")
+        page.screenshot(path=str(ARTIFACTS / "operator-identified.png"), full_page=True)
+        page.click("#identifications button.not-this")
+        page.wait_for_function("document.getElementById('message').textContent.startsWith('Noted')")
+        # Delete Tony Blair (the confirmation is accepted).
+        page.click("#subjects tr:has-text('Tony Blair') button.delete")
+        page.wait_for_function("document.querySelectorAll('#subjects tbody tr').length === 1")
+        assert "Camera Person" in page.text_content("#subjects")
+        page.screenshot(path=str(ARTIFACTS / "operator-after-delete.png"), full_page=True)
+    finally:
+        browser.close()

@@ -124,9 +124,11 @@ class GalleryIndex:
         matrix, starts, ids, entries = self._pack()
         if not ids:
             return []
-        per_subject = np.maximum.reduceat(matrix @ vector.astype(np.float32), starts)
+        scores = matrix @ vector.astype(np.float32)
+        # One face per subject is the common case: the scores are the subjects' already.
+        per_subject = scores if len(scores) == len(ids) else np.maximum.reduceat(scores, starts)
         k = min(k, len(ids))
-        top = np.argpartition(-per_subject, k - 1)[:k]
+        top = np.argpartition(per_subject, len(ids) - k)[len(ids) - k :]
         top = top[np.argsort(-per_subject[top])]
         matches = []
         for i in top:

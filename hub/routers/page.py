@@ -21,6 +21,12 @@ async def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html")
 
 
+@router.get("/operator", include_in_schema=False)
+async def operator() -> FileResponse:
+    """The operator's page: enrol people, see and delete them, recent identifications (needs an API key)."""
+    return FileResponse(STATIC_DIR / "operator.html")
+
+
 @router.get("/static", include_in_schema=False)
 async def static_root() -> RedirectResponse:
     return RedirectResponse("/static/index.html")
