@@ -21,6 +21,7 @@ are probed again.
 from __future__ import annotations
 
 import argparse
+import base64
 import random
 import statistics
 import tempfile
@@ -230,30 +231,27 @@ class EndToEnd(BaseModel):
 def time_endpoints(lfw_images: Path, protocol: Protocol, table: EmbeddingTable, runs: int) -> EndToEnd:
     """``facematch up`` on free ports; enrol 50 people; /identify and /match (the same photo on both sides: the two
     sides run in parallel, so its time is one side's) on a 640×480 photo, alternated."""
-    photo = photo_640x480(lfw_images / table.names[protocol.mated[0][0]])
-    import base64
-
-    encoded = base64.b64encode(photo).decode()
+    enrolled = min(50, len(protocol.names))
     with tempfile.TemporaryDirectory(prefix="facematch-bench-") as tmp, running_stack(Path(tmp)) as (url, key, pid):
-        with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as client:
-            for k in range(min(50, len(protocol.names))):
-                image = base64.b64encode((lfw_images / table.names[protocol.enrolled[k]]).read_bytes()).decode()
-                response = client.post("/subjects", json={"name": protocol.names[k], "photos": [image],
-                                                          "allow_mixup": True})  # fmt: skip
-                response.raise_for_status()
-            identify, match = [], []
-            for i in range(runs + 2):
-                began = time.perf_counter()
-                client.post("/identify", json={"image": encoded}).raise_for_status()
-                middle = time.perf_counter()
-                client.post("/match", json={"image1": encoded, "image2": encoded}).raise_for_status()
-                ended = time.perf_counter()
-                if i >= 2:
-                    identify.append(middle - began)
-                    match.append(ended - middle)
-            memory = resident_mb(pid)
+        client = httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60)
+        for k in range(enrolled):
+            image = base64.b64encode((lfw_images / table.names[protocol.enrolled[k]]).read_bytes()).decode()
+            body = {"name": protocol.names[k], "photos": [image], "allow_mixup": True}
+            client.post("/subjects", json=body).raise_for_status()
+        photo = base64.b64encode(photo_640x480(lfw_images / table.names[protocol.mated[0][0]])).decode()
+        identify, match = [], []
+        for i in range(runs + 2):  # two warm-up rounds
+            began = time.perf_counter()
+            client.post("/identify", json={"image": photo}).raise_for_status()
+            middle = time.perf_counter()
+            client.post("/match", json={"image1": photo, "image2": photo}).raise_for_status()
+            if i >= 2:
+                identify.append(middle - began)
+                match.append(time.perf_counter() - middle)
+        client.close()
+        memory = resident_mb(pid)
     p50_identify, p50_match = statistics.median(identify), statistics.median(match)
-    return EndToEnd(enrolled=min(50, len(protocol.names)), runs=runs, identify_p50_ms=1000 * p50_identify,
+    return EndToEnd(enrolled=enrolled, runs=runs, identify_p50_ms=1000 * p50_identify,
                     identify_p95_ms=1000 * float(np.percentile(identify, 95)), match_p50_ms=1000 * p50_match,
                     ratio_identify_to_match=p50_identify / p50_match, resident_mb=memory)  # fmt: skip
 
