@@ -175,6 +175,12 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_subjects(args: argparse.Namespace) -> int:
+    from edge import subjects_cli
+
+    return subjects_cli.main(args, _settings(args))
+
+
 def cmd_page_token(args: argparse.Namespace) -> int:
     from edge.credentials import redis_url
     from edge.errors import FacematchError
@@ -261,6 +267,10 @@ def build_parser(with_benches: bool = True) -> argparse.ArgumentParser:
     credentials_sub.add_parser("init", help="create them unless they exist (install.sh does)")
     credentials_sub.add_parser("rotate", help="replace every password (takes effect when up restarts)")
 
+    from edge import subjects_cli
+
+    subjects_cli.add_parser(sub)
+    sub.choices["subjects"].set_defaults(func=cmd_subjects)
     page_token = sub.add_parser(
         "page-token", help="a link that lets the web page run liveness challenges for a while (kiosk, phone)"
     )

@@ -180,9 +180,10 @@ class GalleryService:
                 if not analysis.quality.ok:
                     raise self._refusal(field, analysis)
             except ImageInputError as exc:
-                reasons = [Reason(code=exc.code.value, message=exc.message)]
-                reasons += [Reason(**r) for r in exc.detail.get("quality", {}).get("reasons", [])
-                            if r["code"] != MULTIPLE_FACES]  # fmt: skip
+                quality = exc.detail.get("quality", {}).get("reasons", [])
+                reasons = [Reason(**r) for r in quality if r["code"] != MULTIPLE_FACES] or [
+                    Reason(code=exc.code.value, message=exc.message.removeprefix(f"{field}: "))
+                ]
                 reports.append(PhotoReport(index=index, status="rejected", reasons=reasons))
                 continue
             assert analysis.embedding is not None
