@@ -125,6 +125,43 @@ def figures_for(table: EmbeddingTable, protocol: Protocol, people: list[int], ca
     )  # fmt: skip
 
 
+class MarginFigures(BaseModel):
+    margin_decades: float
+    fpir: float
+    fnir: float
+    wrong_name_rate: float  # mated probes given another enrolled person's name
+
+
+def margin_sweep(table: EmbeddingTable, protocol: Protocol, calibration: Calibration, policy: OpenSetPolicy,
+                 margins: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)) -> list[MarginFigures]:  # fmt: skip
+    """The margin rule at the default threshold, full gallery: reported, not tuned (the default is off)."""
+    vectors = table.vectors
+    gallery = vectors[protocol.enrolled]
+    mated = vectors[[r for r, _ in protocol.mated]] @ gallery.T
+    truth = np.array([k for _, k in protocol.mated])
+    strangers = vectors[protocol.strangers] @ gallery.T
+    threshold = threshold_for(calibration, len(gallery), policy).cosine
+    decades = np.vectorize(lambda c: -np.log10(calibration.fmr(float(c))))
+
+    def named(scores: np.ndarray, margin: float) -> np.ndarray:
+        top2 = np.sort(scores, axis=1)[:, -2:]
+        keep = top2[:, 1] >= threshold
+        return keep & (decades(top2[:, 1]) - decades(top2[:, 0]) >= margin) if margin > 0 else keep
+
+    rows = []
+    for margin in margins:
+        kept, right = named(mated, margin), mated.argmax(axis=1) == truth
+        rows.append(
+            MarginFigures(
+                margin_decades=margin,
+                fpir=float(named(strangers, margin).mean()),
+                fnir=float(1 - (kept & right).mean()),
+                wrong_name_rate=float((kept & ~right).mean()),
+            )
+        )
+    return rows
+
+
 class NegativeFigures(BaseModel):
     gallery: int
     target_fpir: float
@@ -264,7 +301,9 @@ class IdentifyBenchResult(BenchResult):
     refused_mated_probes: int
     refused_strangers: int
     target_fpir: float
+    margin_decades: float
     sizes: list[SizeFigures]
+    margins: list[MarginFigures]
     negatives: list[NegativeFigures]
     search: list[SearchFigures]
     endpoints: EndToEnd | None = None
@@ -284,6 +323,11 @@ class IdentifyBenchResult(BenchResult):
                 f"{s.fnir_at_fpir_01pct:13.2%}  |          {s.default_threshold_cosine:.4f}  "
                 f"{s.default_fpir:6.2%} ({s.default_fpir_over_target:.2f}x)   {s.default_fnir:6.2%}"
             )
+        lines += ["", "margin rule at the default threshold, full gallery (configured: "
+                  f"{self.margin_decades:g} decades):"]  # fmt: skip
+        for m in self.margins:
+            lines.append(f"  margin {m.margin_decades:g}: FPIR {m.fpir:.2%}, FNIR {m.fnir:.2%}, "
+                         f"enrolled people given another's name {m.wrong_name_rate:.2%}")  # fmt: skip
         for n in self.negatives:
             lines += [
                 "",
@@ -355,5 +399,7 @@ def main(args: argparse.Namespace, settings: Settings) -> IdentifyBenchResult:
     return IdentifyBenchResult(
         model=model, images=len(table.names), embed_seconds=table.seconds, enrolled_people=len(protocol.names),
         refused_mated_probes=protocol.refused_mated, refused_strangers=protocol.refused_strangers,
-        target_fpir=policy.target_fpir, sizes=sizes, negatives=negatives, search=search, endpoints=endpoints,
+        target_fpir=policy.target_fpir, margin_decades=policy.margin_decades, sizes=sizes,
+        margins=margin_sweep(table, protocol, calibration, policy), negatives=negatives, search=search,
+        endpoints=endpoints,
     )  # fmt: skip
