@@ -112,6 +112,7 @@ def acl(prefix: str) -> str:
             f"topic read {base}/rpc/+/request",
             f"topic read {base}/rpc/+/+/request",
             f"topic write {base}/rpc/reply/#",
+            f"topic readwrite {base}/gallery/changed",
         ],
         Component.HUB: [
             f"topic write {base}/rpc/+/request",
@@ -119,6 +120,7 @@ def acl(prefix: str) -> str:
             f"topic read {base}/+/+/status",
             f"topic read {base}/+/+/info",
             f"topic read {base}/events/#",
+            f"topic write {base}/gallery/changed",
         ],
         Component.CAMERA: [f"topic write {base}/camera/frame", f"topic write {base}/stats"],
         Component.DISPLAY: [f"topic read {base}/challenge/#", f"topic read {base}/events/#"],

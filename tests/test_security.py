@@ -613,3 +613,35 @@ def test_credentials_init_and_rotate_from_the_command_line(tmp_path):
     assert run("rotate").returncode == 0
     after = json.loads(path.read_text())
     assert after["redis"] != before["redis"] and after["mqtt"]["hub"] != before["mqtt"]["hub"]
+
+
+def test_gallery_change_events_pass_the_acl_from_hub_and_workers_only(secured_broker):
+    import queue
+
+    from edge.bus import Bus, Component
+    from edge.bus.messages import GalleryChanged
+    from edge.config import load_settings
+
+    broker, creds = secured_broker
+    settings = load_settings(environ={"DEVICE_ID": "door-1"})
+
+    def bus(component: Component) -> Bus:
+        login = f"{component.value}:{creds.mqtt[component.value]}@"
+        return Bus(settings, component, url=f"mqtt://{login}127.0.0.1:{broker.port}")
+
+    worker, hub, camera = bus(Component.INFERENCE), bus(Component.HUB), bus(Component.CAMERA)
+    try:
+        assert worker.start(wait=5) and hub.start(wait=5) and camera.start(wait=5)
+        heard = queue.Queue()
+        worker.subscribe(worker.topics.gallery_changed, heard.put)
+        time.sleep(0.3)
+        camera.publish(camera.topics.gallery_changed, GalleryChanged(version=99).to_bytes(), qos=1)
+        hub.publish(hub.topics.gallery_changed, GalleryChanged(version=7, subject_id="s1").to_bytes(), qos=1)
+        worker.publish(worker.topics.gallery_changed, GalleryChanged(version=8).to_bytes(), qos=1)
+        versions = sorted(GalleryChanged.model_validate_json(heard.get(timeout=5).payload).version for _ in range(2))
+        assert versions == [7, 8]
+        with pytest.raises(queue.Empty):
+            heard.get(timeout=0.5)  # the camera's forgery never arrived
+    finally:
+        for each in (camera, hub, worker):
+            each.stop()
