@@ -174,7 +174,7 @@ def get_subject(subject_id: str, caller: KeyHolder, hub: Hub) -> SubjectResponse
     "/subjects/{subject_id}",
     summary="Rename a subject or replace its metadata",
     response_model=SubjectResponse,
-    responses=error_responses(403, 404, 415, *COMMON_ERRORS),
+    responses=error_responses(400, 403, 404, 413, 415, *COMMON_ERRORS),
 )
 def update_subject(subject_id: str, request: SubjectUpdate, caller: KeyHolder, hub: Hub) -> SubjectResponse:
     version = hub.gallery.update_subject(subject_id, request.name, request.metadata)
