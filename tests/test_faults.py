@@ -126,3 +126,27 @@ def test_a_full_spool_disk_is_503_naming_it_and_keeps_the_session(tmp_path, redi
         worker.stop()
         pool.shutdown()
         subprocess.run(["umount", str(spool)], check=False)
+
+
+def test_the_gallery_says_redis_is_down_and_comes_back(tmp_path, own_services, engine, faces_dir):
+    from tests.conftest import start_worker
+
+    redis, broker = own_services
+    settings = make_settings(tmp_path, redis.port, broker.port)
+    _, stop = start_worker(settings, engine)
+    client = hub_client(settings)
+    try:
+        wait_for_inference(client, routes=("identify", "enroll"))
+        photo = base64.b64encode((faces_dir / PHOTO).read_bytes()).decode()
+        assert client.post("/subjects", json={"name": "Barack Obama", "photos": [photo]}).status_code == 201
+        redis.process.kill()
+        redis.process.wait()
+        for response in (client.get("/subjects"), client.post("/identify", json={"image": photo})):
+            assert response.status_code == 503 and response.json()["error"]["dependency"] == "redis", response.text
+        redis.start()  # not persistent: the gallery comes back empty, and the worker follows it
+        until(lambda: client.get("/subjects").status_code == 200, 5)
+        answer = client.post("/identify", json={"image": photo}).json()
+        assert answer["outcome"] == "unknown" and answer["threshold"]["gallery_faces"] == 0
+    finally:
+        client.__exit__(None, None, None)
+        stop()

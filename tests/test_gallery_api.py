@@ -5,7 +5,9 @@ erasure, export -> import, and a change reaching a second worker."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import json
 import time
 import zipfile
 
@@ -157,19 +159,27 @@ def test_importing_faces_of_another_model_says_who_needs_new_photos(api, lfw):
     exported = api.get("/gallery/export").content
     clear_gallery(api.app.state.hub.settings.redis.url)
     # The same archive as if made on a device with another embedding model.
-    renamed = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(exported)) as source, zipfile.ZipFile(renamed, "w") as target:
-        import hashlib
-        import json
-
-        lines = source.read("subjects.jsonl").replace(b"sface-2021dec-flip", b"other-model-v1")
-        manifest = json.loads(source.read("manifest.json"))
-        manifest["files"]["subjects.jsonl"] = hashlib.sha256(lines).hexdigest()
-        target.writestr("subjects.jsonl", lines)
-        target.writestr("manifest.json", json.dumps(manifest))
-    report = api.post("/gallery/import", content=renamed.getvalue()).json()
+    renamed = rewrite_model(exported, "sface-2021dec-flip", "other-model-v1")
+    report = api.post("/gallery/import", content=renamed).json()
     assert report["models"] == ["other-model-v1"]
     assert [s["name"] for s in report["needs_new_photos"]] == ["Jean Chretien"]
+
+
+def rewrite_model(archive: bytes, old: str, new: str) -> bytes:
+    """The archive as if its embeddings came from model ``new`` (checksums updated: a valid archive)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(archive)) as source, zipfile.ZipFile(out, "w") as target:
+        manifest = json.loads(source.read("manifest.json"))
+        for name in source.namelist():
+            if name == "manifest.json":
+                continue
+            data = source.read(name)
+            if name == "subjects.jsonl":
+                data = data.replace(old.encode(), new.encode())
+                manifest["files"][name] = hashlib.sha256(data).hexdigest()
+            target.writestr(name, data)
+        target.writestr("manifest.json", json.dumps(manifest))
+    return out.getvalue()
 
 
 def test_a_change_reaches_a_second_worker_without_a_search(api, lfw, settings, engine):
@@ -186,4 +196,31 @@ def test_a_change_reaches_a_second_worker_without_a_search(api, lfw, settings, e
         assert [w.index.version for w in workers] == [version, version]
         assert [w.index.subjects for w in workers] == [1, 1]
     finally:
+        stop()
+
+
+def test_an_import_from_another_model_re_embeds_kept_photos(settings, engine, lfw):
+    """With enrolment photos kept, a gallery made with another model is re-embedded on import."""
+    from tests.conftest import make_settings
+
+    redis_port = int(settings.redis.url.rsplit(":", 1)[1].split("/")[0])
+    mqtt_port = int(settings.mqtt.url.rsplit(":", 1)[1])
+    keeping = make_settings(settings.paths.state_dir.parent, redis_port, mqtt_port,
+                            FACEMATCH_GALLERY__STORE_ENROLLMENT_IMAGES="true")  # fmt: skip
+    clear_gallery(keeping.redis.url)
+    _, stop = start_worker(keeping, engine)
+    client = hub_client(keeping)
+    try:
+        wait_for_inference(client, routes=GALLERY_ROUTES)
+        sid = enroll(client, "Hans Blix", [photo(lfw, "Hans_Blix", 0)])["subject_id"]
+        assert client.get(f"/subjects/{sid}").json()["subject"]["face_list"][0]["has_image"]
+        exported = client.get("/gallery/export").content
+        clear_gallery(keeping.redis.url)
+        archive = rewrite_model(exported, "sface-2021dec-flip", "other-model-v1")
+        report = client.post("/gallery/import", content=archive).json()
+        assert report["reembedded"] == {sid: 1} and report["needs_new_photos"] == []
+        found = client.post("/identify", json={"image": photo(lfw, "Hans_Blix", 2)}).json()
+        assert found["outcome"] == "identified" and found["subject"]["subject_id"] == sid
+    finally:
+        client.__exit__(None, None, None)
         stop()
