@@ -21,7 +21,7 @@ def _benches() -> list:
 
 
 # The product's processes that `facematch up` runs, in start order: (name, python module).
-PROCESSES: list[tuple[str, str]] = [("inference", "edge.inference"), ("hub", "hub")]
+PROCESSES: list[tuple[str, str]] = [("inference", "edge.inference"), ("hub", "hub"), ("camera", "edge.camera")]
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -128,6 +128,19 @@ class LivenessSettings(_Section):
     )
 
 
+class CameraSettings(_Section):
+    # none: no camera daemon work (the HTTP product alone). The daemon retries a source it cannot open, with backoff.
+    source: Literal["none", "v4l2", "rtsp", "gstreamer", "picamera2", "file"] = "v4l2"
+    device: str = Field("/dev/video0", description="V4L2 path or index, RTSP URL, GStreamer pipeline, or video file")
+    width: int = Field(640, ge=160, le=3840)
+    height: int = Field(480, ge=120, le=2160)
+    capture_fps: float = Field(30.0, gt=0, le=120, description="asked of the camera")
+    fps: float = Field(15.0, gt=0, le=60, description="frames published per second (the door flow's rate)")
+    jpeg_quality: int = Field(85, ge=30, le=100)
+    loop: bool = Field(True, description="a file source starts over at its end")
+    stats_interval: float = Field(5.0, ge=1.0, le=300.0, description="seconds between stats messages")
+
+
 class ModelSettings(_Section):
     dir: Path = Field(PROJECT_ROOT / "models" / "weights", description="where fetched weights are stored")
     source_dir: Path | None = Field(None, description="a local directory searched first by the fetcher")
@@ -159,6 +172,7 @@ class Settings(BaseSettings):
     matching: MatchingSettings = MatchingSettings()
     gallery: GallerySettings = GallerySettings()
     liveness: LivenessSettings = LivenessSettings()
+    camera: CameraSettings = CameraSettings()
     models: ModelSettings = ModelSettings()
     paths: PathSettings = PathSettings()
 

@@ -113,6 +113,7 @@ def acl(prefix: str) -> str:
             f"topic read {base}/rpc/+/+/request",
             f"topic write {base}/rpc/reply/#",
             f"topic readwrite {base}/gallery/changed",
+            f"topic read {base}/camera/frame",
         ],
         Component.HUB: [
             f"topic write {base}/rpc/+/request",

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 from edge.bus import BrokerAddress, Bus, Component, Presence
 from edge.config import Settings, redact
@@ -125,18 +126,30 @@ def check_models(settings: Settings) -> list[Check]:
     return checks
 
 
-def check_camera() -> Check:
-    devices = sorted(glob.glob("/dev/video*"))
-    if devices:
-        return Check("camera", OK, ", ".join(devices))
-    picamera = importlib.util.find_spec("picamera2") is not None
-    if picamera:
-        return Check("camera", OK, "picamera2 importable (Raspberry Pi camera)")
+def check_camera(settings: Settings) -> Check:
+    """The configured source, and every V4L2 camera OpenCV can open and read a frame from."""
+    from edge.camera.sources import openable_cameras
+
+    configured = f"configured: {settings.camera.source} {settings.camera.device}"
+    if settings.camera.source == "none":
+        return Check("camera", OK, "camera.source is none: the camera daemon publishes nothing")
+    if settings.camera.source == "file":
+        exists = Path(settings.camera.device).is_file()
+        return Check("camera", OK if exists else FAIL, configured + ("" if exists else ": no such file"),
+                     "" if exists else "set camera.device to a video file")  # fmt: skip
+    cameras = openable_cameras()
+    if cameras:
+        return Check("camera", OK, f"{configured}; can open: {', '.join(cameras)}")
+    if importlib.util.find_spec("picamera2") is not None:
+        return Check("camera", OK, f"{configured}; picamera2 importable (Raspberry Pi camera)")
+    if settings.camera.source in ("rtsp", "gstreamer"):
+        return Check("camera", OK, f"{configured} (not opened by doctor: the daemon reports it)")
     return Check(
         "camera",
         WARN,
-        "no /dev/video* device and no picamera2",
-        "plug in a USB camera, or use a file/RTSP source; the HTTP API works without a camera",
+        f"{configured}; no camera can be opened (no readable /dev/video*, no picamera2)",
+        "plug in a USB camera (and add the user to the `video` group), or set camera.source to file/rtsp; "
+        "the HTTP API works without a camera",
     )
 
 
@@ -215,7 +228,7 @@ def run_checks(settings: Settings) -> list[Check]:
     ]
     checks += check_models(settings)
     checks += [check_api_keys(settings), check_inference_worker(settings), check_hub(settings)]
-    checks += [check_camera(), check_display()]
+    checks += [check_camera(settings), check_display()]
     return checks
 
 

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+from edge.config import load_settings
 from edge.doctor import FAIL, OK, WARN, check_camera, check_display, check_opencv, run_checks
 
 
@@ -26,14 +27,22 @@ def test_camera_and_display_tell_the_truth(monkeypatch):
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    devices = glob_module.glob("/dev/video*")
-    camera = check_camera()
-    assert (camera.level == OK) == bool(devices) or "picamera2" in camera.detail
+    from edge.camera.sources import openable_cameras
+
+    camera = check_camera(load_settings(environ={}))
+    assert (camera.level == OK) == bool(openable_cameras()) or "picamera2" in camera.detail
+    assert "configured: v4l2 /dev/video0" in camera.detail
     display = check_display()
     has_display_device = bool(glob_module.glob("/dev/dri/card*") + glob_module.glob("/dev/fb[0-9]"))
     assert (display.level == OK) == has_display_device
     if display.level != OK:
         assert display.fix
+
+
+def test_doctor_checks_a_file_camera(tmp_path):
+    missing = check_camera(load_settings(environ={"FACEMATCH_CAMERA__SOURCE": "file",
+                                                  "FACEMATCH_CAMERA__DEVICE": str(tmp_path / "no.mp4")}))  # fmt: skip
+    assert missing.level == FAIL and "no such file" in missing.detail
 
 
 def test_exactly_one_opencv():

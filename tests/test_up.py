@@ -141,7 +141,7 @@ def test_up_uses_services_that_already_answer(up_env, redis_server, mqtt_broker)
     up = start_up(env)
     try:
         wait_health(ports["http"], 60)
-        assert len(children_of(up.pid)) == 2  # only the inference daemon and the hub
+        assert len(children_of(up.pid)) == 3  # only the inference daemon, the hub and the camera daemon
         up.send_signal(signal.SIGTERM)
         output, _ = up.communicate(timeout=30)
     finally:
