@@ -141,6 +141,23 @@ class CameraSettings(_Section):
     stats_interval: float = Field(5.0, ge=1.0, le=300.0, description="seconds between stats messages")
 
 
+class DoorSettings(_Section):
+    """The live door flow on camera frames (run by one inference worker per device) and its policy."""
+
+    flow: bool = Field(True, description="run the door flow on camera frames (needs camera.source other than none)")
+    challenge: bool = Field(True, description="ask for the gaze challenge before granting")
+    antispoof_required: bool = Field(True, description="deny a face the passive anti-spoofing models find not live")
+    unlock_seconds: float = Field(5.0, gt=0, le=600, description="door/command unlock duration")
+    challenge_lead: float = Field(1.0, ge=0.2, le=5.0, description="seconds from challenge/start to its first window")
+    min_eye_distance: float = Field(40.0, ge=10, le=500, description="pixels: close enough to be walking up")
+    steady_seconds: float = Field(0.3, ge=0.0, le=5.0, description="the face stays still this long before a walk-up")
+    face_lost_seconds: float = Field(1.0, gt=0, le=10.0, description="a challenge ends when the face is gone this long")
+    stall_seconds: float = Field(1.5, gt=0, le=30.0, description="a challenge ends when no frame arrives this long")
+    rewalk_seconds: float = Field(
+        10.0, ge=0, le=3600, description="after a decision, a face still in view starts a new walk-up after this long"
+    )
+
+
 class ModelSettings(_Section):
     dir: Path = Field(PROJECT_ROOT / "models" / "weights", description="where fetched weights are stored")
     source_dir: Path | None = Field(None, description="a local directory searched first by the fetcher")
@@ -173,6 +190,7 @@ class Settings(BaseSettings):
     gallery: GallerySettings = GallerySettings()
     liveness: LivenessSettings = LivenessSettings()
     camera: CameraSettings = CameraSettings()
+    door: DoorSettings = DoorSettings()
     models: ModelSettings = ModelSettings()
     paths: PathSettings = PathSettings()
 

@@ -67,6 +67,7 @@ class Message:
     response_topic: str | None = None
     correlation: bytes | None = None
     received: float = field(default_factory=time.time)
+    qos: int = 0  # as delivered: the lower of the publisher's and the subscription's
 
     @classmethod
     def from_paho(cls, message: mqtt.MQTTMessage) -> Message:
@@ -78,6 +79,7 @@ class Message:
             user_properties=dict(getattr(props, "UserProperty", None) or []),
             response_topic=getattr(props, "ResponseTopic", None),
             correlation=getattr(props, "CorrelationData", None),
+            qos=int(message.qos),
         )
 
     def json(self) -> Any:

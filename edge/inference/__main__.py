@@ -7,6 +7,7 @@ import sys
 from edge.bus import Bus, Component
 from edge.credentials import redis_url
 from edge.daemon import Daemon
+from edge.inference.door_flow import DoorFlow
 from edge.inference.gallery import GalleryService
 from edge.inference.service import InferenceService
 from edge.store import Store
@@ -38,12 +39,20 @@ def main() -> int:
         daemon.log.error("%s", exc)
         return 3
     executors = service.serve(bus, gallery)
+    flow = None
+    if settings.door.flow and settings.camera.source != "none":
+        landmarker = model_path(settings.models.dir, "face_landmarker")
+        flow = DoorFlow(settings, engine, gallery, store, bus, landmarker)
     connected = bus.start(wait=BROKER_WAIT)
+    if flow is not None:
+        flow.start()
     daemon.ready(
         f"models loaded ({engine.detector.name} + {engine.model_id}); instance {bus.instance}; "
         + ("serving RPCs" if connected else "waiting for the broker")
     )
     daemon.run()
+    if flow is not None:
+        flow.stop()
     bus.stop()
     for executor in executors:
         executor.shutdown(wait=True, cancel_futures=True)

@@ -35,7 +35,15 @@ from edge.bus.messages import (
 from edge.config import Settings
 from edge.errors import ErrorCode, GalleryError, ImageInputError, InputError
 from edge.identify.index import GalleryIndex
-from edge.identify.openset import EXPLANATIONS, Candidate, OpenSetPolicy, Threshold, decide, threshold_for
+from edge.identify.openset import (
+    EXPLANATIONS,
+    Candidate,
+    Decision,
+    OpenSetPolicy,
+    Threshold,
+    decide,
+    threshold_for,
+)
 from edge.store.gallery import FaceRecord, Gallery, new_id
 from edge.vision.decode import ImageError, decode_image
 from edge.vision.engine import FaceAnalysis, FaceEngine
@@ -110,6 +118,13 @@ class GalleryService:
         matches = self.index.search(vector, k=max(k, 2))
         return [m.candidate for m in matches], {m.candidate.subject_id: m.name for m in matches}
 
+    def decide(self, vector: np.ndarray, max_candidates: int = 3) -> tuple[Decision, dict[str, str]]:
+        """The open-set decision for one embedding against the index as it is (sync it first), with the names of
+        the candidates."""
+        candidates, names = self._candidates(vector, max_candidates)
+        threshold = threshold_for(self.calibration, self.index.faces, self.policy)
+        return decide(candidates, threshold, self.calibration, self.policy), names
+
     def identify(self, request: IdentifyRequest) -> IdentifyResult:
         started = time.perf_counter()
         self.index.sync(self.gallery)
@@ -118,9 +133,8 @@ class GalleryService:
             raise self._refusal("image", analysis)
         assert analysis.embedding is not None
         vector = analysis.embedding.vector
-        candidates, names = self._candidates(vector, request.max_candidates)
-        threshold = threshold_for(self.calibration, self.index.faces, self.policy)
-        decision = decide(candidates, threshold, self.calibration, self.policy)
+        decision, names = self.decide(vector, request.max_candidates)
+        threshold = decision.threshold
         shown = [
             IdentifyCandidate(
                 subject_id=c.subject_id, name=names[c.subject_id], cosine=round(c.cosine, 4),

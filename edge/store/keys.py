@@ -79,5 +79,20 @@ def page_token(token_hash: str) -> str:
     return f"{PREFIX}page-token:{token_hash}"
 
 
+def door_flow_lock(device_id: str) -> str:
+    """Held (with a short TTL, renewed) by the one inference worker that runs the device's door flow."""
+    return f"{PREFIX}door-flow:{device_id}"
+
+
+def walkup_current(device_id: str) -> str:
+    """The walk-up in progress on a device (JSON), so that a worker taking over after a restart can close it."""
+    return f"{PREFIX}walkup-current:{device_id}"
+
+
+def walkup_decided(walkup_id: str) -> str:
+    """Set once when a walk-up's decision is made: a second decision for it is never published."""
+    return f"{PREFIX}walkup:{walkup_id}"
+
+
 # Prefix of the rate-limit counters (kept by the `limits` library, shared by every hub process).
 RATE_LIMIT_PREFIX = f"{PREFIX}rate"

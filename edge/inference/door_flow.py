@@ -1,0 +1,428 @@
+"""The live door flow: camera frames → walk-up → 1:N → anti-spoofing → gaze challenge → decision → door command.
+
+Exactly one inference worker per device runs it: the one holding ``fm:door-flow:<device>`` in Redis (a short TTL,
+renewed while it lives; another worker takes over within seconds of its death). Frames come from ``camera/frame``
+through a one-slot mailbox, so a slow step drops frames instead of building a backlog.
+
+One walk-up, one decision: each walk-up has an id, and its decision is published only by whoever sets
+``fm:walkup:<id>`` first. The walk-up in progress is kept in Redis, so a worker that takes over after a crash or a
+restart closes it as interrupted (once) instead of leaving it open or deciding it twice. Every outcome is an
+``events/access`` message: granted, denied (and why), unknown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import redis
+
+from edge import clock
+from edge.bus import Bus, EventKind
+from edge.bus.client import Message, Subscription
+from edge.bus.messages import (
+    AccessEvent,
+    ChallengeEnd,
+    ChallengeStart,
+    ChallengeWindow,
+    DoorCommand,
+    LivenessEvent,
+    Reason,
+)
+from edge.camera.publisher import CAPTURE_TIME
+from edge.config import Settings
+from edge.flow.machine import ABORT_MESSAGES, Abort, ChallengeWatch, FlowRules, Sighting, State, Steadiness
+from edge.identify.openset import Outcome
+from edge.inference.gallery import GalleryService
+from edge.inference.liveness import scoring_params
+from edge.liveness.challenge import Challenge, generate_sequence
+from edge.liveness.validator import validate
+from edge.store import SessionConflict, SessionState, Store, keys
+from edge.vision.embed import cosine
+from edge.vision.engine import FaceEngine
+from edge.vision.gaze import GazeFrame, GazeTracker
+from edge.vision.types import Face
+
+log = logging.getLogger("facematch.door")
+
+LOCK_TTL_MS = 5000
+RENEW_EVERY = 1.0
+DECISION_TTL = 86400
+# A frame captured this long after the last window's end closes the challenge; the clock closes it otherwise.
+END_GRACE = 0.3
+IDENTITY_CHECK_EVERY = 1.0
+# Anti-spoofing samples one frame this often during a challenge (~10 ms each).
+PAD_EVERY = 0.5
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end
+"""
+
+
+@dataclass
+class WalkUp:
+    walkup_id: str
+    started: float
+    subject_id: str | None = None
+    name: str | None = None
+    score: float | None = None
+    probe: object | None = None  # the identification's embedding, for the identity check
+    challenge: Challenge | None = None
+    session_id: str | None = None
+    start_time: float = 0.0
+    frames: list[GazeFrame] = field(default_factory=list)
+    watch: ChallengeWatch | None = None
+    last_identity_check: float = 0.0
+    identity_misses: int = 0
+    live: list[float] = field(default_factory=list)  # passive anti-spoofing's live probability, sampled
+    last_pad: float = 0.0
+
+    @property
+    def end_time(self) -> float:
+        return self.start_time + (self.challenge.total_duration if self.challenge else 0.0)
+
+
+def rules_of(settings: Settings) -> FlowRules:
+    door = settings.door
+    return FlowRules(min_eye_distance=door.min_eye_distance, steady_seconds=door.steady_seconds,
+                     face_lost_seconds=door.face_lost_seconds, stall_seconds=door.stall_seconds)  # fmt: skip
+
+
+class DoorFlow:
+    def __init__(self, settings: Settings, engine: FaceEngine, gallery: GalleryService, store: Store, bus: Bus,
+                 landmarker: object):  # fmt: skip
+        self.settings = settings
+        self.engine = engine
+        self.gallery = gallery
+        self.store = store
+        self.bus = bus
+        self.landmarker = landmarker
+        self.rules = rules_of(settings)
+        self.device = settings.device_id
+        self.token = f"{settings.instance_id}:{uuid.uuid4().hex[:8]}"
+        self.state = State.IDLE
+        self.steady = Steadiness(self.rules)
+        self.walkup: WalkUp | None = None
+        self.cooldown_until = 0.0
+        self.last_face = 0.0
+        self.steady_live: list[float] = []
+        self.holds_lock = False
+        self._lock = threading.RLock()  # frames and the clock thread take turns
+        self._stop = threading.Event()
+        self._tracker: GazeTracker | None = None
+        self._subscription: Subscription | None = None
+        self._clock_thread: threading.Thread | None = None
+        self._renew = store.client.register_script(_RENEW)
+        self.decisions = 0
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._subscription = self.bus.subscribe(self.bus.topics.camera_frame, self.on_frame, qos=0, latest_only=True)
+        self._clock_thread = threading.Thread(target=self._clock, name="door-clock", daemon=True)
+        self._clock_thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._subscription is not None:
+            self._subscription.unsubscribe()
+        if self._clock_thread is not None:
+            self._clock_thread.join(timeout=3)
+        with self._lock:
+            if self.holds_lock:
+                try:
+                    if self.store.client.get(keys.door_flow_lock(self.device)) == self.token.encode():
+                        self.store.client.delete(keys.door_flow_lock(self.device))
+                except redis.RedisError:
+                    pass
+            if self._tracker is not None:
+                self._tracker.close()
+                self._tracker = None
+
+    def _clock(self) -> None:
+        while not self._stop.wait(RENEW_EVERY / 4):
+            try:
+                self._keep_lock()
+                with self._lock:
+                    self._on_clock()
+            except redis.RedisError as exc:
+                log.warning("door flow: Redis is unreachable (%s); frames are not looked at until it is back", exc)
+                self.holds_lock = False
+                self._stop.wait(RENEW_EVERY)
+            except Exception:
+                log.exception("door flow clock failed")
+
+    _last_renew = 0.0
+
+    def _keep_lock(self) -> None:
+        now = time.monotonic()
+        if now - self._last_renew < RENEW_EVERY and self.holds_lock:
+            return
+        self._last_renew = now
+        client = self.store.client
+        lock = keys.door_flow_lock(self.device)
+        if self.holds_lock:
+            self.holds_lock = bool(self._renew(keys=[lock], args=[self.token, LOCK_TTL_MS]))
+            if not self.holds_lock:
+                log.warning("door flow: lost the device's lock; another worker runs the flow now")
+            return
+        if client.set(lock, self.token, nx=True, px=LOCK_TTL_MS):
+            self.holds_lock = True
+            log.info("door flow: this worker runs the device's door flow")
+            with self._lock:
+                self._close_interrupted()
+
+    # -- frames -----------------------------------------------------------------------------------------------
+
+    def on_frame(self, message: Message) -> None:
+        if not self.holds_lock:
+            return
+        try:
+            captured = float(message.user_properties.get(CAPTURE_TIME, clock.now()))
+        except ValueError:
+            return
+        image = cv2.imdecode(np.frombuffer(message.payload, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            return
+        with self._lock:
+            try:
+                self._on_image(image, captured)
+            except redis.RedisError as exc:
+                log.warning("door flow: Redis failed mid-walk-up (%s)", exc)
+            except Exception:
+                log.exception("door flow: a frame could not be handled")
+
+    def _on_image(self, image: np.ndarray, captured: float) -> None:
+        # Faces far smaller than a walk-up's (people passing in the background) are not counted.
+        faces = [f for f in self.engine.detector.detect(image) if f.eye_distance >= self.rules.min_eye_distance / 2]
+        sighting = Sighting(captured, len(faces), _centre(faces[0]) if faces else (0.0, 0.0),
+                            faces[0].eye_distance if faces else 0.0)  # fmt: skip
+        if faces:
+            self.last_face = captured
+        if self.state is State.COOLDOWN:
+            gone = captured - self.last_face > self.rules.face_lost_seconds
+            if captured >= self.cooldown_until or (gone and not faces):
+                self.state = State.IDLE
+                self.steady.reset()
+            return
+        if self.state is State.CHALLENGE:
+            self._challenge_frame(image, faces, sighting)
+            return
+        steady = self.steady.update(sighting)
+        if not self.steady.run:
+            self.state, self.steady_live = State.IDLE, []
+            return
+        # Anti-spoofing on every frame of the steady run: the walk-up starts with several frames' evidence.
+        if len(self.steady.run) == 1:
+            self.steady_live = []
+        self.steady_live.append(self.engine.pad.score(image, faces[0]).live_probability)
+        self.state = State.STEADY
+        if steady:
+            live = self.steady_live[-self.rules.steady_frames :]
+            self.steady.reset()
+            self._walk_up(image, faces[0], captured, live)
+
+    # -- a walk-up --------------------------------------------------------------------------------------------
+
+    def _is_live(self, walkup: WalkUp) -> bool:
+        """The mean live probability over the sampled frames against the threshold measured for whole videos
+        (``liveness.video_antispoof_threshold``, docs/LIVENESS.md): on webcam frames the models' single-frame
+        probability of real people is often far below 0.5, so one frame at 0.5 would turn them away."""
+        return not walkup.live or float(np.mean(walkup.live)) >= self.settings.liveness.video_antispoof_threshold
+
+    def _walk_up(self, image: np.ndarray, face: Face, captured: float, live: list[float]) -> None:
+        started = time.perf_counter()
+        walkup = WalkUp(uuid.uuid4().hex, captured, live=list(live), last_pad=captured)
+        self.walkup = walkup
+        self.gallery.index.sync(self.gallery.gallery)
+        embedding = self.engine.embedder.embed(image, face)
+        decision, names = self.gallery.decide(embedding.vector)
+        timings = {"identify": time.perf_counter() - started}
+        if decision.outcome is not Outcome.IDENTIFIED or decision.subject_id is None:
+            best = decision.candidates[0] if decision.candidates else None
+            self._decide(
+                walkup,
+                "unknown",
+                [decision.why.value],
+                timings,
+                score=self.engine.calibration.score(best.cosine) if best and self.engine.calibration else None,
+            )
+            return  # fmt: skip
+        walkup.subject_id, walkup.name, walkup.probe = decision.subject_id, names[decision.subject_id], embedding
+        best = next(c for c in decision.candidates if c.subject_id == decision.subject_id)
+        walkup.score = round(self.engine.calibration.score(best.cosine), 4) if self.engine.calibration else None
+        if not self.settings.door.challenge:
+            if self.settings.door.antispoof_required and not self._is_live(walkup):
+                self._decide(walkup, "denied", ["not_live"], timings)
+            else:
+                self._decide(walkup, "granted", [], timings)
+            return
+        self._start_challenge(walkup, timings)
+
+    def _start_challenge(self, walkup: WalkUp, timings: dict[str, float]) -> None:
+        area = self.settings.liveness.area_duration
+        walkup.challenge = Challenge(tuple(generate_sequence()), area)
+        walkup.session_id = str(uuid.uuid4())
+        walkup.start_time = clock.now() + self.settings.door.challenge_lead
+        walkup.watch = ChallengeWatch(self.rules, last_face=walkup.started, last_frame=walkup.started)
+        walkup.last_identity_check = walkup.started
+        document = {"sequence": list(walkup.challenge.sequence), "area_duration": area, "key": f"door:{self.device}",
+                    "walkup_id": walkup.walkup_id, "start_time": walkup.start_time}  # fmt: skip
+        self.store.create_session(walkup.session_id, document, self.settings.redis.session_ttl)
+        self.store.client.set(keys.walkup_current(self.device), json.dumps({
+            "walkup_id": walkup.walkup_id, "session_id": walkup.session_id, "subject_id": walkup.subject_id,
+        }), ex=self.settings.redis.session_ttl)  # fmt: skip
+        windows = [ChallengeWindow(cell=w.cell, start=walkup.start_time + w.start, end=walkup.start_time + w.end)
+                   for w in walkup.challenge.windows()]  # fmt: skip
+        start = ChallengeStart(session_id=walkup.session_id, sequence=list(walkup.challenge.sequence),
+                               area_duration=area, start_time=walkup.start_time, windows=windows)  # fmt: skip
+        self.bus.publish(self.bus.topics.challenge_start, start.to_bytes(), qos=1)
+        self.state = State.CHALLENGE
+        log.info("walk-up %s: %s identified (%.0f ms); challenge %s starts in %.1f s", walkup.walkup_id[:8],
+                 walkup.name, 1000 * sum(timings.values()), walkup.challenge.sequence,
+                 self.settings.door.challenge_lead)  # fmt: skip
+
+    def _challenge_frame(self, image: np.ndarray, faces: list[Face], sighting: Sighting) -> None:
+        walkup = self.walkup
+        assert walkup is not None and walkup.watch is not None and walkup.challenge is not None
+        abort = walkup.watch.on_frame(sighting)
+        if abort is None and faces and sighting.t - walkup.last_identity_check >= IDENTITY_CHECK_EVERY:
+            walkup.last_identity_check = sighting.t
+            abort = self._identity_check(walkup, image, faces[0])
+        if abort is not None:
+            self._finish_challenge(walkup, abort)
+            return
+        if faces and sighting.t - walkup.last_pad >= PAD_EVERY:
+            walkup.last_pad = sighting.t
+            walkup.live.append(self.engine.pad.score(image, faces[0]).live_probability)
+        if walkup.start_time <= sighting.t < walkup.end_time:
+            tracker = self._gaze_tracker()
+            frame = tracker.track(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), sighting.t - walkup.started)
+            walkup.frames.append(dataclasses.replace(frame, t=sighting.t - walkup.start_time))
+        if sighting.t >= walkup.end_time + END_GRACE:
+            self._finish_challenge(walkup, None)
+
+    def _identity_check(self, walkup: WalkUp, image: np.ndarray, face: Face) -> Abort | None:
+        """The face in view must stay the identified one: twice in a row below a 1:1 false-match rate of 1 % (a
+        lenient bar: the head turns during the challenge) ends the challenge."""
+        assert walkup.probe is not None and self.engine.calibration is not None
+        now = self.engine.embedder.embed(image, face)
+        same = cosine(now, walkup.probe) >= self.engine.calibration.cosine_for(0.4)  # type: ignore[arg-type]
+        walkup.identity_misses = 0 if same else walkup.identity_misses + 1
+        return Abort.IDENTITY_CHANGED if walkup.identity_misses >= 2 else None
+
+    def _on_clock(self) -> None:
+        walkup = self.walkup
+        if self.state is not State.CHALLENGE or walkup is None or walkup.watch is None:
+            return
+        now = clock.now()
+        if now < walkup.start_time:
+            return
+        abort = walkup.watch.on_clock(now)
+        if abort is not None:
+            self._finish_challenge(walkup, abort)
+        elif now >= walkup.end_time + END_GRACE + self.rules.stall_seconds:
+            self._finish_challenge(walkup, Abort.CAMERA_STALLED)
+
+    def _finish_challenge(self, walkup: WalkUp, abort: Abort | None) -> None:
+        assert walkup.challenge is not None and walkup.session_id is not None
+        started = time.perf_counter()
+        if abort is not None:
+            passed, accuracy, reasons = False, 0.0, [abort.value]
+        else:
+            params, _ = scoring_params(self.settings.liveness)
+            verdict = validate(walkup.frames, walkup.challenge, params)
+            passed, accuracy, reasons = verdict.passed, verdict.overall_accuracy, list(verdict.reasons)
+            if self.settings.door.antispoof_required and not self._is_live(walkup):
+                passed, reasons = False, [*reasons, "not_live"]
+        result = "pass" if passed else "fail"
+        timings = {"validate": time.perf_counter() - started}
+        liveness = LivenessEvent(device_id=self.device, session_id=walkup.session_id, result=result,
+                                 overall_accuracy=round(accuracy, 4), reasons=reasons, model=self.engine.model_id,
+                                 timings=timings)  # fmt: skip
+        end = ChallengeEnd(session_id=walkup.session_id, result="aborted" if abort else result,
+                           reasons=[Reason(code=r, message=_message(r)) for r in reasons])  # fmt: skip
+        if self._claim(walkup):
+            self.bus.publish(self.bus.topics.challenge_end, end.to_bytes(), qos=1)
+            self.bus.publish(self.bus.topics.event(EventKind.LIVENESS), liveness.to_bytes(), qos=1)
+            self._publish_decision(walkup, "granted" if passed else "denied", [] if passed else reasons, timings)
+        self._complete_session(walkup.session_id, result, accuracy)
+
+    # -- decisions --------------------------------------------------------------------------------------------
+
+    def _claim(self, walkup: WalkUp) -> bool:
+        """True for the one caller that decides this walk-up (a restart or a redelivery never decides twice)."""
+        return bool(self.store.client.set(keys.walkup_decided(walkup.walkup_id), self.token, nx=True, ex=DECISION_TTL))
+
+    def _decide(self, walkup: WalkUp, decision: str, reasons: list[str], timings: dict[str, float],
+                score: float | None = None) -> None:  # fmt: skip
+        if self._claim(walkup):
+            self._publish_decision(walkup, decision, reasons, timings, score)
+
+    def _publish_decision(self, walkup: WalkUp, decision: str, reasons: list[str], timings: dict[str, float],
+                          score: float | None = None) -> None:  # fmt: skip
+        event = AccessEvent(
+            device_id=self.device, decision=decision, subject_id=walkup.subject_id,
+            score=walkup.score if score is None else score, reasons=reasons, model=self.engine.model_id,
+            timings={k: round(v, 4) for k, v in timings.items()},
+        )  # fmt: skip
+        self.bus.publish(self.bus.topics.event(EventKind.ACCESS), event.to_bytes(), qos=1)
+        if decision == "granted":
+            command = DoorCommand(action="unlock", seconds=self.settings.door.unlock_seconds,
+                                  subject_id=walkup.subject_id, event_id=event.event_id)  # fmt: skip
+            self.bus.publish(self.bus.topics.door_command, command.to_bytes(), qos=1, retain=False)
+        self.decisions += 1
+        log.info("walk-up %s: %s%s%s", walkup.walkup_id[:8], decision, f" {walkup.name}" if walkup.name else "",
+                 f" ({', '.join(reasons)})" if reasons else "")  # fmt: skip
+        self.store.client.delete(keys.walkup_current(self.device))
+        self.walkup = None
+        self.state = State.COOLDOWN
+        self.cooldown_until = clock.now() + self.settings.door.rewalk_seconds
+
+    def _complete_session(self, session_id: str, result: str, accuracy: float) -> None:
+        with contextlib.suppress(SessionConflict):  # expired meanwhile
+            self.store.transition(session_id, SessionState.PENDING, SessionState.COMPLETED, result=result,
+                                  overall_accuracy=accuracy)  # fmt: skip
+
+    def _close_interrupted(self) -> None:
+        """A walk-up left open by a worker that died or restarted: decided once, as interrupted."""
+        raw = self.store.client.get(keys.walkup_current(self.device))
+        if raw is None:
+            return
+        doc = json.loads(raw)
+        walkup = WalkUp(doc["walkup_id"], clock.now(), subject_id=doc.get("subject_id"),
+                        session_id=doc.get("session_id"))  # fmt: skip
+        if self._claim(walkup):
+            if walkup.session_id:
+                end = ChallengeEnd(session_id=walkup.session_id, result="aborted",
+                                   reasons=[Reason(code=Abort.INTERRUPTED.value,
+                                                   message=ABORT_MESSAGES[Abort.INTERRUPTED])])  # fmt: skip
+                self.bus.publish(self.bus.topics.challenge_end, end.to_bytes(), qos=1)
+            self._publish_decision(walkup, "denied", [Abort.INTERRUPTED.value], {})
+        else:
+            self.store.client.delete(keys.walkup_current(self.device))
+
+    def _gaze_tracker(self) -> GazeTracker:
+        if self._tracker is None:
+            self._tracker = GazeTracker(self.landmarker)  # type: ignore[arg-type]
+        return self._tracker
+
+
+def _message(code: str) -> str:
+    try:
+        return ABORT_MESSAGES[Abort(code)]
+    except ValueError:
+        return code.replace("_", " ")
+
+
+def _centre(face: Face) -> tuple[float, float]:
+    x, y, w, h = face.box
+    return (x + w / 2, y + h / 2)
