@@ -114,6 +114,11 @@ def acl(prefix: str) -> str:
             f"topic write {base}/rpc/reply/#",
             f"topic readwrite {base}/gallery/changed",
             f"topic read {base}/camera/frame",
+            # the door flow's output
+            f"topic write {base}/challenge/#",
+            f"topic write {base}/events/#",
+            f"topic write {base}/door/command",
+            f"topic write {base}/stats",
         ],
         Component.HUB: [
             f"topic write {base}/rpc/+/request",

