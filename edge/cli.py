@@ -22,6 +22,19 @@ def _benches() -> list:
 
 # The product's processes that `facematch up` runs, in start order: (name, python module).
 PROCESSES: list[tuple[str, str]] = [("inference", "edge.inference"), ("hub", "hub"), ("camera", "edge.camera")]
+DISPLAY_PROCESS = ("display", "display")
+
+
+def processes(settings: Settings) -> list[tuple[str, str]]:
+    """What `up` runs: the display only where there is a screen to show it on (or when display.enabled says so)."""
+    import glob
+    import os
+
+    wanted = settings.display.enabled
+    if wanted is None:
+        wanted = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or glob.glob("/dev/dri/card*")
+                      or os.environ.get("SDL_VIDEODRIVER"))  # fmt: skip
+    return PROCESSES + ([DISPLAY_PROCESS] if wanted else [])
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -33,7 +46,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     setup_logging("up", settings.log_level)
-    return Supervisor(settings, PROCESSES).run()
+    return Supervisor(settings, processes(settings)).run()
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

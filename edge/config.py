@@ -158,6 +158,16 @@ class DoorSettings(_Section):
     )
 
 
+class DisplaySettings(_Section):
+    # None (auto): `facematch up` starts the display when a screen is there (DISPLAY, WAYLAND_DISPLAY or a DRM card).
+    enabled: bool | None = None
+    fullscreen: bool = True
+    width: int = Field(800, ge=160, le=7680, description="window size when not full screen")
+    height: int = Field(480, ge=120, le=4320)
+    fps: int = Field(60, ge=10, le=240)
+    screenshot_dir: Path | None = Field(None, description="save the first frame of each screen kind here (tests)")
+
+
 class ModelSettings(_Section):
     dir: Path = Field(PROJECT_ROOT / "models" / "weights", description="where fetched weights are stored")
     source_dir: Path | None = Field(None, description="a local directory searched first by the fetcher")
@@ -191,6 +201,7 @@ class Settings(BaseSettings):
     liveness: LivenessSettings = LivenessSettings()
     camera: CameraSettings = CameraSettings()
     door: DoorSettings = DoorSettings()
+    display: DisplaySettings = DisplaySettings()
     models: ModelSettings = ModelSettings()
     paths: PathSettings = PathSettings()
 

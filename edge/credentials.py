@@ -129,7 +129,13 @@ def acl(prefix: str) -> str:
             f"topic write {base}/gallery/changed",
         ],
         Component.CAMERA: [f"topic write {base}/camera/frame", f"topic write {base}/stats"],
-        Component.DISPLAY: [f"topic read {base}/challenge/#", f"topic read {base}/events/#"],
+        Component.DISPLAY: [
+            f"topic read {base}/challenge/#",
+            f"topic read {base}/events/#",
+            f"topic read {base}/+/+/status",
+            f"topic read {base}/+/+/info",
+            f"topic write {base}/display/timing",
+        ],
         Component.DOOR: [f"topic read {base}/door/command", f"topic write {base}/events/access"],
         Component.SUPERVISOR: [f"topic read {base}/+/+/status", f"topic read {base}/+/+/info"],
     }

@@ -287,6 +287,16 @@ class ChallengeStart(Payload):
     windows: list[ChallengeWindow]
 
 
+class HighlightDrawn(Payload):
+    """``display/timing``: when the display really drew a challenge window's highlight (device clock)."""
+
+    session_id: str
+    index: int
+    cell: int
+    scheduled: float
+    drawn: float
+
+
 class ChallengeEnd(Payload):
     session_id: str
     result: Literal["pass", "fail", "aborted"]
@@ -317,6 +327,7 @@ class LivenessEvent(Event):
 class AccessEvent(Event):
     decision: Literal["granted", "denied", "unknown", "no_face"]
     subject_id: str | None = None
+    name: str | None = Field(None, description="the subject's display name, for the monitor by the door")
     score: float | None = None
     reasons: list[str] = Field(default_factory=list)
 

@@ -147,6 +147,10 @@ class Topics:
         return f"{self.base}/cmd/{name}/result"
 
     @property
+    def display_timing(self) -> str:
+        return f"{self.base}/display/timing"
+
+    @property
     def gallery_changed(self) -> str:
         return f"{self.base}/gallery/changed"
 

@@ -370,7 +370,7 @@ class DoorFlow:
     def _publish_decision(self, walkup: WalkUp, decision: str, reasons: list[str], timings: dict[str, float],
                           score: float | None = None) -> None:  # fmt: skip
         event = AccessEvent(
-            device_id=self.device, decision=decision, subject_id=walkup.subject_id,
+            device_id=self.device, decision=decision, subject_id=walkup.subject_id, name=walkup.name,
             score=walkup.score if score is None else score, reasons=reasons, model=self.engine.model_id,
             timings={k: round(v, 4) for k, v in timings.items()},
         )  # fmt: skip
