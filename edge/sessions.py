@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 
 from edge.errors import ErrorCode, SessionError
-from edge.liveness.challenge import Challenge, generate_sequence
+from edge.liveness.challenge import Challenge, draw_durations, generate_sequence
 from edge.store import SessionConflict, SessionState, Store
 
 
@@ -34,9 +34,10 @@ class Sessions:
 
     def open(self, owner: str, area_duration: float) -> Session:
         """A new pending session with a freshly drawn sequence, bound to ``owner`` (an API key or page token id)."""
-        challenge = Challenge(tuple(generate_sequence()), area_duration)
+        challenge = Challenge(tuple(generate_sequence()), area_duration, draw_durations(area_duration))
         session_id = str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
-        document = {"sequence": list(challenge.sequence), "area_duration": area_duration, "key": owner}
+        document = {"sequence": list(challenge.sequence), "area_duration": area_duration,
+                    "durations": list(challenge.lengths), "key": owner}  # fmt: skip
         self.store.create_session(session_id, document, self.ttl)
         return Session(session_id, owner, challenge, SessionState.PENDING.value, time.time())
 
@@ -49,7 +50,9 @@ class Sessions:
             raise SessionError("this session was opened by another client", ErrorCode.SESSION_NOT_YOURS)
         if document["state"] != SessionState.PENDING.value:
             raise SessionError(f"this session was already {document['state']}; open a new one", ErrorCode.SESSION_USED)
-        challenge = Challenge(tuple(document["sequence"]), float(document["area_duration"]))
+        durations = document.get("durations")
+        challenge = Challenge(tuple(document["sequence"]), float(document["area_duration"]),
+                              tuple(durations) if durations else None)  # fmt: skip
         return Session(session_id, owner, challenge, document["state"], float(document.get("created", 0.0)))
 
     def claim(self, session_id: str, owner: str) -> Session:

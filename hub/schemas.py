@@ -57,12 +57,23 @@ class InitiateLivenessRequest(BaseModel):
     model_config = {"json_schema_extra": {"examples": [{"area_duration": 3.0}]}}
 
 
+class ScheduleWindow(BaseModel):
+    cell: int
+    start: float = Field(..., description="seconds from the first frame of the recording")
+    end: float
+
+
 class InitiateLivenessResponse(BaseModel):
     success: bool = True
     session_id: str
     sequence: list[int] = Field(..., description="3 cells of the 2×3 grid, 1..6 row-major (1 2 3 / 4 5 6)")
-    area_duration: float
-    total_duration: float
+    area_duration: float = Field(..., description="the nominal time per area; each window's own length is drawn")
+    total_duration: float = Field(..., description="the sum of the windows' lengths")
+    schedule: list[ScheduleWindow] = Field(
+        ...,
+        description="when each cell is lit: its length is drawn per challenge (0.8–1.2 × area_duration), so "
+        "a recording made in advance cannot follow it",
+    )
     expires_in: int = Field(..., description="seconds before the session expires")
     instructions: str
 

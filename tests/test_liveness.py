@@ -291,3 +291,17 @@ def test_bench_groups_the_recordings_by_person_like_the_data_readme(data_dir, en
     people = group_by_person([video for video, _ in find_sessions(data_dir / "gaze")], engine)
     stamps = {name: [v.stem.removeprefix("game_video_") for v in videos] for name, videos in people.items()}
     assert stamps == {"A": ["1738772966", "1738773281", "1738773752"], "B": ["1738774660", "1738774720"]}
+
+
+def test_drawn_window_lengths_make_the_schedule():
+    from edge.liveness.challenge import LENGTH_FACTORS, draw_durations
+
+    drawn = {draw_durations(3.0) for _ in range(200)}
+    assert len(drawn) > 100  # 9**3 schedules: a recording made in advance rarely fits
+    assert all(len(d) == 3 and all(3.0 * 0.8 - 1e-9 <= x <= 3.0 * 1.2 + 1e-9 for x in d) for d in drawn)
+    assert len(LENGTH_FACTORS) == 9
+    challenge = Challenge((3, 4, 2), 3.0, (2.4, 3.6, 3.15))
+    assert [(w.start, w.end) for w in challenge.windows()] == [(0.0, 2.4), (2.4, 6.0), (6.0, 9.15)]
+    assert challenge.total_duration == 9.15
+    with pytest.raises(ValueError):
+        Challenge((3, 4, 2), 3.0, (2.4, 3.6))

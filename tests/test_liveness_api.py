@@ -1,5 +1,6 @@
 """The liveness endpoints, API keys, limits and sessions through the real hub, broker, Redis and inference worker."""
 
+import itertools
 import subprocess
 import time
 
@@ -12,11 +13,11 @@ from tests.conftest import backdate, hub_client, wait_for_inference
 
 @pytest.fixture(scope="module")
 def challenge_video(data_dir, tmp_path_factory):
-    """9.5 s of a real recording, re-encoded as a browser would send it (VP8 WebM)."""
+    """11.5 s of a real recording (the longest drawn challenge is 10.8 s), re-encoded as a browser would send it."""
     source = data_dir / "gaze/eyegaze/both/game_video_1738773752.mp4"
     target = tmp_path_factory.mktemp("video") / "challenge.webm"
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-ss", "5", "-t", "9.5", "-i", str(source), "-an", "-c:v", "libvpx",
+        ["ffmpeg", "-v", "error", "-y", "-ss", "5", "-t", "11.5", "-i", str(source), "-an", "-c:v", "libvpx",
          "-b:v", "1M", str(target)],
         check=True,
     )  # fmt: skip
@@ -40,10 +41,16 @@ def submit(client, session_id, video_bytes, name="challenge.webm", *, early=Fals
 def test_initiate_returns_the_seed_shape(api):
     body = initiate(api)
     assert body["success"] and tuple(body["sequence"]) in SEQUENCES
-    assert body["area_duration"] == 3.0 and body["total_duration"] == 9.0 and "3 seconds" in body["instructions"]
+    assert body["area_duration"] == 3.0 and "3 seconds" in body["instructions"]
+    # Each window's length is drawn around area_duration; the schedule says when each cell is lit.
+    schedule = body["schedule"]
+    assert [w["cell"] for w in schedule] == body["sequence"] and schedule[0]["start"] == 0
+    assert all(a["end"] == b["start"] for a, b in itertools.pairwise(schedule))
+    assert all(2.4 - 1e-9 <= w["end"] - w["start"] <= 3.6 + 1e-9 for w in schedule)
+    assert body["total_duration"] == pytest.approx(schedule[-1]["end"])
     assert len(body["session_id"]) == 36 and body["expires_in"] == 300
     custom = initiate(api, area_duration=2.5)
-    assert custom["area_duration"] == 2.5 and custom["total_duration"] == 7.5
+    assert custom["area_duration"] == 2.5 and 6.0 - 1e-9 <= custom["total_duration"] <= 9.0 + 1e-9
     assert custom["session_id"] != body["session_id"]
 
 

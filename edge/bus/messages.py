@@ -88,6 +88,7 @@ class LivenessRequest(Payload):
     video_path: str = Field(..., description="the upload in the spool directory of the caller's host")
     sequence: list[int]
     area_duration: float
+    durations: list[float] | None = Field(None, description="each window's length, as drawn (default: area_duration)")
 
 
 class Reason(BaseModel):

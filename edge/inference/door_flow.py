@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import secrets
 import threading
 import time
 import uuid
@@ -43,7 +44,7 @@ from edge.flow.machine import ABORT_MESSAGES, Abort, ChallengeWatch, FlowRules, 
 from edge.identify.openset import Outcome
 from edge.inference.gallery import GalleryService
 from edge.inference.liveness import scoring_params
-from edge.liveness.challenge import Challenge, generate_sequence
+from edge.liveness.challenge import Challenge, draw_durations, generate_sequence
 from edge.liveness.validator import validate
 from edge.store import SessionConflict, SessionState, Store, keys
 from edge.vision.embed import cosine
@@ -275,12 +276,14 @@ class DoorFlow:
 
     def _start_challenge(self, walkup: WalkUp, timings: dict[str, float]) -> None:
         area = self.settings.liveness.area_duration
-        walkup.challenge = Challenge(tuple(generate_sequence()), area)
+        walkup.challenge = Challenge(tuple(generate_sequence()), area, draw_durations(area))
         walkup.session_id = str(uuid.uuid4())
-        walkup.start_time = clock.now() + self.settings.door.challenge_lead
+        # The start is drawn too (lead + 0..1 s in 0.1 s steps): nothing about the schedule is known in advance.
+        walkup.start_time = clock.now() + self.settings.door.challenge_lead + secrets.randbelow(11) / 10
         walkup.watch = ChallengeWatch(self.rules, last_face=walkup.started, last_frame=walkup.started)
         walkup.last_identity_check = walkup.started
-        document = {"sequence": list(walkup.challenge.sequence), "area_duration": area, "key": f"door:{self.device}",
+        document = {"sequence": list(walkup.challenge.sequence), "area_duration": area,
+                    "durations": list(walkup.challenge.lengths), "key": f"door:{self.device}",
                     "walkup_id": walkup.walkup_id, "start_time": walkup.start_time}  # fmt: skip
         self.store.create_session(walkup.session_id, document, self.settings.redis.session_ttl)
         self.store.client.set(keys.walkup_current(self.device), json.dumps({

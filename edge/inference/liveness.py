@@ -239,12 +239,13 @@ def score_video(
     params: ValidatorParams,
     engine: FaceEngine | None = None,
     presentation_params: PresentationParams | None = None,
+    durations: list[float] | None = None,
 ) -> LivenessResult:
     """The result of /submit-liveness for a video whose first frame is the start of the first window.
 
     It passes only when the gaze follows the sequence and, with ``engine``, the anti-spoofing cues find a live face.
     """
-    challenge = Challenge(tuple(sequence), area_duration)
+    challenge = Challenge(tuple(sequence), area_duration, tuple(durations) if durations else None)
     tracked = track_video(path, landmarker, challenge.total_duration + RECORDING_TAIL, engine=engine)
     check_usable(tracked, challenge)
     gaze = validate(tracked.frames, challenge, params)

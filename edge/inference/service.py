@@ -89,11 +89,15 @@ class InferenceService:
             check_issued(request.sequence)
         except SequenceError as exc:
             raise InputError(str(exc), ErrorCode.BAD_REQUEST) from None
+        if request.durations is not None and (len(request.durations) != len(request.sequence)
+                                              or not all(0.5 <= d <= 20 for d in request.durations)):  # fmt: skip
+            raise InputError("durations: one length (0.5..20 s) per cell", ErrorCode.BAD_REQUEST)
         params, presentation = scoring_params(self.settings.liveness)
         try:
             return score_video(
                 path, request.sequence, request.area_duration,
                 model_path(self.settings.models.dir, "face_landmarker"), params, self.engine, presentation,
+                request.durations,
             )  # fmt: skip
         except VideoError as exc:
             raise InputError(f"video: {exc}", ErrorCode(exc.code)) from None

@@ -54,6 +54,16 @@ def generate_sequence() -> list[int]:
     return list(SEQUENCES[secrets.randbelow(len(SEQUENCES))])
 
 
+# Each window's length is drawn too, so that a library of recordings made for the sequences cannot answer a
+# challenge: area_duration × (0.8, 0.85, …, 1.2), 9 lengths per window.
+LENGTH_FACTORS = tuple(round(0.8 + 0.05 * k, 2) for k in range(9))
+
+
+def draw_durations(area_duration: float, count: int = SEQUENCE_LENGTH) -> tuple[float, ...]:
+    """Window lengths for one challenge, drawn with a cryptographic generator."""
+    return tuple(round(area_duration * LENGTH_FACTORS[secrets.randbelow(len(LENGTH_FACTORS))], 3) for _ in range(count))
+
+
 @dataclass(frozen=True)
 class Window:
     index: int
@@ -72,19 +82,31 @@ class Window:
 
 @dataclass(frozen=True)
 class Challenge:
+    """A sequence and its schedule: each window lasts ``durations[k]`` (all ``area_duration`` when not drawn)."""
+
     sequence: tuple[int, ...]
     area_duration: float
+    durations: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         for cell in self.sequence:
             cell_position(cell)
         if any(a == b for a, b in zip(self.sequence, self.sequence[1:], strict=False)):
             raise ValueError("a cell may not follow itself")
+        if self.durations is not None and (len(self.durations) != len(self.sequence) or min(self.durations) <= 0):
+            raise ValueError("one positive duration per cell")
+
+    @property
+    def lengths(self) -> tuple[float, ...]:
+        return self.durations or (self.area_duration,) * len(self.sequence)
 
     @property
     def total_duration(self) -> float:
-        return self.area_duration * len(self.sequence)
+        return round(sum(self.lengths), 3)
 
     def windows(self) -> list[Window]:
-        d = self.area_duration
-        return [Window(k, cell, k * d, (k + 1) * d) for k, cell in enumerate(self.sequence)]
+        windows, start = [], 0.0
+        for k, (cell, length) in enumerate(zip(self.sequence, self.lengths, strict=True)):
+            windows.append(Window(k, cell, round(start, 3), round(start + length, 3)))
+            start += length
+        return windows

@@ -21,6 +21,7 @@ from hub.schemas import (
     COMMON_ERRORS,
     InitiateLivenessRequest,
     InitiateLivenessResponse,
+    ScheduleWindow,
     SubmitLivenessResponse,
     error_responses,
 )
@@ -49,10 +50,12 @@ async def initiate_liveness(
         sequence=list(session.challenge.sequence),
         area_duration=duration,
         total_duration=session.challenge.total_duration,
+        schedule=[ScheduleWindow(cell=w.cell, start=w.start, end=w.end) for w in session.challenge.windows()],
         expires_in=hub.sessions.ttl,
         instructions=(
-            f"Look at each highlighted area for {duration:g} seconds, in turn, keeping your face in view of the "
-            "camera. Move your eyes; you may turn your head a little."
+            f"Look at each highlighted area while it is lit (about {duration:g} seconds each; the exact times are in "
+            "schedule), in turn, keeping your face in view of the camera. Move your eyes; you may turn your head a "
+            "little."
         ),
     )
 
@@ -101,7 +104,7 @@ async def _score(
         await run_in_threadpool(hub.sessions.claim, session_id, caller.id)
         request = LivenessRequest(
             video_path=str(path), sequence=list(session.challenge.sequence),
-            area_duration=session.challenge.area_duration,
+            area_duration=session.challenge.area_duration, durations=list(session.challenge.lengths),
         )  # fmt: skip
         timeout = max(settings.http.request_timeout, LIVENESS_TIMEOUT_FLOOR)
         try:

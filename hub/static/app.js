@@ -83,15 +83,18 @@ async function runChallenge(session) {
   const chunks = [];
   recorder.ondataavailable = (event) => { if (event.data.size) chunks.push(event.data); };
   const stopped = new Promise((resolve) => { recorder.onstop = resolve; });
-  const ms = session.area_duration * 1000;
+  // Each window's length is drawn by the server (schedule); an older server sends the sequence and area_duration.
+  const schedule = session.schedule || session.sequence.map((cell, k) =>
+    ({ cell, start: k * session.area_duration, end: (k + 1) * session.area_duration }));
   // The recording and the first highlight start together: the server times the windows from the first frame.
   recorder.start(250);
-  for (const [index, cell] of session.sequence.entries()) {
-    cells.forEach((c) => c.classList.toggle("lit", Number(c.dataset.cell) === cell));
-    const until = performance.now() + ms;
+  const began = performance.now();
+  for (const [index, window] of schedule.entries()) {
+    cells.forEach((c) => c.classList.toggle("lit", Number(c.dataset.cell) === window.cell));
+    const until = began + window.end * 1000;
     while (performance.now() < until) {
       $("status").textContent = `Look here · ${index + 1}/3 · ${Math.ceil((until - performance.now()) / 1000)} s`;
-      await sleep(100);
+      await sleep(Math.min(100, Math.max(0, until - performance.now())));
     }
   }
   cells.forEach((c) => c.classList.remove("lit"));
