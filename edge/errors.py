@@ -59,6 +59,10 @@ class ErrorCode(str, Enum):
     )  # fmt: skip
     METHOD_NOT_ALLOWED = "method_not_allowed", 405, "the path exists but not with this HTTP method"
     REQUEST_TIMEOUT = "request_timeout", 408, "the request body did not arrive in time"
+    CREDENTIAL_IN_USE = "credential_in_use", 409, "the card number belongs to another subject"
+    CREDENTIAL_RETIRED = (
+        "credential_retired", 409, "the card number was a deleted subject's; send reuse_credential to give it again"
+    )  # fmt: skip
     SESSION_USED = "session_used", 409, "the liveness session was already scored or is being scored"
     SUBMITTED_TOO_EARLY = (
         "submitted_too_early", 425,

@@ -34,6 +34,11 @@ class PhotosRequest(BaseModel):
 class SubjectCreate(PhotosRequest):
     name: str = Field(..., min_length=1, max_length=200, description="shown on the display and in events")
     metadata: dict[str, Any] = Field(default_factory=dict, description="free JSON kept with the subject")
+    credential: int | None = Field(
+        None, ge=0, le=2**32 - 1, strict=True,
+        description="the card number the door's panel knows this person by (OSDP reader mode); default: the next free",
+    )  # fmt: skip
+    reuse_credential: bool = Field(False, strict=True, description="allow a number that was a deleted subject's")
 
     model_config = {
         "json_schema_extra": {
@@ -57,6 +62,7 @@ class SubjectUpdate(BaseModel):
 class SubjectSummary(BaseModel):
     subject_id: str
     name: str
+    credential: int | None = Field(None, description="card number sent to an access-control panel when granted")
     metadata: dict[str, Any]
     created: float
     updated: float

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import redis
 
-from edge.errors import ErrorCode
+from edge.errors import ErrorCode, GalleryError
 from edge.identify.index import GalleryIndex
 from edge.identify.openset import Candidate, OpenSetPolicy, Outcome, Why, decide, threshold_for
 from edge.services import free_port, redis_service
@@ -26,7 +26,7 @@ from edge.vision.calibration import Calibration
 MODEL = "test-model"
 DIM = 16
 GALLERY_PATTERNS = ("fm:subject*", "fm:faces:*", "fm:negatives:*", "fm:image:*", "fm:gallery:*", "fm:identifications",
-                    "fm:probe:*")  # fmt: skip
+                    "fm:probe:*", "fm:credentials*")  # fmt: skip
 
 
 def clear_gallery(url: str) -> None:
@@ -296,3 +296,21 @@ def test_decide_names_only_above_the_threshold_and_respects_margin_and_negatives
     second = decide([Candidate("a", high, negative_cosine=high + 0.01), Candidate("b", high - 0.02)],
                     threshold, calibration, OpenSetPolicy(target_fpir=0.01, min_score=0.0))  # fmt: skip
     assert second.outcome is Outcome.IDENTIFIED and second.subject_id == "b"
+
+
+def test_card_numbers_are_unique_and_not_given_again_after_a_delete_without_saying_so(gallery):
+    first = gallery.create_subject("A", credential=1001)
+    assert gallery.get(first).credential == 1001
+    with pytest.raises(GalleryError) as taken:
+        gallery.create_subject("B", credential=1001)
+    assert taken.value.code is ErrorCode.CREDENTIAL_IN_USE
+    automatic = gallery.create_subject("C")
+    assert gallery.get(automatic).credential not in (None, 1001)
+    gallery.delete_subject(first)
+    with pytest.raises(GalleryError) as retired:
+        gallery.create_subject("D", credential=1001)
+    assert retired.value.code is ErrorCode.CREDENTIAL_RETIRED
+    again = gallery.create_subject("D", credential=1001, reuse_credential=True)  # said so: allowed
+    assert gallery.get(again).credential == 1001
+    numbers = {gallery.get(gallery.create_subject(f"E{i}")).credential for i in range(5)}
+    assert len(numbers) == 5 and 1001 not in numbers

@@ -339,6 +339,7 @@ class DoorCommand(Payload):
     action: Literal["unlock", "lock"]
     seconds: float = Field(5.0, gt=0, le=600)
     subject_id: str | None = None
+    credential: int | None = Field(None, description="the subject's card number, for an access-control panel")
     event_id: str
 
 

@@ -388,8 +388,11 @@ class DoorFlow:
         self.bus.publish(self.bus.topics.event(EventKind.ACCESS), event.to_bytes(), qos=1)
         walkup.marks["access"] = clock.now()
         if decision == "granted":
-            command = DoorCommand(action="unlock", seconds=self.settings.door.unlock_seconds,
-                                  subject_id=walkup.subject_id, event_id=event.event_id)  # fmt: skip
+            credential = self.gallery.gallery.credential_of(walkup.subject_id) if walkup.subject_id else None
+            command = DoorCommand(
+                action="unlock", seconds=self.settings.door.unlock_seconds, subject_id=walkup.subject_id,
+                credential=credential, event_id=event.event_id,
+            )  # fmt: skip
             self.bus.publish(self.bus.topics.door_command, command.to_bytes(), qos=1, retain=False)
             walkup.marks["door_command"] = clock.now()
         self.milestones = [*self.milestones[-49:], (decision, dict(walkup.marks))]

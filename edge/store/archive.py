@@ -85,6 +85,7 @@ def export_gallery(gallery: Gallery, target: IO[bytes], device_id: str) -> int:
                 models.update(face.embeddings)
             doc = {
                 "subject_id": subject.subject_id, "name": subject.name, "metadata": subject.metadata,
+                "credential": subject.credential,
                 "created": subject.created, "updated": subject.updated, "faces": faces,
                 "negatives": [_face_doc(n, None) for n in subject.negatives],
             }  # fmt: skip
@@ -163,6 +164,7 @@ def read_archive(source: Path | IO[bytes]) -> tuple[dict[str, Any], list[tuple[S
             subject = Subject(
                 doc["subject_id"], str(doc["name"]), dict(doc.get("metadata", {})), float(doc["created"]),
                 float(doc["updated"]), [f for f, _ in faces], negatives,
+                int(doc["credential"]) if doc.get("credential") is not None else None,
             )  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
             raise ArchiveError(f"line {number} of subjects.jsonl is malformed ({exc})") from None

@@ -87,11 +87,13 @@ class Subject:
     updated: float
     faces: list[FaceRecord] = field(default_factory=list)
     negatives: list[FaceRecord] = field(default_factory=list)
+    credential: int | None = None
 
     def summary(self, model_id: str | None = None) -> dict[str, Any]:
         return {
             "subject_id": self.subject_id,
             "name": self.name,
+            "credential": self.credential,
             "metadata": self.metadata,
             "created": self.created,
             "updated": self.updated,
@@ -215,18 +217,48 @@ class Gallery:
             self._redis.zremrangebyrank(keys.gallery_removals(), 0, excess - 1)
             self._redis.set(keys.gallery_removals_floor(), int(dropped[-1][1]))
 
-    def create_subject(self, name: str, metadata: dict[str, Any] | None = None, subject_id: str | None = None) -> str:
+    def create_subject(self, name: str, metadata: dict[str, Any] | None = None, subject_id: str | None = None,
+                       credential: int | None = None, *, reuse_credential: bool = False) -> str:  # fmt: skip
+        """A new subject with a card number: the one given (unique; a retired one only with ``reuse_credential``)
+        or the next free one."""
         subject_id = subject_id or new_id()
         now = time.time()
+        number = self._credential_for(subject_id, credential, reuse_credential)
 
         def write(pipe: redis.client.Pipeline) -> None:
             pipe.hset(keys.subject(subject_id), mapping={
                 "name": name, "metadata": json.dumps(metadata or {}), "created": now, "updated": now,
+                "credential": number,
             })  # fmt: skip
             pipe.zadd(keys.subjects(), {subject_id: now})
+            pipe.srem(keys.credentials_retired(), number)
 
         self._commit(subject_id, write)
         return subject_id
+
+    def _credential_for(self, subject_id: str, wanted: int | None, reuse: bool) -> int:
+        """Reserve a card number for ``subject_id`` (HSETNX: two enrolments never get the same one)."""
+        return int(self._guard(lambda: self._reserve(subject_id, wanted, reuse)))
+
+    def _reserve(self, subject_id: str, wanted: int | None, reuse: bool) -> int:
+        client = self._redis
+        if wanted is not None:
+            if client.sismember(keys.credentials_retired(), wanted) and not reuse:
+                message = f"card number {wanted} was a deleted subject's: send reuse_credential to give it again"
+                raise GalleryError(message + " (the panel may still hold its history)", ErrorCode.CREDENTIAL_RETIRED)
+            if not client.hsetnx(keys.credentials(), wanted, subject_id):
+                raise GalleryError(f"card number {wanted} belongs to another subject", ErrorCode.CREDENTIAL_IN_USE)
+            return wanted
+        while True:
+            number = int(client.incr(keys.credential_next()))
+            if not client.sismember(keys.credentials_retired(), number) and client.hsetnx(
+                keys.credentials(), number, subject_id
+            ):
+                return number
+
+    def credential_of(self, subject_id: str) -> int | None:
+        raw = self._guard(lambda: self._redis.hget(keys.subject(subject_id), "credential"))
+        return int(raw) if raw else None
 
     def update_subject(self, subject_id: str, name: str | None = None, metadata: dict[str, Any] | None = None) -> int:
         self._require(subject_id)
@@ -279,9 +311,13 @@ class Gallery:
         self._require(subject_id)
         face_ids = [f.decode() for f in self._guard(lambda: self._redis.hkeys(keys.faces(subject_id)))]
         mentions = self._identifications_naming(subject_id)
+        credential = self.credential_of(subject_id)
 
         def write(pipe: redis.client.Pipeline) -> None:
             pipe.delete(keys.subject(subject_id), keys.faces(subject_id), keys.negatives(subject_id))
+            if credential is not None:  # the number is kept apart, linked to nobody, so it is not given again
+                pipe.hdel(keys.credentials(), credential)
+                pipe.sadd(keys.credentials_retired(), credential)
             for face_id in face_ids:
                 pipe.delete(keys.face_image(subject_id, face_id))
             pipe.zrem(keys.subjects(), subject_id)
@@ -315,7 +351,10 @@ class Gallery:
             pipe.hset(keys.subject(sid), mapping={
                 "name": subject.name, "metadata": json.dumps(subject.metadata),
                 "created": subject.created, "updated": time.time(),
+                **({"credential": subject.credential} if subject.credential is not None else {}),
             })  # fmt: skip
+            if subject.credential is not None:
+                pipe.hset(keys.credentials(), subject.credential, sid)
             pipe.zadd(keys.subjects(), {sid: subject.created})
             if faces:
                 pipe.hset(keys.faces(sid), mapping=faces)
@@ -386,6 +425,7 @@ class Gallery:
                 float(meta[b"updated"]),
                 sorted((self._decode_face(subject_id, k.decode(), v) for k, v in faces.items()), key=_created),
                 sorted((self._decode_face(subject_id, k.decode(), v) for k, v in negatives.items()), key=_created),
+                int(meta[b"credential"]) if meta.get(b"credential") else None,
             )
         return subjects
 

@@ -34,6 +34,21 @@ def face_image(subject_id: str, face_id: str) -> str:
     return f"{PREFIX}image:{subject_id}:{face_id}"
 
 
+def credentials() -> str:
+    """Hash credential (card) number -> subject id: a number belongs to one subject at a time."""
+    return f"{PREFIX}credentials"
+
+
+def credentials_retired() -> str:
+    """Set of card numbers whose subject was deleted (the number only): not given again unless asked."""
+    return f"{PREFIX}credentials:retired"
+
+
+def credential_next() -> str:
+    """Counter for card numbers allocated when enrolment gives none."""
+    return f"{PREFIX}credentials:next"
+
+
 def gallery_version() -> str:
     """Integer, incremented by every gallery change."""
     return f"{PREFIX}gallery:version"

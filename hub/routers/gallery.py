@@ -11,6 +11,7 @@ import base64
 import os
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -143,11 +144,14 @@ async def _enroll(hub: HubState, subject_id: str, photos: list[str], allow_mixup
     summary="Enrol a person from one or more photos; each photo's fate is reported",
     response_model=EnrollResponse,
     response_model_exclude_none=True,
-    responses=error_responses(400, 403, 413, 415, *COMMON_ERRORS, 504),
+    responses=error_responses(400, 403, 409, 413, 415, *COMMON_ERRORS, 504),
 )
 async def create_subject(request: SubjectCreate, caller: KeyHolder, hub: Hub) -> EnrollResponse:
     hub.require(RpcMethod.ENROLL)
-    subject_id = await run_in_threadpool(hub.gallery.create_subject, request.name, request.metadata)
+    subject_id = await run_in_threadpool(
+        partial(hub.gallery.create_subject, request.name, request.metadata, credential=request.credential,
+                reuse_credential=request.reuse_credential)
+    )  # fmt: skip
     try:
         result = await _enroll(hub, subject_id, request.photos, request.allow_mixup)
     except BaseException:
