@@ -16,7 +16,7 @@ from display.state import DisplayModel, Kind, Screen
 from edge import clock
 from edge.bus import Bus, Component, Presence
 from edge.bus.client import Message
-from edge.bus.messages import AccessEvent, ChallengeEnd, ChallengeStart, HighlightDrawn
+from edge.bus.messages import AccessEvent, ChallengeEnd, ChallengeStart, DoorIndicator, HighlightDrawn
 from edge.daemon import Daemon
 
 WATCHDOG_EVERY = 1.0
@@ -34,6 +34,7 @@ class Display:
         self.bus.subscribe(topics.challenge_start, self._on(ChallengeStart, self.model.on_start))
         self.bus.subscribe(topics.challenge_end, self._on(ChallengeEnd, self.model.on_end))
         self.bus.subscribe(topics.event_filter, self._on_event)
+        self.bus.subscribe(topics.door_indicator, self._on_indicator)
         self.shots: set[str] = set()
 
     def _on(self, kind: type, handler):
@@ -49,6 +50,11 @@ class Display:
         if message.topic.endswith("/events/access") and not message.retain:
             with self.lock:
                 self.model.on_access(AccessEvent.model_validate_json(message.payload), clock.now())
+
+    def _on_indicator(self, message: Message) -> None:
+        if not message.retain:
+            with self.lock:
+                self.model.on_indicator(DoorIndicator.model_validate_json(message.payload), clock.now())
 
     def run(self) -> None:
         import pygame

@@ -16,6 +16,8 @@ LIT = (245, 197, 66)
 GRANTED = (63, 182, 139)
 DENIED = (224, 86, 91)
 ROWS, COLUMNS = 2, 3
+INDICATOR_COLOURS = {"red": (224, 86, 91), "green": (63, 182, 139), "amber": (245, 166, 35), "blue": (66, 133, 244),
+                     "magenta": (200, 80, 200), "cyan": (80, 200, 220), "white": (240, 240, 240)}  # fmt: skip
 
 
 class Renderer:
@@ -40,6 +42,12 @@ class Renderer:
         self.surface.blit(rendered, rendered.get_rect(center=centre))
 
     def draw(self, screen: Screen) -> None:
+        self._draw(screen)
+        if screen.indicator in INDICATOR_COLOURS:
+            width, height = self.surface.get_size()
+            pygame.draw.rect(self.surface, INDICATOR_COLOURS[screen.indicator], (0, 0, width, height), 8)
+
+    def _draw(self, screen: Screen) -> None:
         width, height = self.surface.get_size()
         self.surface.fill(BACKGROUND)
         if screen.kind in (Kind.CHALLENGE, Kind.COUNTDOWN):

@@ -6,10 +6,11 @@ never from when the message arrived, so the display and the scorer agree on the 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 
-from edge.bus.messages import AccessEvent, ChallengeEnd, ChallengeStart
+from edge.bus.messages import AccessEvent, ChallengeEnd, ChallengeStart, DoorIndicator
 
 RESULT_SECONDS = 4.0
 
@@ -42,6 +43,7 @@ class Screen:
     countdown: float | None = None  # seconds to the first window
     progress: float | None = None  # 0..1 through the challenge
     granted: bool | None = None
+    indicator: str | None = None  # the LED colour an access-control panel asked the reader to show
 
 
 @dataclass
@@ -50,6 +52,8 @@ class DisplayModel:
     challenge: ChallengeStart | None = None
     result: AccessEvent | None = None
     result_until: float = 0.0
+    indicator: str | None = None
+    indicator_until: float = 0.0
 
     # -- inputs -------------------------------------------------------------------------------------------------
 
@@ -66,12 +70,24 @@ class DisplayModel:
         self.result = event
         self.result_until = now + RESULT_SECONDS
 
+    def on_indicator(self, indicator: DoorIndicator, now: float) -> None:
+        """The panel's LED command (OSDP): shown as a coloured frame for its time (or until the next command)."""
+        if indicator.kind == "led":
+            self.indicator = None if indicator.colour == "off" else indicator.colour
+            self.indicator_until = now + (indicator.seconds or 3600.0)
+
     def on_presence(self, component: str, online: bool) -> None:
         self.components[component] = online
 
     # -- output -------------------------------------------------------------------------------------------------
 
     def screen(self, now: float) -> Screen:
+        screen = self._screen(now)
+        if self.indicator is not None and now < self.indicator_until:
+            return dataclasses.replace(screen, indicator=self.indicator)
+        return screen
+
+    def _screen(self, now: float) -> Screen:
         if self.result is not None and now < self.result_until:
             return _result_screen(self.result)
         start = self.challenge

@@ -34,7 +34,8 @@ def processes(settings: Settings) -> list[tuple[str, str]]:
     if wanted is None:
         wanted = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or glob.glob("/dev/dri/card*")
                       or os.environ.get("SDL_VIDEODRIVER"))  # fmt: skip
-    return PROCESSES + ([DISPLAY_PROCESS] if wanted else [])
+    door = settings.door.relay.enabled or settings.door.osdp.enabled
+    return PROCESSES + ([DISPLAY_PROCESS] if wanted else []) + ([("door", "edge.door")] if door else [])
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -141,6 +141,30 @@ class CameraSettings(_Section):
     stats_interval: float = Field(5.0, ge=1.0, le=300.0, description="seconds between stats messages")
 
 
+class RelaySettings(_Section):
+    """A relay on a GPIO line for the door strike (or a panel's request-to-exit input), pulsed on a grant."""
+
+    enabled: bool = False
+    chip: str = Field("/dev/gpiochip0", description="the GPIO chip (gpiodetect lists them)")
+    line: str = Field("GPIO17", description="the line's name on the chip (gpioinfo) or its offset")
+    active_low: bool = Field(False, description="the relay board energises on a low level")
+    contact_line: str | None = Field(None, description="a door-contact input: reports forced and held-open doors")
+    contact_active_low: bool = False
+    held_open_seconds: float = Field(30.0, gt=0, le=3600)
+
+
+class OsdpSettings(_Section):
+    """The appliance as an OSDP reader on an RS-485 line: a grant reaches the panel as a card read."""
+
+    enabled: bool = False
+    port: str = Field("/dev/ttyUSB0", description="the USB-RS485 adapter")
+    baud: int = Field(9600, description="as set on the panel (9600 or 115200 are usual)")
+    address: int = Field(0, ge=0, le=126, description="the reader's address on the bus, as set on the panel")
+    key_file: Path | None = Field(None, description="the secure-channel key (default <state_dir>/osdp-scbk.hex)")
+    card_format: Literal["wiegand26", "ascii"] = "wiegand26"
+    facility_code: int = Field(0, ge=0, le=255, description="for wiegand26 (card numbers 0..65535)")
+
+
 class DoorSettings(_Section):
     """The live door flow on camera frames (run by one inference worker per device) and its policy."""
 
@@ -156,6 +180,8 @@ class DoorSettings(_Section):
     rewalk_seconds: float = Field(
         10.0, ge=0, le=3600, description="after a decision, a face still in view starts a new walk-up after this long"
     )
+    relay: RelaySettings = RelaySettings()
+    osdp: OsdpSettings = OsdpSettings()
 
 
 class DisplaySettings(_Section):

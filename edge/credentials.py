@@ -135,8 +135,13 @@ def acl(prefix: str) -> str:
             f"topic read {base}/+/+/status",
             f"topic read {base}/+/+/info",
             f"topic write {base}/display/timing",
+            f"topic read {base}/door/indicator",
         ],
-        Component.DOOR: [f"topic read {base}/door/command", f"topic write {base}/events/access"],
+        Component.DOOR: [
+            f"topic read {base}/door/command",
+            f"topic write {base}/events/door",
+            f"topic write {base}/door/indicator",
+        ],
         Component.SUPERVISOR: [f"topic read {base}/+/+/status", f"topic read {base}/+/+/info"],
     }
     lines = [

@@ -269,3 +269,26 @@ def backdate(client, session_id: str, seconds: float = 60.0) -> None:
     document = json.loads(raw)
     document["created"] -= seconds
     redis.set(key, json.dumps(document), keepttl=True)
+
+
+@pytest.fixture
+def device_settings(settings, model_settings):
+    """The test settings with the fetched models."""
+    return settings.model_copy(update={"models": model_settings.models})
+
+
+@pytest.fixture
+def make_device(device_settings, engine, data_dir):
+    """``make_device(video, **door)``: a :class:`tests.devicekit.Device` playing ``data_dir/video`` (closed after)."""
+    from tests.devicekit import Device
+
+    made = []
+
+    def make(video: str, **door):
+        device = Device(device_settings, engine, data_dir / video, **door)
+        made.append(device)
+        return device
+
+    yield make
+    for device in made:
+        device.close()

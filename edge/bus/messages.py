@@ -343,6 +343,20 @@ class DoorCommand(Payload):
     event_id: str
 
 
+class DoorIndicator(Payload):
+    """``door/indicator``: what the access-control panel asked the reader to show (its LED) or sound."""
+
+    kind: Literal["led", "buzzer"]
+    colour: str = "off"
+    seconds: float = 0.0
+
+
+class DoorEvent(Event):
+    """``events/door``: what the door contact reports."""
+
+    kind: Literal["door_forced", "door_held_open", "door_closed"]
+
+
 class FleetCommand(Payload):
     """``cmd/<name>``: arguments of a fleet command; the reply goes to ``cmd/<name>/result`` with the correlation."""
 

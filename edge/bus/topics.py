@@ -49,6 +49,7 @@ class EventKind(str, Enum):
     MATCH = "match"
     LIVENESS = "liveness"
     ACCESS = "access"
+    DOOR = "door"
 
 
 def rpc_route(method: RpcMethod, host: str | None = None) -> str:
@@ -145,6 +146,10 @@ class Topics:
 
     def command_result(self, name: str) -> str:
         return f"{self.base}/cmd/{name}/result"
+
+    @property
+    def door_indicator(self) -> str:
+        return f"{self.base}/door/indicator"
 
     @property
     def display_timing(self) -> str:
