@@ -189,6 +189,24 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_door(args: argparse.Namespace) -> int:
+    from edge.door.__main__ import osdp_key_path
+    from edge.door.osdp import OsdpError, load_or_create_key
+
+    settings = _settings(args)
+    path = osdp_key_path(settings)
+    existed = path.exists()
+    try:
+        key = load_or_create_key(path)
+    except (OsdpError, OSError, ValueError) as exc:
+        print(f"cannot read the OSDP key: {exc}", file=sys.stderr)
+        return 1
+    print(f"{'kept' if existed else 'created'} {path} (mode 600). Enter this secure-channel key (SCBK) for the reader "
+          f"at address {settings.door.osdp.address} on the panel:")  # fmt: skip
+    print(f"  {key.hex().upper()}")
+    return 0
+
+
 def cmd_subjects(args: argparse.Namespace) -> int:
     from edge import subjects_cli
 
@@ -281,6 +299,10 @@ def build_parser(with_benches: bool = True) -> argparse.ArgumentParser:
     credentials_sub.add_parser("init", help="create them unless they exist (install.sh does)")
     credentials_sub.add_parser("rotate", help="replace every password (takes effect when up restarts)")
 
+    door = sub.add_parser("door", help="door outputs")
+    door.set_defaults(func=cmd_door)
+    door_sub = door.add_subparsers(dest="door_command", required=True)
+    door_sub.add_parser("osdp-key", help="print (making it once) the OSDP reader's secure-channel key for the panel")
     from edge import subjects_cli
 
     subjects_cli.add_parser(sub)

@@ -81,10 +81,62 @@ def test_the_door_contact_reports_forced_and_held_open_doors():
     relay.close()
 
 
-def test_gpio_lines_through_the_kernels_gpio_sim():
-    if not Path("/sys/kernel/config/gpio-sim").is_dir():
-        pytest.skip("the kernel's gpio-sim is not available here (no configfs gpio-sim): the relay's logic is tested "
-                    "above against the driver's interface")  # fmt: skip
+GPIO_SIM = Path("/sys/kernel/config/gpio-sim")
+
+
+@pytest.fixture
+def gpio_sim():
+    """A simulated GPIO chip (the kernel's gpio-sim, through configfs) with lines named ``relay`` and ``contact``:
+    (the chip's /dev path, a function reading or pulling a line through the simulator's sysfs)."""
+    if not GPIO_SIM.is_dir() or os.geteuid() != 0:
+        pytest.skip("the kernel's gpio-sim is not available here (needs the gpio-sim module, configfs and root): the "
+                    "relay's logic is tested above against the driver's interface")  # fmt: skip
+    root = GPIO_SIM / f"facematch-{os.getpid()}"
+    bank = root / "bank0"
+    bank.mkdir(parents=True)
+    (bank / "num_lines").write_text("2")
+    for offset, name in enumerate(("relay", "contact")):
+        (bank / f"line{offset}").mkdir()
+        (bank / f"line{offset}" / "name").write_text(name)
+    (root / "live").write_text("1")
+    chip = (bank / "chip_name").read_text().strip()
+    sim = Path("/sys/devices/platform") / (root / "dev_name").read_text().strip() / chip
+
+    def line(offset: int, pull: str | None = None) -> str:
+        if pull is not None:
+            (sim / f"sim_gpio{offset}" / "pull").write_text(pull)
+        return (sim / f"sim_gpio{offset}" / "value").read_text().strip()
+
+    yield f"/dev/{chip}", line
+    (root / "live").write_text("0")
+    for offset in range(2):
+        (bank / f"line{offset}").rmdir()
+    bank.rmdir()
+    root.rmdir()
+
+
+def test_the_relay_and_the_contact_on_a_simulated_gpio_chip(gpio_sim):
+    from edge.door.gpio import GpioInput, GpioOutput
+
+    chip, line = gpio_sim
+    relay = Relay(GpioOutput(chip, "relay"))
+    assert line(0) == "0"  # requested inactive: fail-secure from the start
+    relay.pulse(0.3)
+    assert line(0) == "1"
+    time.sleep(0.5)
+    assert line(0) == "0"
+    changes: queue.Queue = queue.Queue()
+    contact = GpioInput(chip, "contact", changes.put)
+    try:
+        line(1, "pull-up")
+        assert changes.get(timeout=2) is True
+        line(1, "pull-down")
+        assert changes.get(timeout=2) is False
+    finally:
+        contact.close()
+    relay.pulse(10)
+    relay.close()
+    assert line(0) == "0"
 
 
 # -- OSDP -----------------------------------------------------------------------------------------------------------
@@ -213,3 +265,18 @@ def test_a_granted_walk_up_reaches_mqtt_and_the_panel_within_100_ms(make_device,
     assert decode26(card["data"]) == (12, 777) and panel.is_sc_active(1)
     assert command.received - access.received < 0.1
     assert card_at - access.received < 0.1 + 0.05  # + the test's own queue hand-off
+
+
+def test_the_osdp_key_command_makes_the_key_once_and_prints_it(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FACEMATCH_STATE_DIR": str(tmp_path)}
+    root = Path(__file__).resolve().parent.parent
+    first = subprocess.run([sys.executable, "-m", "edge.cli", "door", "osdp-key"], env=env, cwd=root,
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    again = subprocess.run([sys.executable, "-m", "edge.cli", "door", "osdp-key"], env=env, cwd=root,
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    key = (tmp_path / "osdp-scbk.hex").read_text().strip().upper()
+    assert first.stdout.startswith("created") and again.stdout.startswith("kept")
+    assert first.stdout.split()[-1] == again.stdout.split()[-1] == key and len(key) == 32
