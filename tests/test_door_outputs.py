@@ -280,3 +280,17 @@ def test_the_osdp_key_command_makes_the_key_once_and_prints_it(tmp_path):
     key = (tmp_path / "osdp-scbk.hex").read_text().strip().upper()
     assert first.stdout.startswith("created") and again.stdout.startswith("kept")
     assert first.stdout.split()[-1] == again.stdout.split()[-1] == key and len(key) == 32
+
+
+def test_a_denied_walk_up_never_reaches_the_panel(make_device, panel_and_reader):
+    from edge.bus.messages import AccessEvent
+    from tests.devicekit import FACE_THEN_NONE
+
+    _, reader, events, _ = panel_and_reader
+    device = make_device(FACE_THEN_NONE, challenge=False)  # nobody enrolled: the walk-up is "unknown"
+    device.start_flow()
+    device.start_camera()
+    assert AccessEvent.model_validate_json(device.wait_for("/events/access").payload).decision == "unknown"
+    with pytest.raises(queue.Empty):
+        events.get(timeout=1.0)
+    assert reader.card_reads == 0
