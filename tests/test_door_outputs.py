@@ -39,12 +39,16 @@ def test_wiegand26_round_trips_with_parity():
 
 
 class FakeLine:
+    """The driver's interface without a GPIO chip: records each level and when it was set."""
+
     def __init__(self):
         self.values: list[bool] = []
+        self.times: list[float] = []
         self.closed = False
 
     def set_active(self, active: bool) -> None:
         self.values.append(active)
+        self.times.append(time.time())
 
     def close(self) -> None:
         self.closed = True
@@ -251,7 +255,9 @@ def test_a_granted_walk_up_reaches_mqtt_and_the_panel_within_100_ms(make_device,
     """The device-mode demo's grant: events/access, then the MQTT door command and the card read at the panel."""
     from tests.devicekit import FACE_THEN_NONE, frame_of
 
-    panel, _, events, _ = panel_and_reader
+    panel, _, events, outputs = panel_and_reader
+    line = FakeLine()  # the relay's path through the door process, on the driver's interface (no GPIO chip here)
+    outputs.relay = Relay(line)
     device = make_device(FACE_THEN_NONE, challenge=False)
     sid = device.enroll("Face Video", frame_of(data_dir / FACE_THEN_NONE, 10))
     device.store.client.hset(f"fm:subject:{sid}", "credential", 777)  # as enrolment with credential=777 would
@@ -265,6 +271,8 @@ def test_a_granted_walk_up_reaches_mqtt_and_the_panel_within_100_ms(make_device,
     assert decode26(card["data"]) == (12, 777) and panel.is_sc_active(1)
     assert command.received - access.received < 0.1
     assert card_at - access.received < 0.1 + 0.05  # + the test's own queue hand-off
+    assert line.values[-1] is True and line.times[-1] - access.received < 0.1  # the pulse is on
+    outputs.relay.close()
 
 
 def test_the_osdp_key_command_makes_the_key_once_and_prints_it(tmp_path):
