@@ -51,24 +51,30 @@ def test_denials_say_why_and_what_to_do_and_idle_says_what_is_missing():
     assert "recognition service" in model.screen(100.0).detail
 
 
-def test_the_grid_is_drawn_with_the_lit_cell(tmp_path, monkeypatch):
-    monkeypatch.setenv("SDL_VIDEODRIVER", "offscreen")
-    import pygame
+DRAW_GRID = """
+import json, os
+os.environ["SDL_VIDEODRIVER"] = "offscreen"
+import pygame
+from display.render import CELL, LIT, Renderer
+from display.state import Kind, Screen
+pygame.display.init()
+pygame.font.init()
+surface = pygame.display.set_mode((800, 480))
+renderer = Renderer(surface)
+renderer.draw(Screen(Kind.CHALLENGE, "Look at the lit square", lit_cell=5, progress=0.5))
+colours = {cell: list(surface.get_at(renderer.cell_rect(cell).center))[:3] for cell in range(1, 7)}
+print(json.dumps({"colours": colours, "lit": list(LIT), "cell": list(CELL)}))
+"""
 
-    from display.render import CELL, LIT, Renderer
-    from display.state import Screen
 
-    pygame.display.init()
-    pygame.font.init()
-    try:
-        surface = pygame.display.set_mode((800, 480))
-        renderer = Renderer(surface)
-        renderer.draw(Screen(Kind.CHALLENGE, "Look at the lit square", lit_cell=5, progress=0.5))
-        for cell in range(1, 7):
-            colour = tuple(surface.get_at(renderer.cell_rect(cell).center))[:3]
-            assert colour == (LIT if cell == 5 else CELL), cell
-    finally:
-        pygame.quit()
+def test_the_grid_is_drawn_with_the_lit_cell():
+    # In a process of its own: SDL's libraries, once loaded, make a later TensorFlow import in the same process crash.
+    import json
+
+    out = subprocess.run([sys.executable, "-c", DRAW_GRID], cwd=ROOT, capture_output=True, text=True, check=True)
+    drawn = json.loads(out.stdout.strip().splitlines()[-1])
+    for cell, colour in drawn["colours"].items():
+        assert colour == (drawn["lit"] if cell == "5" else drawn["cell"]), cell
 
 
 def test_the_display_process_draws_the_challenge_on_schedule_and_the_result(settings, tmp_path):
