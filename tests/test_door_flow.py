@@ -93,3 +93,16 @@ def test_one_worker_per_device_runs_the_flow(make_device, device_settings, engin
     other = make_settings(tmp_path / "other", redis_server.port, mqtt_broker.port, DEVICE_ID="door-2")
     assert keys.door_flow_lock("door-2") != keys.door_flow_lock(device_settings.device_id)
     assert other.device_id == "door-2"
+
+
+def test_a_challenge_ends_when_the_camera_stalls(make_device, data_dir):
+    device = make_device(GAZE, challenge=True)
+    device.enroll("Gaze Person", frame_of(data_dir / GAZE, 30))
+    device.start_flow()
+    device.start_camera()
+    start = ChallengeStart.model_validate_json(device.wait_for("/challenge/start").payload)
+    device.camera_stop.set()  # the camera stops delivering during the challenge
+    end = ChallengeEnd.model_validate_json(device.wait_for("/challenge/end").payload)
+    access = AccessEvent.model_validate_json(device.wait_for("/events/access").payload)
+    assert end.session_id == start.session_id and end.reasons[0].code == "camera_stalled"
+    assert access.decision == "denied" and access.reasons == ["camera_stalled"]

@@ -365,6 +365,8 @@ class DoorFlow:
             self.bus.publish(self.bus.topics.challenge_end, end.to_bytes(), qos=1)
             self.bus.publish(self.bus.topics.event(EventKind.LIVENESS), liveness.to_bytes(), qos=1)
             self._publish_decision(walkup, "granted" if passed else "denied", [] if passed else reasons, timings)
+        else:
+            self._already_decided(walkup)
         self._complete_session(walkup.session_id, result, accuracy)
 
     # -- decisions --------------------------------------------------------------------------------------------
@@ -377,6 +379,16 @@ class DoorFlow:
                 score: float | None = None) -> None:  # fmt: skip
         if self._claim(walkup):
             self._publish_decision(walkup, decision, reasons, timings, score)
+        else:
+            self._already_decided(walkup)
+
+    def _already_decided(self, walkup: WalkUp) -> None:
+        """Someone else decided this walk-up (a worker that took over while this one had lost the lock): nothing is
+        published, and this worker leaves it."""
+        log.info("walk-up %s was already decided elsewhere", walkup.walkup_id[:8])
+        self.walkup = None
+        self.state = State.COOLDOWN
+        self.cooldown_until = clock.now() + self.settings.door.rewalk_seconds
 
     def _publish_decision(self, walkup: WalkUp, decision: str, reasons: list[str], timings: dict[str, float],
                           score: float | None = None) -> None:  # fmt: skip
