@@ -165,11 +165,51 @@ class OsdpSettings(_Section):
     facility_code: int = Field(0, ge=0, le=255, description="for wiegand26 (card numbers 0..65535)")
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class Hours(_Section):
+    """A weekly time window in the device's local time: ``days`` from ``start`` to ``end`` (HH:MM, end excluded)."""
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(default_factory=lambda: list(WEEKDAYS))
+    start: str = Field("00:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    end: str = Field("24:00", pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")
+
+
+class SubjectRule(_Section):
+    allow: bool = True
+    valid_from: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="YYYY-MM-DD, first day allowed")
+    valid_until: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="YYYY-MM-DD, last day allowed")
+    challenge: bool | None = Field(None, description="always (true) or never (false) ask this person; null: the tier")
+
+
+class LockoutSettings(_Section):
+    failures: int = Field(5, ge=1, le=1000, description="denied walk-ups at this door within window_seconds...")
+    window_seconds: float = Field(300.0, gt=0, le=86400)
+    lockout_seconds: float = Field(300.0, ge=0, le=86400, description="...lock it for this long (0: never)")
+
+
+class PolicySettings(_Section):
+    """Who may open this door, when, and what proof it asks (edge/policy.py; docs/DOOR.md)."""
+
+    access_hours: list[Hours] = Field(default_factory=list, description="when anyone may enter; empty: any time")
+    office_hours: list[Hours] = Field(default_factory=list, description="for the out_of_hours challenge tier")
+    min_score: float | None = Field(None, ge=0.0, description="a calibrated identification score asked on top of the "
+                                    "open-set rule (null: the open-set rule alone)")  # fmt: skip
+    subjects: dict[str, SubjectRule] = Field(default_factory=dict, description="per subject id: allow, validity, tier")
+    lockout: LockoutSettings = LockoutSettings()
+    timezone: str | None = Field(None, description="IANA name for the hours (default: the device's local time)")
+
+
 class DoorSettings(_Section):
     """The live door flow on camera frames (run by one inference worker per device) and its policy."""
 
     flow: bool = Field(True, description="run the door flow on camera frames (needs camera.source other than none)")
-    challenge: bool = Field(True, description="ask for the gaze challenge before granting")
+    challenge: bool | Literal["out_of_hours", "after_failure"] = Field(
+        True,
+        description="the gaze challenge: always (true), never (false), or only out of office hours / after a "
+        "denied walk-up at this door (risk tiers); passive anti-spoofing is always checked",
+    )
     antispoof_required: bool = Field(True, description="deny a face the passive anti-spoofing models find not live")
     unlock_seconds: float = Field(5.0, gt=0, le=600, description="door/command unlock duration")
     challenge_lead: float = Field(1.0, ge=0.2, le=5.0, description="seconds from challenge/start to its first window")
@@ -182,6 +222,8 @@ class DoorSettings(_Section):
     )
     relay: RelaySettings = RelaySettings()
     osdp: OsdpSettings = OsdpSettings()
+    policy: PolicySettings = PolicySettings()
+    audit_retention_days: float = Field(90.0, gt=0, le=3650, description="access decisions kept in the audit")
 
 
 class DisplaySettings(_Section):

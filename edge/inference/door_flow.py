@@ -21,6 +21,8 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import cv2
 import numpy as np
@@ -46,7 +48,9 @@ from edge.inference.gallery import GalleryService
 from edge.inference.liveness import scoring_params
 from edge.liveness.challenge import Challenge, draw_durations, generate_sequence
 from edge.liveness.validator import validate
+from edge.policy import AccessPolicy
 from edge.store import SessionConflict, SessionState, Store, keys
+from edge.store.audit import Audit
 from edge.vision.embed import cosine
 from edge.vision.engine import FaceEngine
 from edge.vision.gaze import GazeFrame, GazeTracker
@@ -110,6 +114,8 @@ class DoorFlow:
         self.bus = bus
         self.landmarker = landmarker
         self.rules = rules_of(settings)
+        self.policy = AccessPolicy(settings.door)
+        self.audit = Audit(store, settings.door.audit_retention_days)
         self.device = settings.device_id
         self.token = f"{settings.instance_id}:{uuid.uuid4().hex[:8]}"
         self.state = State.IDLE
@@ -245,10 +251,17 @@ class DoorFlow:
         probability of real people is often far below 0.5, so one frame at 0.5 would turn them away."""
         return not walkup.live or float(np.mean(walkup.live)) >= self.settings.liveness.video_antispoof_threshold
 
+    def _local_time(self) -> datetime:
+        zone = self.settings.door.policy.timezone
+        return datetime.now(ZoneInfo(zone)) if zone else datetime.now().astimezone()
+
     def _walk_up(self, image: np.ndarray, face: Face, captured: float, live: list[float]) -> None:
         started = time.perf_counter()
         walkup = WalkUp(uuid.uuid4().hex, captured, live=list(live), last_pad=captured, marks={"steady": captured})
         self.walkup = walkup
+        if self.policy.lockout.locked(clock.now()):
+            self._decide(walkup, "denied", ["locked_out"], {})
+            return
         self.gallery.index.sync(self.gallery.gallery)
         embedding = self.engine.embedder.embed(image, face)
         decision, names = self.gallery.decide(embedding.vector)
@@ -266,7 +279,12 @@ class DoorFlow:
         walkup.subject_id, walkup.name, walkup.probe = decision.subject_id, names[decision.subject_id], embedding
         best = next(c for c in decision.candidates if c.subject_id == decision.subject_id)
         walkup.score = round(self.engine.calibration.score(best.cosine), 4) if self.engine.calibration else None
-        if not self.settings.door.challenge:
+        when = self._local_time()
+        refusal = self.policy.refusal(walkup.subject_id, walkup.score, when)
+        if refusal is not None:
+            self._decide(walkup, "denied", [refusal], timings)
+            return
+        if not self.policy.wants_challenge(walkup.subject_id, when, clock.now()):
             if self.settings.door.antispoof_required and not self._is_live(walkup):
                 self._decide(walkup, "denied", ["not_live"], timings)
             else:
@@ -399,6 +417,12 @@ class DoorFlow:
         )  # fmt: skip
         self.bus.publish(self.bus.topics.event(EventKind.ACCESS), event.to_bytes(), qos=1)
         walkup.marks["access"] = clock.now()
+        if decision != "granted":
+            self.policy.lockout.record_denial(clock.now())
+        try:
+            self.audit.record(event)
+        except redis.RedisError as exc:  # the event is out; the audit entry is what is lost: said, not hidden
+            log.error("audit entry for %s not written: %s", event.event_id, exc)
         if decision == "granted":
             credential = self.gallery.gallery.credential_of(walkup.subject_id) if walkup.subject_id else None
             command = DoorCommand(

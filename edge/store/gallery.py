@@ -315,6 +315,7 @@ class Gallery:
 
         def write(pipe: redis.client.Pipeline) -> None:
             pipe.delete(keys.subject(subject_id), keys.faces(subject_id), keys.negatives(subject_id))
+            pipe.hdel(keys.audit_names(), keys.audit_pseudonym(subject_id))  # the audit keeps a pseudonym, not the name
             if credential is not None:  # the number is kept apart, linked to nobody, so it is not given again
                 pipe.hdel(keys.credentials(), credential)
                 pipe.sadd(keys.credentials_retired(), credential)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 PREFIX = "fm:"
 
 
@@ -82,6 +84,16 @@ def probe(identification_id: str) -> str:
 def audit() -> str:
     """Capped stream of access decisions."""
     return f"{PREFIX}audit"
+
+
+def audit_pseudonym(subject_id: str) -> str:
+    """How the audit names a subject: a hash of its id, which names nobody once the subject is erased."""
+    return "p-" + hashlib.sha256(f"audit:{subject_id}".encode()).hexdigest()[:16]
+
+
+def audit_names() -> str:
+    """Hash audit pseudonym -> name: erasing a subject deletes its name here, the audit keeps the pseudonym."""
+    return f"{PREFIX}audit:names"
 
 
 def outbox() -> str:
