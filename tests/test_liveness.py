@@ -305,3 +305,22 @@ def test_drawn_window_lengths_make_the_schedule():
     assert challenge.total_duration == 9.15
     with pytest.raises(ValueError):
         Challenge((3, 4, 2), 3.0, (2.4, 3.6))
+
+
+def test_a_person_calibration_learns_gain_and_row_gap_and_scales_the_validator():
+    from edge.liveness.person import PersonGaze, calibrate, params_for
+    from edge.vision.gaze import GazeFrame
+
+    def frames(column: int, row: int) -> list[GazeFrame]:
+        return [GazeFrame(t=0.1 * i, faces=1, face=True, iris_x=0.5 - 0.08 * column, iris_y=0.1 + 0.04 * row,
+                          lid_y=0.5, eye_width=30.0) for i in range(30)]  # fmt: skip
+
+    learnt = calibrate([(cell, frames((cell - 1) % 3, (cell - 1) // 3)) for cell in range(1, 7)])
+    assert learnt.gain == pytest.approx(0.08, abs=1e-6)
+    assert learnt.row_gap is not None
+    params = PARAMS
+    scaled = params_for(learnt, params, gain_share=0.5, row_gap_share=0.3)
+    assert scaled.min_gain == pytest.approx(max(0.5 * params.min_gain, 0.04))
+    assert params_for(None, params) is params
+    assert params_for(PersonGaze(None, None), params) == params  # nothing measured: calibration-free
+    assert calibrate([(1, frames(0, 0))]) == PersonGaze(None, None)  # one cell tells nothing
