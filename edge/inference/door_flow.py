@@ -49,7 +49,7 @@ from edge.inference.liveness import scoring_params
 from edge.liveness.challenge import Challenge, draw_durations, generate_sequence
 from edge.liveness.validator import validate
 from edge.policy import AccessPolicy
-from edge.store import SessionConflict, SessionState, Store, keys
+from edge.store import SessionConflict, SessionState, Store, StoreUnavailable, keys
 from edge.store.audit import Audit
 from edge.vision.embed import cosine
 from edge.vision.engine import FaceEngine
@@ -166,7 +166,7 @@ class DoorFlow:
                 self._keep_lock()
                 with self._lock:
                     self._on_clock()
-            except redis.RedisError as exc:
+            except (redis.RedisError, StoreUnavailable) as exc:
                 log.warning("door flow: Redis is unreachable (%s); frames are not looked at until it is back", exc)
                 self.holds_lock = False
                 self._stop.wait(RENEW_EVERY)
@@ -208,7 +208,7 @@ class DoorFlow:
         with self._lock:
             try:
                 self._on_image(image, captured)
-            except redis.RedisError as exc:
+            except (redis.RedisError, StoreUnavailable) as exc:
                 log.warning("door flow: Redis failed mid-walk-up (%s)", exc)
             except Exception:
                 log.exception("door flow: a frame could not be handled")
