@@ -79,8 +79,8 @@ class Display:
                     self.daemon.stop_requested.set()
             self._wait_for_boundary(1.0 / self.settings.fps)
             with self.lock:
-                self.model.on_presence("inference", self.presence.online(Component.INFERENCE))
-                self.model.on_presence("camera", self.presence.online(Component.CAMERA))
+                self.model.on_presence("inference", bool(self.presence.online(Component.INFERENCE)))
+                self.model.on_presence("camera", bool(self.presence.online(Component.CAMERA)))
                 screen = self.model.screen(clock.now())
                 challenge = self.model.challenge
             renderer.draw(screen)

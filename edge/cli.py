@@ -207,6 +207,12 @@ def cmd_door(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from edge.fleet import tool
+
+    return tool.main(args)
+
+
 def cmd_subjects(args: argparse.Namespace) -> int:
     from edge import subjects_cli
 
@@ -304,7 +310,10 @@ def build_parser(with_benches: bool = True) -> argparse.ArgumentParser:
     door_sub = door.add_subparsers(dest="door_command", required=True)
     door_sub.add_parser("osdp-key", help="print (making it once) the OSDP reader's secure-channel key for the panel")
     from edge import subjects_cli
+    from edge.fleet import tool as fleet_tool
 
+    fleet_tool.add_parser(sub)
+    sub.choices["fleet"].set_defaults(func=cmd_fleet)
     subjects_cli.add_parser(sub)
     sub.choices["subjects"].set_defaults(func=cmd_subjects)
     page_token = sub.add_parser(

@@ -42,7 +42,10 @@ class RedisSettings(_Section):
 
 class MqttSettings(_Section):
     url: str = Field("mqtt://127.0.0.1:1883", pattern=r"^(mqtt|mqtts)://")
-    central_url: str | None = Field(None, pattern=r"^(mqtt|mqtts)://")
+    central_url: str | None = Field(None, pattern=r"^(mqtt|mqtts)://", description="the fleet's broker (bridged)")
+    central_cafile: Path | None = Field(None, description="CA certificate of the central broker (mqtts)")
+    central_certfile: Path | None = Field(None, description="this device's client certificate (mutual TLS)")
+    central_keyfile: Path | None = Field(None, description="its private key")
     topic_prefix: str = Field("facematch", pattern=r"^[A-Za-z0-9_\-/]+$")
     keepalive: int = Field(30, ge=5, le=600)
 

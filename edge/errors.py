@@ -52,6 +52,7 @@ class ErrorCode(str, Enum):
     # 404 / 405 / 409
     NOT_FOUND = "not_found", 404, "no such path"
     UNKNOWN_SESSION = "unknown_session", 404, "the liveness session never existed or has expired"
+    UNKNOWN_COMMAND = "unknown_command", 404, "a fleet command the device does not know"
     UNKNOWN_SUBJECT = "unknown_subject", 404, "no subject with this id is enrolled"
     UNKNOWN_FACE = "unknown_face", 404, "the subject has no face with this id"
     UNKNOWN_IDENTIFICATION = (

@@ -167,7 +167,12 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def mosquitto_service(
-    port: int, run_dir: Path, *, logins: dict[str, str] | None = None, acl: str | None = None
+    port: int,
+    run_dir: Path,
+    *,
+    logins: dict[str, str] | None = None,
+    acl: str | None = None,
+    bridge: list[str] | None = None,
 ) -> LocalService:
     """A loopback-only Mosquitto. With ``logins`` (user -> password) every client must log in, and ``acl`` says what
     each user may read and write; without, anonymous clients may do anything (the test brokers)."""
@@ -188,13 +193,15 @@ def mosquitto_service(
     lines = [
         f"listener {port} {LOOPBACK}",
         *auth,
-        "persistence false",
+        # With a bridge, QoS 1 messages queued for the central broker survive a restart of this one.
+        *(["persistence true", f"persistence_location {run_dir}/"] if bridge else ["persistence false"]),
         "log_dest stdout",
         "log_type error",
         "log_type warning",
         "log_type notice",
         # Mosquitto drops root privileges to its own user unless told to stay as the invoking one.
         f"user {getpass.getuser()}",
+        *(["", *bridge] if bridge else []),
     ]
     _write_private(config, "\n".join(lines) + "\n")
     binary = _binary("mosquitto", "mosquitto")

@@ -21,9 +21,10 @@ from urllib.parse import urlsplit
 
 from edge.bus import BrokerAddress
 from edge.config import Settings, redact
-from edge.credentials import acl, credentials_path
+from edge.credentials import BRIDGE_USER, acl, credentials_path
 from edge.credentials import ensure as ensure_credentials
 from edge.daemon import Daemon
+from edge.fleet.bridge import bridge_lines
 from edge.services import (
     LOOPBACK,
     LocalService,
@@ -163,9 +164,13 @@ class Supervisor:
             log.info("using the MQTT broker already answering at %s", redact(self.settings.mqtt.url))
         elif not broker.tls and is_local_host(broker.host):
             log.info("no broker at %s: starting mosquitto on 127.0.0.1:%d", broker, broker.port)
+            bridge = bridge_lines(self.settings, creds.mqtt.get(BRIDGE_USER))
+            if bridge:
+                log.info("bridging to the central broker %s", redact(self.settings.mqtt.central_url or ""))
             service = mosquitto_service(
-                broker.port, run_dir / "mosquitto", logins=creds.mqtt, acl=acl(self.settings.mqtt.topic_prefix)
-            )
+                broker.port, run_dir / "mosquitto", logins=creds.mqtt, acl=acl(self.settings.mqtt.topic_prefix),
+                bridge=bridge,
+            )  # fmt: skip
             children.append(service_child(service))
             creds.mqtt_port = broker.port
         else:

@@ -9,8 +9,10 @@ from edge.bus import Bus, Component, Presence, RpcMethod, rpc_route
 from edge.config import Settings
 from edge.credentials import redis_url
 from edge.errors import BrokerUnavailable, ErrorCode, InferenceUnavailable, RateLimited
+from edge.fleet.commands import CommandAgent
 from edge.sessions import Sessions
 from edge.store import Store
+from edge.store.audit import Audit
 from edge.store.gallery import Gallery
 from edge.vision.model_id import model_id_for
 from hub.images import ImageLoader
@@ -50,6 +52,8 @@ class HubState:
         self.keys = ApiKeys(settings)
         self.page_tokens = PageTokens(self.store)
         self.gallery = Gallery.from_settings(self.store, settings)
+        audit = Audit(self.store, settings.door.audit_retention_days)
+        self.commands = CommandAgent(settings, self.bus, self.gallery, audit, self.presence.online)
         self.limits = RateLimits(settings)
         self.images = ImageLoader(settings)
         self.spool = settings.paths.state_dir / "spool"
@@ -58,6 +62,7 @@ class HubState:
 
     def start(self) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)
+        self.commands.start()
         self.bus.start(wait=3.0)
 
     async def aclose(self) -> None:

@@ -89,6 +89,12 @@ class Message:
 Handler = Callable[[Message], None]
 
 
+def _options(qos: int) -> SubscribeOptions:
+    """Retain as published: a handler sees whether the sender retained a message even when it arrives live, so that
+    a retained command (stale by definition) is told apart wherever it comes from, the bridge included."""
+    return SubscribeOptions(qos=qos, retainAsPublished=True)
+
+
 class Subscription:
     """One handler on one topic filter, fed by its own thread.
 
@@ -273,7 +279,7 @@ class Bus:
         with self._lock:
             filters = {s.topic_filter: s.qos for s in self._subscriptions}
         for topic_filter, qos in filters.items():
-            client.subscribe(topic_filter, options=SubscribeOptions(qos=qos))
+            client.subscribe(topic_filter, options=_options(qos))
         self._publish_presence(client)
         self._connected.set()
 
@@ -344,7 +350,7 @@ class Bus:
             first = all(s.topic_filter != topic_filter for s in self._subscriptions)
             self._subscriptions.append(subscription)
         if first and self.connected:
-            self._client.subscribe(topic_filter, options=SubscribeOptions(qos=qos))
+            self._client.subscribe(topic_filter, options=_options(qos))
         return subscription
 
     def _remove(self, subscription: Subscription) -> None:

@@ -1,0 +1,160 @@
+"""Two devices (two `facematch up`, each with its own Mosquitto) bridged to a central Mosquitto, all real processes on
+loopback: devices listed centrally, commands reaching the right device with one result each, events arriving
+centrally and none lost across a central-link outage, retained commands ignored, commands from a local component
+refused."""
+
+from __future__ import annotations
+
+import os
+import queue
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.bus import Bus, Component, EventKind
+from edge.bus.messages import AccessEvent, FleetCommand
+from edge.config import load_settings
+from edge.fleet.tool import Fleet
+from edge.services import free_port, mosquitto_service
+from tests.conftest import PROJECT_ROOT
+
+DEVICES = ("door-a", "door-b")
+
+
+@pytest.fixture(scope="module")
+def central(tmp_path_factory):
+    service = mosquitto_service(free_port(), tmp_path_factory.mktemp("central")).start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="module")
+def devices(central, tmp_path_factory, model_settings):
+    started = {}
+    for device in DEVICES:
+        state = tmp_path_factory.mktemp(device)
+        port = free_port()
+        env = {
+            **os.environ, "PORT": str(port), "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "MQTT_URL": f"mqtt://127.0.0.1:{free_port()}", "FACEMATCH_STATE_DIR": str(state),
+            "FACEMATCH_API_KEYS": secrets.token_urlsafe(12), "FACEMATCH_API_KEYS_FILE": str(state / "none.json"),
+            "DEVICE_ID": device, "CENTRAL_MQTT_URL": f"mqtt://127.0.0.1:{central.port}",
+            "FACEMATCH_CAMERA__SOURCE": "none",
+        }  # fmt: skip
+        started[device] = (subprocess.Popen([sys.executable, "-m", "edge.cli", "up"], env=env, cwd=PROJECT_ROOT),
+                           port, env)  # fmt: skip
+    try:
+        for device, (process, port, _) in started.items():
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline and process.poll() is None, f"{device} did not start"
+                time.sleep(0.3)
+        yield {device: load_settings(environ=env) for device, (_, _, env) in started.items()}
+    finally:
+        for process, _, _ in started.values():
+            process.send_signal(signal.SIGTERM)
+        for process, _, _ in started.values():
+            process.wait(30)
+
+
+def central_url(central) -> str:
+    return f"mqtt://127.0.0.1:{central.port}"
+
+
+def test_the_fleet_lists_devices_and_each_device_answers_its_own_command_once(central, devices):
+    with Fleet(central_url(central)) as fleet:
+        deadline = time.monotonic() + 15
+        seen = {}
+        while time.monotonic() < deadline and not all(d in seen and "hub/" in str(seen[d]) for d in DEVICES):
+            seen = fleet.devices(wait=1.0)
+        assert set(DEVICES) <= set(seen), seen
+        assert any(entry.get("status") == "online" for key, entry in seen["door-a"].items() if key.startswith("hub/"))
+        results = fleet.send("ping", list(DEVICES), timeout=10)
+        assert {d: r.ok and r.result["device_id"] for d, r in results.items()} == {d: d for d in DEVICES}
+        unknown = fleet.send("no-such-command", ["door-a"], timeout=10)["door-a"]
+        assert unknown is not None and not unknown.ok and unknown.error.code == "unknown_command"
+        audit = fleet.send("audit", ["door-b"], {"count": 5}, timeout=10)["door-b"]
+        assert audit is not None and audit.ok and audit.result["entries"] == []
+
+
+def test_retained_commands_and_commands_from_a_local_component_are_ignored(central, devices):
+    settings = devices["door-a"]
+    results: queue.Queue = queue.Queue()
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    watcher.on_message = lambda c, u, m: results.put(m)
+    watcher.connect("127.0.0.1", central.port)
+    watcher.loop_start()
+    watcher.subscribe("facematch/door-a/cmd/ping/result", qos=1)
+    time.sleep(0.3)
+    try:
+        watcher.publish("facematch/door-a/cmd/ping", FleetCommand().to_bytes(), qos=1, retain=True)
+        with pytest.raises(queue.Empty):
+            results.get(timeout=2)
+        watcher.publish("facematch/door-a/cmd/ping", b"", qos=1, retain=True)  # clear it
+        camera = Bus(settings, Component.CAMERA)  # a local component, with its own login on the device's broker
+        assert camera.start(wait=5)
+        camera.publish(camera.topics.command("ping"), FleetCommand().to_bytes(), qos=1)
+        with pytest.raises(queue.Empty):
+            results.get(timeout=2)  # the device's ACL dropped it: only the bridge brings commands in
+        camera.stop()
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+
+
+def test_events_reach_the_central_broker_and_none_is_lost_across_an_outage(central, devices):
+    settings = devices["door-b"]
+    received: queue.Queue = queue.Queue()
+    subscriber = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    subscriber.on_message = lambda c, u, m: received.put(m.payload)
+    subscriber.on_connect = lambda c, u, f, rc, p: c.subscribe("facematch/door-b/events/#", qos=1)
+    subscriber.connect("127.0.0.1", central.port)
+    subscriber.loop_start()
+    worker = Bus(settings, Component.INFERENCE)  # the door flow's login: it publishes the events
+    assert worker.start(wait=5)
+    sent: set[str] = set()
+
+    def publish(count: int) -> None:
+        for _ in range(count):
+            event = AccessEvent(device_id="door-b", decision="unknown")
+            sent.add(event.event_id)
+            worker.publish(worker.topics.event(EventKind.ACCESS), event.to_bytes(), qos=1)
+
+    def collect(expected: int, timeout: float) -> set[str]:
+        got: set[str] = set()
+        deadline = time.monotonic() + timeout
+        while len(got) < expected and time.monotonic() < deadline:
+            try:
+                got.add(AccessEvent.model_validate_json(received.get(timeout=0.5)).event_id)
+            except queue.Empty:
+                continue
+        return got
+
+    try:
+        time.sleep(0.5)
+        publish(10)
+        before = collect(10, 10)
+        assert before == sent, f"{len(before)} of {len(sent)} events arrived"
+        central.process.kill()  # the central link goes down for 30 s
+        central.process.wait()
+        publish(25)  # queued by the device's broker meanwhile
+        time.sleep(30)
+        central.start()
+        after = collect(25, 60)
+        assert after == sent - before, f"{len(after)} of 25 events queued during the outage arrived"
+    finally:
+        worker.stop()
+        subscriber.loop_stop()
+        subscriber.disconnect()
