@@ -120,6 +120,7 @@ def test_events_reach_the_central_broker_and_none_is_lost_across_an_outage(centr
     subscriber = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     subscriber.on_message = lambda c, u, m: received.put(m.payload)
     subscriber.on_connect = lambda c, u, f, rc, p: c.subscribe("facematch/door-b/events/#", qos=1)
+    subscriber.reconnect_delay_set(min_delay=0.1, max_delay=0.5)  # back before the bridge is (it waits >= 1 s)
     subscriber.connect("127.0.0.1", central.port)
     subscriber.loop_start()
     worker = Bus(settings, Component.INFERENCE)  # the door flow's login: it publishes the events

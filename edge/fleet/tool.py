@@ -104,10 +104,13 @@ class Fleet:
         results: dict[str, CommandResult | None] = dict.fromkeys(devices)
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline:
-            for message in self._drain(min(deadline, time.monotonic() + 0.2)):
-                correlation = getattr(message.properties, "CorrelationData", None)
-                if correlation in pending:
-                    results[pending.pop(correlation)] = CommandResult.model_validate_json(message.payload)
+            try:
+                message = self.messages.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            correlation = getattr(message.properties, "CorrelationData", None)
+            if correlation in pending:
+                results[pending.pop(correlation)] = CommandResult.model_validate_json(message.payload)
         return results
 
     def tail(self, seconds: float | None = None) -> None:
