@@ -46,6 +46,8 @@ class MqttSettings(_Section):
     central_cafile: Path | None = Field(None, description="CA certificate of the central broker (mqtts)")
     central_certfile: Path | None = Field(None, description="this device's client certificate (mutual TLS)")
     central_keyfile: Path | None = Field(None, description="its private key")
+    home_assistant: bool = Field(False, description="publish Home Assistant MQTT discovery for this device")
+    home_assistant_prefix: str = Field("homeassistant", pattern=r"^[A-Za-z0-9_\-/]+$")
     topic_prefix: str = Field("facematch", pattern=r"^[A-Za-z0-9_\-/]+$")
     keepalive: int = Field(30, ge=5, le=600)
 

@@ -108,7 +108,7 @@ def redis_url(settings: Settings) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def acl(prefix: str) -> str:
+def acl(prefix: str, home_assistant_prefix: str = "homeassistant") -> str:
     """The broker's ACL: only workers read requests and send replies, only the hub sends requests (so nothing else
     sees images), a reply reaches only the client that asked (its id is the reply topic's last level), and each
     component writes only its own presence."""
@@ -136,6 +136,7 @@ def acl(prefix: str) -> str:
             # fleet commands: read, answered on cmd/<name>/result
             f"topic read {base}/cmd/+",
             f"topic write {base}/cmd/+/result",
+            f"topic write {home_assistant_prefix}/+/+/+/config",  # Home Assistant discovery
         ],
         Component.CAMERA: [f"topic write {base}/camera/frame", f"topic write {base}/stats"],
         Component.DISPLAY: [
@@ -166,6 +167,7 @@ def acl(prefix: str) -> str:
         f"topic read {base}/stats",
         f"topic read {base}/cmd/+/result",
         f"topic write {base}/cmd/+",
+        f"topic read {home_assistant_prefix}/+/+/+/config",
     ]
     for component, own in rules.items():
         lines += ["", f"user {component.value}"]

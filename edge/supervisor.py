@@ -168,7 +168,8 @@ class Supervisor:
             if bridge:
                 log.info("bridging to the central broker %s", redact(self.settings.mqtt.central_url or ""))
             service = mosquitto_service(
-                broker.port, run_dir / "mosquitto", logins=creds.mqtt, acl=acl(self.settings.mqtt.topic_prefix),
+                broker.port, run_dir / "mosquitto", logins=creds.mqtt,
+                acl=acl(self.settings.mqtt.topic_prefix, self.settings.mqtt.home_assistant_prefix),
                 bridge=bridge,
             )  # fmt: skip
             children.append(service_child(service))

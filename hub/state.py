@@ -9,6 +9,7 @@ from edge.bus import Bus, Component, Presence, RpcMethod, rpc_route
 from edge.config import Settings
 from edge.credentials import redis_url
 from edge.errors import BrokerUnavailable, ErrorCode, InferenceUnavailable, RateLimited
+from edge.fleet import homeassistant
 from edge.fleet.commands import CommandAgent
 from edge.sessions import Sessions
 from edge.store import Store
@@ -63,6 +64,9 @@ class HubState:
     def start(self) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)
         self.commands.start()
+        if self.settings.mqtt.home_assistant:
+            for topic, payload in homeassistant.payloads(self.settings).items():
+                self.bus.keep_retained(topic, payload)
         self.bus.start(wait=3.0)
 
     async def aclose(self) -> None:

@@ -159,3 +159,71 @@ def test_events_reach_the_central_broker_and_none_is_lost_across_an_outage(centr
         worker.stop()
         subscriber.loop_stop()
         subscriber.disconnect()
+
+
+# Home Assistant's documented MQTT discovery keys for these two platforms (integrations/sensor.mqtt and
+# binary_sensor.mqtt), and the device registry's keys: anything else would be ignored or refused by Home Assistant.
+HA_COMMON = {"name", "unique_id", "state_topic", "value_template", "json_attributes_topic", "icon", "device",
+             "availability_topic", "payload_available", "payload_not_available", "device_class"}  # fmt: skip
+HA_ONLY = {"sensor": set(), "binary_sensor": {"off_delay", "payload_on", "payload_off"}}
+HA_DEVICE = {"identifiers", "name", "manufacturer", "model", "sw_version"}
+BINARY_DEVICE_CLASSES = {"door", "lock", "occupancy", "presence", "problem", "safety", "motion", "opening"}
+
+
+def test_home_assistant_discovery_follows_its_documented_schema(tmp_path):
+    from edge.fleet.homeassistant import discovery_messages
+
+    settings = load_settings(environ={"DEVICE_ID": "front-door.1", "FACEMATCH_MQTT__HOME_ASSISTANT": "true"})
+    messages = discovery_messages(settings)
+    assert len(messages) == 2 and len({m["unique_id"] for m in messages.values()}) == 2
+    for topic, config in messages.items():
+        prefix, platform, node, object_id, last = topic.split("/")
+        assert prefix == "homeassistant" and last == "config" and platform in HA_ONLY
+        assert node == "facematch_front_door_1" and object_id.replace("_", "").isalnum()  # [a-zA-Z0-9_-] only
+        assert set(config) <= HA_COMMON | HA_ONLY[platform], set(config) - HA_COMMON - HA_ONLY[platform]
+        assert {"name", "unique_id", "state_topic"} <= set(config)
+        assert "+" not in config["state_topic"] and "#" not in config["state_topic"]
+        assert config["state_topic"] == "facematch/front-door.1/events/access"
+        assert config["availability_topic"].endswith("/status") and set(config["device"]) <= HA_DEVICE
+        if platform == "binary_sensor":
+            assert config["device_class"] in BINARY_DEVICE_CLASSES and config["off_delay"] > 0
+    # The templates render what Home Assistant would show, with the event a grant produces.
+    import jinja2
+
+    grant = {"decision": "granted", "name": "Ada"}
+    sensor = next(c for t, c in messages.items() if "/sensor/" in t)
+    binary = next(c for t, c in messages.items() if "/binary_sensor/" in t)
+    assert jinja2.Template(sensor["value_template"]).render(value_json=grant) == "Ada"
+    assert jinja2.Template(sensor["value_template"]).render(value_json={"decision": "unknown"}) == "unknown"
+    assert jinja2.Template(binary["value_template"]).render(value_json=grant) == "ON"
+
+
+def test_home_assistant_discovery_reaches_the_central_broker(central, devices):
+    # door-a runs without discovery (the default); its bridge may carry discovery but none is published.
+    from edge.fleet.homeassistant import payloads
+
+    settings = devices["door-a"].model_copy(update={"mqtt": devices["door-a"].mqtt.model_copy(
+        update={"home_assistant": True})})  # fmt: skip
+    hub = Bus(settings, Component.HUB)  # the hub's login on door-a's broker, as the hub publishes it
+    for topic, payload in payloads(settings).items():
+        hub.keep_retained(topic, payload)
+    assert hub.start(wait=5)
+    seen: queue.Queue = queue.Queue()
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    watcher.on_message = lambda c, u, m: seen.put(m.topic)
+    watcher.connect("127.0.0.1", central.port)
+    watcher.loop_start()
+    try:
+        deadline = time.monotonic() + 10
+        topics: set[str] = set()
+        while len(topics) < 2 and time.monotonic() < deadline:
+            watcher.subscribe("homeassistant/+/facematch_door_a/+/config", qos=1)
+            try:
+                topics.add(seen.get(timeout=1))
+            except queue.Empty:
+                continue
+        assert topics == set(payloads(settings)), topics
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+        hub.stop()

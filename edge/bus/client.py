@@ -207,6 +207,7 @@ class Bus:
         self.client_id = f"{self.component.value}-{settings.device_id}-{uuid.uuid4().hex[:8]}"
         self._subscriptions: list[Subscription] = []
         self._routes: list[str] = []
+        self._retained: dict[str, bytes] = {}  # re-published on every connect (a broker restart forgets them)
         self._pending: dict[bytes, _Pending] = {}
         self._lock = threading.Lock()
         self._connected = threading.Event()
@@ -290,6 +291,14 @@ class Bus:
         )  # fmt: skip
         client.publish(self.topics.info(self.component, self.instance), info.to_bytes(), qos=1, retain=True)
         client.publish(self._status_topic, ONLINE, qos=1, retain=True)
+        for topic, payload in list(self._retained.items()):
+            client.publish(topic, payload, qos=1, retain=True)
+
+    def keep_retained(self, topic: str, payload: bytes) -> None:
+        """Publish ``payload`` retained on ``topic`` now (when connected) and again on every reconnect."""
+        self._retained[topic] = payload
+        if self.connected:
+            self._client.publish(topic, payload, qos=1, retain=True)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any):
         if self._connected.is_set() and not self._stopping:

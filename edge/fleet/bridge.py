@@ -11,6 +11,7 @@ from __future__ import annotations
 from edge.bus.client import BrokerAddress
 from edge.bus.topics import Topics
 from edge.config import Settings
+from edge.fleet.homeassistant import node_id
 
 
 def bridge_lines(settings: Settings, local_password: str | None) -> list[str]:
@@ -39,6 +40,7 @@ def bridge_lines(settings: Settings, local_password: str | None) -> list[str]:
         f"topic {base}/stats out 0",
         f"topic {base}/cmd/+/result out 1",
         f"topic {base}/cmd/+ in 1",
+        f"topic {settings.mqtt.home_assistant_prefix.strip('/')}/+/{node_id(settings)}/+/config out 1",
     ]
     if central.username:
         lines.append(f"remote_username {central.username}")
