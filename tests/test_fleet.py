@@ -227,3 +227,23 @@ def test_home_assistant_discovery_reaches_the_central_broker(central, devices):
         watcher.loop_stop()
         watcher.disconnect()
         hub.stop()
+
+
+def test_one_gallery_is_enrolled_on_one_door_and_pushed_to_another(central, devices, faces_dir):
+    import base64
+
+    photo = base64.b64encode(sorted((faces_dir / "lfw_official/images/Hans_Blix").glob("*.jpg"))[0].read_bytes())
+    with Fleet(central_url(central)) as fleet:
+        enrolled = fleet.send("subjects-enroll", ["door-a"], {"name": "Hans Blix", "photos": [photo.decode()]},
+                              timeout=30)["door-a"]  # fmt: skip
+        assert enrolled is not None and enrolled.ok, enrolled
+        assert enrolled.result["faces"] == 1
+        subject_id = enrolled.result["subject_id"]
+        exported = fleet.send("gallery-export", ["door-a"], timeout=15)["door-a"]
+        assert exported is not None and exported.ok and exported.result["subjects"] == 1
+        pushed = fleet.send("gallery-import", ["door-b"], {"archive": exported.result["archive"]}, timeout=15)["door-b"]
+        assert pushed is not None and pushed.ok and pushed.result["subjects"] == 1
+        listed = fleet.send("subjects-list", ["door-b"], timeout=10)["door-b"]
+        assert [s["subject_id"] for s in listed.result["subjects"]] == [subject_id]
+        bad = fleet.send("gallery-import", ["door-b"], {"archive": "not base64!"}, timeout=10)["door-b"]
+        assert bad is not None and not bad.ok and bad.error.code == "bad_request"

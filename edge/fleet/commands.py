@@ -25,6 +25,8 @@ from edge.store.gallery import Gallery
 log = logging.getLogger("facematch.fleet")
 
 SHARE_GROUP = "hub"
+# A command and its result travel as one MQTT message each; larger galleries go over HTTP.
+MAX_ARCHIVE = 32 * 1024 * 1024
 WATCHED = (Component.INFERENCE, Component.CAMERA, Component.DISPLAY, Component.DOOR)
 
 
@@ -42,6 +44,9 @@ class CommandAgent:
             "subjects-list": self.subjects_list,
             "subjects-delete": self.subjects_delete,
             "audit": self.audit_recent,
+            "subjects-enroll": self.subjects_enroll,
+            "gallery-export": self.gallery_export,
+            "gallery-import": self.gallery_import,
         }
 
     def start(self) -> None:
@@ -92,12 +97,67 @@ class CommandAgent:
 
     def subjects_delete(self, args: dict[str, Any]) -> dict[str, Any]:
         subject_id = str(args["subject_id"])
-        version = self.gallery.delete_subject(subject_id)
+        self._announce(self.gallery.delete_subject(subject_id), subject_id)
+        return {"deleted": subject_id}
+
+    def _announce(self, version: int, subject_id: str | None) -> None:
         from edge.bus.messages import GalleryChanged
 
         self.bus.publish(self.bus.topics.gallery_changed, GalleryChanged(version=version, subject_id=subject_id)
                          .to_bytes(), qos=1)  # fmt: skip
-        return {"deleted": subject_id}
+
+    def subjects_enroll(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``{"name", "photos": [base64, …], "credential"?, "metadata"?}``: as ``POST /subjects``."""
+        from edge.bus import RpcMethod
+        from edge.bus.messages import EnrollRequest
+
+        photos = [str(p) for p in args["photos"]]
+        if not photos:
+            raise ValueError("photos: at least one")
+        number = args.get("credential")
+        credential = None if number is None else int(number)
+        subject_id = self.gallery.create_subject(
+            str(args["name"]), dict(args.get("metadata", {})), credential=credential
+        )
+        try:
+            result = self.bus.call(RpcMethod.ENROLL, EnrollRequest(subject_id=subject_id, photos=photos),
+                                   timeout=self.settings.http.request_timeout + 2.0 * len(photos))  # fmt: skip
+        except BaseException:
+            self.gallery.delete_subject(subject_id)  # nothing enrolled: no empty subject left behind
+            raise
+        return {"subject_id": subject_id, "faces": result.faces,
+                "photos": [p.model_dump(exclude_none=True) for p in result.photos]}  # fmt: skip
+
+    def gallery_export(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The whole gallery as a base64 zip (docs/IDENTIFY.md's archive), up to ``MAX_ARCHIVE`` bytes."""
+        import base64
+        import io
+
+        from edge.store.archive import export_gallery
+
+        buffer = io.BytesIO()
+        count = export_gallery(self.gallery, buffer, self.settings.device_id)
+        data = buffer.getvalue()
+        if len(data) > MAX_ARCHIVE:
+            raise FacematchError(f"the archive is {len(data)} bytes, over the {MAX_ARCHIVE} a command carries: use "
+                                 "GET /gallery/export on the device", ErrorCode.BODY_TOO_LARGE)  # fmt: skip
+        return {"subjects": count, "archive": base64.b64encode(data).decode()}
+
+    def gallery_import(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``{"archive": base64 zip}``: push one gallery to many doors. Subjects with the same id are replaced."""
+        import base64
+        import binascii
+        import io
+
+        from edge.store.archive import import_gallery
+
+        try:
+            data = base64.b64decode(str(args["archive"]), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("archive: not valid base64") from None
+        report = import_gallery(self.gallery, io.BytesIO(data))
+        self._announce(self.gallery.version(), None)
+        return report.to_dict()
 
     def audit_recent(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"entries": self.audit.recent(min(int(args.get("count", 50)), 1000))}
