@@ -11,6 +11,7 @@ is ``FACEMATCH_<KEY>``. The seed's flat names (``PORT``, ``REDIS_URL``, …) and
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import socket
 import sys
@@ -420,9 +421,23 @@ def _read_file(path: Path) -> dict[str, Any]:
     return loaded
 
 
-def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
-    """Load and validate the configuration; raise :class:`ConfigError` with one line on a bad value."""
-    env = dict(os.environ if environ is None else environ)
+# Values set by the fleet (`cmd/config-set`), kept in the state directory: over the config file, under the
+# environment (what the operator set on the device itself wins).
+FLEET_OVERRIDES = "config.fleet.yaml"
+# Keys the fleet may not set: a wrong value would cut the device off from its broker, its data or its keys.
+FLEET_LOCKED = ("paths.", "redis.url", "mqtt.url", "mqtt.central", "api.keys_file", "models.", "gallery.key_file",
+                "device_id", "host_id", "instance_id")  # fmt: skip
+
+
+def _state_dir(tree: dict[str, Any], env: dict[str, str]) -> Path:
+    explicit = env.get("FACEMATCH_STATE_DIR") or env.get("FACEMATCH_PATHS__STATE_DIR")
+    return Path(explicit or tree.get("paths", {}).get("state_dir") or PathSettings().state_dir)
+
+
+def _tree(env: dict[str, str], path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+          sources: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The whole configuration tree: the file, the fleet's overrides (``overrides`` instead of the file's, when
+    given), the generic environment names, the aliases."""
     explicit = path or env.get("FACEMATCH_CONFIG")
     config_file = Path(explicit) if explicit else DEFAULT_CONFIG_FILE
     tree: dict[str, Any] = {}
@@ -430,13 +445,59 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         tree = _read_file(config_file)
     elif explicit:
         raise ConfigError(f"config error: config file {config_file} does not exist")
-    sources: dict[str, str] = {}
+    if overrides is None:
+        fleet_file = _state_dir(tree, env) / FLEET_OVERRIDES
+        overrides = _read_file(fleet_file) if fleet_file.exists() else {}
+    sources = {} if sources is None else sources
+    tree = _merge(tree, overrides)
     tree = _merge(tree, _generic_env(env, sources))
-    tree = _merge(tree, _aliases(env, sources))
+    return _merge(tree, _aliases(env, sources))
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Load and validate the configuration; raise :class:`ConfigError` with one line on a bad value."""
+    env = dict(os.environ if environ is None else environ)
+    sources: dict[str, str] = {}
+    tree = _tree(env, path, sources=sources)
     try:
         return Settings(**tree)
     except ValidationError as exc:
         raise ConfigError(_describe(exc.errors()[0], sources)) from None
+
+
+def write_fleet_overrides(values: dict[str, Any], environ: dict[str, str] | None = None) -> tuple[Path, list[str]]:
+    """Validate dotted ``values`` against the whole configuration, then add them to the fleet's overrides file
+    atomically (a power cut leaves the old file or the new one). Returns the file and the keys that changed."""
+    env = dict(os.environ if environ is None else environ)
+    for key in values:
+        if key.startswith(FLEET_LOCKED) or key in FLEET_LOCKED:
+            raise ConfigError(f"config error: {key} can only be set on the device itself")
+    path = load_settings(environ=env).paths.state_dir / FLEET_OVERRIDES
+    existing = _read_file(path) if path.exists() else {}
+    updated = json.loads(json.dumps(existing))
+    for key, value in values.items():
+        _set_dotted(updated, key, value)
+    try:
+        Settings(**_tree(env, overrides=updated))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0], {})) from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_suffix(".part")
+    with staged.open("w") as handle:
+        handle.write(yaml.safe_dump(updated, sort_keys=True))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(staged, path)
+    return path, [k for k in values if _get_dotted(existing, k) != values[k]]
+
+
+def _get_dotted(tree: dict[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for name in dotted.split("."):
+        if not isinstance(node, dict) or name not in node:
+            return None
+        node = node[name]
+    return node
 
 
 def redact(url: str) -> str:

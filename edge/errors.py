@@ -58,6 +58,7 @@ class ErrorCode(str, Enum):
     UNKNOWN_IDENTIFICATION = (
         "unknown_identification", 404, "the identification is unknown, or its probe was already discarded (probe_ttl)"
     )  # fmt: skip
+    NOT_SUPPORTED = "not_supported", 501, "the device cannot do this in the way it runs (the message says why)"
     METHOD_NOT_ALLOWED = "method_not_allowed", 405, "the path exists but not with this HTTP method"
     REQUEST_TIMEOUT = "request_timeout", 408, "the request body did not arrive in time"
     CREDENTIAL_IN_USE = "credential_in_use", 409, "the card number belongs to another subject"

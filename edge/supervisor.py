@@ -10,6 +10,7 @@ import errno
 import fcntl
 import logging
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -132,6 +133,8 @@ class Supervisor:
         self.children: list[Child] = []
         self._stopping = False
         self._daemon = daemon or Daemon("up", settings)
+        self._bus = None
+        self._requests: queue.Queue = queue.Queue()
 
     # -- backends ---------------------------------------------------------------------------------------------
 
@@ -214,16 +217,55 @@ class Supervisor:
             return 1
         log.info("started: %s", ", ".join(c.name for c in self.children))
         self._wait_ready()
+        self._listen_for_restarts()
         last_ping = 0.0
         while not self._stopping:
             self._tend()
+            self._restart_requested()
             if time.monotonic() - last_ping >= self._daemon.tick_interval:
                 self._daemon.watchdog()
                 last_ping = time.monotonic()
             time.sleep(0.2)
         self._daemon.stopping()
+        if self._bus is not None:
+            self._bus.stop()
         self._stop_all()
         return 0
+
+    # -- the fleet's restart command ----------------------------------------------------------------------------
+
+    def _listen_for_restarts(self) -> None:
+        from edge.bus import Bus, Component
+
+        self._bus = Bus(self.settings, Component.SUPERVISOR)
+        self._bus.subscribe(self._bus.topics.command("restart"), self._requests.put, qos=1)
+        self._bus.start(wait=5)
+
+    def _restart_requested(self) -> None:
+        from edge.bus.messages import CommandResult, ErrorBody, FleetCommand
+
+        while not self._requests.empty():
+            message = self._requests.get()
+            if message.retain:
+                continue
+            try:
+                name = str(FleetCommand.model_validate_json(message.payload or b"{}").args.get("component", ""))
+            except ValueError:
+                name = ""
+            child = next((c for c in self.children if c.name == name and name in dict(self.modules)), None)
+            if child is None:
+                known = ", ".join(n for n, _ in self.modules)
+                result = CommandResult(ok=False, error=ErrorBody(code="bad_request",
+                                       message=f"component: one of {known}"))  # fmt: skip
+            else:
+                log.info("restarting %s (fleet command)", name)
+                child.stop()
+                child.start()
+                child.failures = 0
+                result = CommandResult(ok=True, result={"restarted": name})
+            assert self._bus is not None
+            self._bus.publish(self._bus.topics.command_result("restart"), result.to_bytes(), qos=1,
+                              correlation=message.correlation)  # fmt: skip
 
     def _wait_ready(self) -> None:
         """Tell systemd (if any) that we are ready once the hub listens; log the address for the operator."""

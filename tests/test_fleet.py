@@ -247,3 +247,24 @@ def test_one_gallery_is_enrolled_on_one_door_and_pushed_to_another(central, devi
         assert [s["subject_id"] for s in listed.result["subjects"]] == [subject_id]
         bad = fleet.send("gallery-import", ["door-b"], {"archive": "not base64!"}, timeout=10)["door-b"]
         assert bad is not None and not bad.ok and bad.error.code == "bad_request"
+
+
+def test_config_set_is_validated_and_kept_and_restart_restarts_a_component(central, devices):
+    from edge.config import FLEET_OVERRIDES
+
+    settings = devices["door-a"]
+    with Fleet(central_url(central)) as fleet:
+        changed = fleet.send("config-set", ["door-a"], {"values": {"door.unlock_seconds": 8}}, timeout=10)["door-a"]
+        assert changed is not None and changed.ok and changed.result["changed"] == ["door.unlock_seconds"]
+        kept = settings.paths.state_dir / FLEET_OVERRIDES
+        assert "unlock_seconds: 8" in kept.read_text()
+        env = {"FACEMATCH_STATE_DIR": str(settings.paths.state_dir)}
+        assert load_settings(environ=env).door.unlock_seconds == 8  # what a restarted component reads
+        for values, why in (({"door.unlock_seconds": -1}, "greater than 0"), ({"mqtt.url": "mqtt://x"}, "device")):
+            refused = fleet.send("config-set", ["door-a"], {"values": values}, timeout=10)["door-a"]
+            assert refused is not None and not refused.ok and why in refused.error.message
+        assert "unlock_seconds: 8" in kept.read_text()  # a refused change leaves the file as it was
+        restarted = fleet.send("restart", ["door-a"], {"component": "camera"}, timeout=15)["door-a"]
+        assert restarted is not None and restarted.ok and restarted.result == {"restarted": "camera"}
+        unknown = fleet.send("restart", ["door-a"], {"component": "redis"}, timeout=10)["door-a"]
+        assert unknown is not None and not unknown.ok

@@ -25,6 +25,7 @@ from edge.store.gallery import Gallery
 log = logging.getLogger("facematch.fleet")
 
 SHARE_GROUP = "hub"
+RESTART = "restart"
 # A command and its result travel as one MQTT message each; larger galleries go over HTTP.
 MAX_ARCHIVE = 32 * 1024 * 1024
 WATCHED = (Component.INFERENCE, Component.CAMERA, Component.DISPLAY, Component.DOOR)
@@ -47,6 +48,8 @@ class CommandAgent:
             "subjects-enroll": self.subjects_enroll,
             "gallery-export": self.gallery_export,
             "gallery-import": self.gallery_import,
+            "config-set": self.config_set,
+            "restart": self.restart_without_supervisor,
         }
 
     def start(self) -> None:
@@ -57,6 +60,8 @@ class CommandAgent:
             log.warning("ignoring a retained command on %s: commands are never retained", message.topic)
             return
         name = message.topic.rsplit("/", 1)[-1]
+        if name == RESTART and self.online(Component.SUPERVISOR):
+            return  # `facematch up` restarts its children itself, and answers
         try:
             command = FleetCommand.model_validate_json(message.payload or b"{}")
             handler = self.handlers.get(name)
@@ -158,6 +163,25 @@ class CommandAgent:
         report = import_gallery(self.gallery, io.BytesIO(data))
         self._announce(self.gallery.version(), None)
         return report.to_dict()
+
+    def config_set(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``{"values": {"door.unlock_seconds": 8, …}}``: validated against the whole configuration and kept in the
+        state directory's ``config.fleet.yaml`` (atomically); each component reads it when it (re)starts."""
+        from edge.config import ConfigError, write_fleet_overrides
+
+        values = args.get("values")
+        if not isinstance(values, dict) or not values:
+            raise ValueError('values: a mapping of dotted keys, e.g. {"door.unlock_seconds": 8}')
+        try:
+            path, changed = write_fleet_overrides(values)
+        except ConfigError as exc:
+            raise FacematchError(str(exc), ErrorCode.BAD_REQUEST) from None
+        return {"changed": changed, "file": str(path),
+                "applies": "when each component restarts: send cmd/restart for the ones it concerns"}  # fmt: skip
+
+    def restart_without_supervisor(self, args: dict[str, Any]) -> dict[str, Any]:
+        raise FacematchError("no `facematch up` runs this device: under systemd, restart a unit with systemctl "
+                             "(docs/DEPLOY.md)", ErrorCode.NOT_SUPPORTED)  # fmt: skip
 
     def audit_recent(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"entries": self.audit.recent(min(int(args.get("count", 50)), 1000))}
