@@ -207,6 +207,33 @@ def cmd_door(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bridge_config(args: argparse.Namespace) -> int:
+    import os
+
+    from edge.credentials import BRIDGE_USER, credentials_path, ensure
+    from edge.fleet.bridge import bridge_lines
+
+    settings = _settings(args)
+    if not settings.mqtt.central_url:
+        print("no central broker configured: set CENTRAL_MQTT_URL (mqtt.central_url)", file=sys.stderr)
+        return 1
+    creds = ensure(credentials_path(settings))
+    text = "# facematch: the bridge to the central broker (facematch bridge-config)\n"
+    text += "\n".join(bridge_lines(settings, creds.mqtt.get(BRIDGE_USER))) + "\n"
+    if args.output is None:
+        print(text, end="")
+        return 0
+    staged = args.output.with_suffix(".part")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)  # it holds the bridge's passwords
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(staged, args.output)
+    print(f"wrote {args.output}; restart mosquitto for it to take effect")
+    return 0
+
+
 def cmd_fleet(args: argparse.Namespace) -> int:
     from edge.fleet import tool
 
@@ -314,6 +341,9 @@ def build_parser(with_benches: bool = True) -> argparse.ArgumentParser:
 
     fleet_tool.add_parser(sub)
     sub.choices["fleet"].set_defaults(func=cmd_fleet)
+    bridge = sub.add_parser("bridge-config", help="the Mosquitto bridge section for CENTRAL_MQTT_URL (a drop-in)")
+    bridge.add_argument("--output", type=Path, help="write it here (atomically, mode 640) instead of printing it")
+    bridge.set_defaults(func=cmd_bridge_config)
     subjects_cli.add_parser(sub)
     sub.choices["subjects"].set_defaults(func=cmd_subjects)
     page_token = sub.add_parser(

@@ -114,3 +114,23 @@ def test_events_cross_a_mutual_tls_bridge_and_the_fleet_tool_uses_its_certificat
     finally:
         worker.stop()
         local.stop()
+
+
+def test_bridge_config_writes_the_drop_in_for_the_systems_mosquitto(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "FACEMATCH_STATE_DIR": str(tmp_path), "DEVICE_ID": "door-9"}
+    missing = subprocess.run([sys.executable, "-m", "edge.cli", "bridge-config"], env=env, cwd=root,
+                             capture_output=True, text=True)  # fmt: skip
+    assert missing.returncode == 1 and "CENTRAL_MQTT_URL" in missing.stderr
+    target = tmp_path / "facematch-bridge.conf"
+    env["CENTRAL_MQTT_URL"] = "mqtts://central.example.org:8883"
+    subprocess.run([sys.executable, "-m", "edge.cli", "bridge-config", "--output", str(target)], env=env, cwd=root,
+                   check=True, capture_output=True)  # fmt: skip
+    text = target.read_text()
+    assert "address central.example.org:8883" in text and "local_username bridge" in text
+    assert "topic facematch/door-9/cmd/+ in 1" in text and "camera" not in text
+    assert target.stat().st_mode & 0o777 == 0o640  # it holds the bridge's local password
