@@ -139,7 +139,7 @@ def main() -> int:
     except Exception as exc:  # SDL cannot open a screen: say so once, clearly
         daemon.log.error("the display cannot start: %s (SDL_VIDEODRIVER=kmsdrm without a desktop; see DEPLOY.md)", exc)
         return 3
-    return 0
+    return daemon.exit_code()
 
 
 if __name__ == "__main__":

@@ -215,6 +215,12 @@ def cmd_bridge_config(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if not settings.mqtt.central_url:
+        if args.if_configured:
+            # The unit runs at every boot: a device taken off the fleet loses its stale bridge too.
+            if args.output is not None and args.output.exists():
+                args.output.unlink()
+                print(f"no central broker configured: removed {args.output}")
+            return 0
         print("no central broker configured: set CENTRAL_MQTT_URL (mqtt.central_url)", file=sys.stderr)
         return 1
     creds = ensure(credentials_path(settings))
@@ -343,6 +349,8 @@ def build_parser(with_benches: bool = True) -> argparse.ArgumentParser:
     sub.choices["fleet"].set_defaults(func=cmd_fleet)
     bridge = sub.add_parser("bridge-config", help="the Mosquitto bridge section for CENTRAL_MQTT_URL (a drop-in)")
     bridge.add_argument("--output", type=Path, help="write it here (atomically, mode 640) instead of printing it")
+    bridge.add_argument("--if-configured", action="store_true",
+                        help="no central broker: remove --output and succeed (for the systemd unit)")  # fmt: skip
     bridge.set_defaults(func=cmd_bridge_config)
     subjects_cli.add_parser(sub)
     sub.choices["subjects"].set_defaults(func=cmd_subjects)

@@ -18,6 +18,9 @@ import sdnotify
 from edge.config import Settings, load_settings_or_exit
 from edge.logs import setup_logging
 
+# A process that stops because a restart was asked for exits with this (EX_TEMPFAIL): a failure to systemd, so
+# ``Restart=on-failure`` starts it again (systemd does not restart a process killed by SIGHUP itself).
+RESTART_EXIT = 75
 # Without WatchdogSec (WATCHDOG_USEC unset) the main loop still ticks this often.
 DEFAULT_TICK = 5.0
 
@@ -41,17 +44,28 @@ class Daemon:
         setup_logging(name, self.settings.log_level)
         self.log = logging.getLogger(f"facematch.{name}")
         self.stop_requested = threading.Event()
+        self.restart_requested = False
         self.tick_interval = watchdog_interval()
         self._notifier = sdnotify.SystemdNotifier()
 
     def handle_signals(self) -> None:
-        """SIGTERM and SIGINT ask the main loop to stop (call from the main thread)."""
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        """SIGTERM and SIGINT ask the main loop to stop; SIGHUP asks for a restart: the same clean stop, then exit
+        code :data:`RESTART_EXIT`, which systemd's ``Restart=on-failure`` (and ``facematch up``) start again
+        (call from the main thread)."""
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        self.log.info("received %s: stopping", signal.Signals(signum).name)
+        if signum == signal.SIGHUP:
+            self.restart_requested = True
+            self.log.info("received SIGHUP: restarting")
+        else:
+            self.log.info("received %s: stopping", signal.Signals(signum).name)
         self.stop_requested.set()
+
+    def exit_code(self, code: int = 0) -> int:
+        """What the process exits with: ``code``, or :data:`RESTART_EXIT` when a restart was asked for."""
+        return RESTART_EXIT if self.restart_requested else code
 
     def notify(self, state: str) -> None:
         self._notifier.notify(state)

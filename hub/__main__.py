@@ -6,6 +6,7 @@ READY=1 once uvicorn listens; WATCHDOG=1 from a task on the event loop, so a blo
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 
 import uvicorn
@@ -39,8 +40,14 @@ def main() -> int:
     settings = daemon.settings
     config = server_config(settings, create_app(settings))
     server = uvicorn.Server(config)  # uvicorn handles SIGTERM/SIGINT itself
+
+    def restart(signum: int, frame: object) -> None:  # SIGHUP: the same clean stop, then the restart exit code
+        daemon.restart_requested = True
+        server.should_exit = True
+
+    signal.signal(signal.SIGHUP, restart)
     asyncio.run(_serve(daemon, server))
-    return 0 if server.started else 1
+    return daemon.exit_code(0 if server.started else 1)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ class HubState:
         self.page_tokens = PageTokens(self.store)
         self.gallery = Gallery.from_settings(self.store, settings)
         audit = Audit(self.store, settings.door.audit_retention_days)
-        self.commands = CommandAgent(settings, self.bus, self.gallery, audit, self.presence.online)
+        self.commands = CommandAgent(settings, self.bus, self.gallery, audit, self.presence.online,
+                                     self.presence.local_pids)  # fmt: skip
         self.limits = RateLimits(settings)
         self.images = ImageLoader(settings)
         self.spool = settings.paths.state_dir / "spool"

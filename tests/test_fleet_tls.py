@@ -11,11 +11,13 @@ import shutil
 import time
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.bus import Bus, Component, EventKind
 from edge.bus.messages import AccessEvent
@@ -108,6 +110,20 @@ def test_events_cross_a_mutual_tls_bridge_and_the_fleet_tool_uses_its_certificat
                 if message.topic.endswith("/events/access"):
                     received = AccessEvent.model_validate_json(message.payload)
             assert received is not None and received.event_id == event.event_id
+            # A device never commands another: its identity may write only its own topics on the central broker.
+            fleet.client.subscribe("facematch/door-other/cmd/#", qos=1)
+            time.sleep(0.3)
+            rogue = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="rogue-door", protocol=mqtt.MQTTv5)
+            rogue.tls_set(ca_certs=str(pki / "ca.crt"), certfile=str(pki / "door-tls.crt"),
+                          keyfile=str(pki / "door-tls.key"))  # fmt: skip
+            rogue.connect("127.0.0.1", central_tls.port)
+            rogue.loop_start()
+            rogue.publish("facematch/door-other/cmd/ping", b"{}", qos=1).wait_for_publish(5)
+            time.sleep(1.0)
+            rogue.loop_stop()
+            rogue.disconnect()
+            leaked = [m.topic for m in list(fleet.messages.queue) if "/door-other/" in m.topic]
+            assert leaked == [], leaked
         # Without a client certificate the central broker refuses the connection (after TLS 1.3's handshake).
         with Fleet(f"mqtts://127.0.0.1:{central_tls.port}", cafile=pki / "ca.crt") as bare:
             assert bare.devices(wait=1.0) == {} and not bare.client.is_connected()
@@ -134,3 +150,17 @@ def test_bridge_config_writes_the_drop_in_for_the_systems_mosquitto(tmp_path):
     assert "address central.example.org:8883" in text and "local_username bridge" in text
     assert "topic facematch/door-9/cmd/+ in 1" in text and "camera" not in text
     assert target.stat().st_mode & 0o777 == 0o640  # it holds the bridge's local password
+
+
+def test_the_bridge_units_command_removes_a_stale_drop_in_when_no_central_broker_is_set(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    stale = tmp_path / "facematch-bridge.conf"
+    stale.write_text("connection old\n")
+    env = {**os.environ, "FACEMATCH_STATE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "edge.cli", "bridge-config", "--if-configured", "--output",
+                           str(stale)], env=env, cwd=root, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0 and not stale.exists()

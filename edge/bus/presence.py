@@ -55,6 +55,12 @@ class Presence:
         if kind == "status" and gone:
             self._bus.instance_gone(component, name)
 
+    def local_pids(self, component: Component, host: str) -> list[int]:
+        """Process ids of the online instances of ``component`` that run on ``host`` (from their retained info)."""
+        with self._lock:
+            return [i.info.pid for (c, _), i in self._instances.items()
+                    if c == component and i.online and i.info is not None and i.info.host == host]  # fmt: skip
+
     def online(self, component: Component) -> list[str]:
         """The names of the instances of ``component`` that are online."""
         with self._lock:

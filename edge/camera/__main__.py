@@ -22,7 +22,7 @@ def main() -> int:
     if settings.camera.source == "none":
         daemon.ready("no camera configured (camera.source: none)")
         daemon.run()
-        return 0
+        return daemon.exit_code()
     bus = Bus(settings, Component.CAMERA)
     connected = bus.start(wait=BROKER_WAIT)
     publisher = CameraPublisher(settings.camera, bus)
@@ -38,7 +38,7 @@ def main() -> int:
     daemon.run(check)
     loop.join(timeout=5)
     bus.stop()
-    return 0
+    return daemon.exit_code()
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def main() -> int:
         line.close()
     outputs.close()
     bus.stop()
-    return 0
+    return daemon.exit_code()
 
 
 if __name__ == "__main__":

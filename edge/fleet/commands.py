@@ -9,6 +9,9 @@ definition and ignored; an unknown command or bad arguments get an error result.
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +29,7 @@ log = logging.getLogger("facematch.fleet")
 
 SHARE_GROUP = "hub"
 RESTART = "restart"
+RESTARTABLE = (Component.INFERENCE, Component.HUB, Component.CAMERA, Component.DISPLAY, Component.DOOR)
 # A command and its result travel as one MQTT message each; larger galleries go over HTTP.
 MAX_ARCHIVE = 32 * 1024 * 1024
 WATCHED = (Component.INFERENCE, Component.CAMERA, Component.DISPLAY, Component.DOOR)
@@ -33,7 +37,9 @@ WATCHED = (Component.INFERENCE, Component.CAMERA, Component.DISPLAY, Component.D
 
 class CommandAgent:
     def __init__(self, settings: Settings, bus: Bus, gallery: Gallery, audit: Audit,
-                 online: Callable[[Component], list[str]]):  # fmt: skip
+                 online: Callable[[Component], list[str]],
+                 local_pids: Callable[[Component, str], list[int]] | None = None):  # fmt: skip
+        self.local_pids = local_pids or (lambda component, host: [])
         self.settings = settings
         self.bus = bus
         self.gallery = gallery
@@ -180,8 +186,24 @@ class CommandAgent:
                 "applies": "when each component restarts: send cmd/restart for the ones it concerns"}  # fmt: skip
 
     def restart_without_supervisor(self, args: dict[str, Any]) -> dict[str, Any]:
-        raise FacematchError("no `facematch up` runs this device: under systemd, restart a unit with systemctl "
-                             "(docs/DEPLOY.md)", ErrorCode.NOT_SUPPORTED)  # fmt: skip
+        """Without ``facematch up`` (systemd units): SIGHUP to the component's processes on this host; each stops
+        cleanly and exits with the restart code, which its unit's ``Restart=on-failure`` starts again."""
+        try:
+            component = Component(str(args.get("component", "")))
+        except ValueError:
+            component = None
+        if component not in RESTARTABLE:
+            raise ValueError(f"component: one of {', '.join(c.value for c in RESTARTABLE)}")
+        if component is Component.HUB:
+            # This process: answer first, then restart.
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGHUP)).start()
+            return {"restarted": component.value, "processes": 1}
+        pids = self.local_pids(component, self.settings.host_id)
+        if not pids:
+            raise FacematchError(f"no {component.value} runs on this host", ErrorCode.NOT_SUPPORTED)
+        for pid in pids:
+            os.kill(pid, signal.SIGHUP)
+        return {"restarted": component.value, "processes": len(pids)}
 
     def audit_recent(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"entries": self.audit.recent(min(int(args.get("count", 50)), 1000))}

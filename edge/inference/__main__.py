@@ -58,7 +58,7 @@ def main() -> int:
         executor.shutdown(wait=True, cancel_futures=True)
     service.close()
     store.close()
-    return 0
+    return daemon.exit_code()
 
 
 if __name__ == "__main__":
