@@ -217,9 +217,6 @@ def up_stack(tmp_path_factory, model_settings):
     import signal
     import subprocess
     import sys
-    import time
-
-    import httpx
 
     from edge.services import free_port
 
@@ -238,20 +235,34 @@ def up_stack(tmp_path_factory, model_settings):
     }
     process = subprocess.Popen([sys.executable, "-m", "edge.cli", "up"], env=env, cwd=PROJECT_ROOT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    else:
+    try:
+        wait_healthy(url, process)
+    except BaseException:
         process.kill()
-        pytest.fail("facematch up did not become healthy within 90 s")
+        raise
     yield url, key
     process.send_signal(signal.SIGTERM)
     process.wait(30)
+
+
+def wait_healthy(url: str, process, timeout: float = 90.0) -> None:
+    """Until the `facematch up` at ``url`` answers /health with 200; fails the test if it exits or takes too long."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            pytest.fail(f"facematch up exited with code {process.returncode}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"facematch up did not become healthy within {timeout:g} s")
+        time.sleep(0.3)
 
 
 def backdate(client, session_id: str, seconds: float = 60.0) -> None:

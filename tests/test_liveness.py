@@ -321,6 +321,6 @@ def test_a_person_calibration_learns_gain_and_row_gap_and_scales_the_validator()
     params = PARAMS
     scaled = params_for(learnt, params, gain_share=0.5, row_gap_share=0.3)
     assert scaled.min_gain == pytest.approx(max(0.5 * params.min_gain, 0.04))
-    assert params_for(None, params) is params
-    assert params_for(PersonGaze(None, None), params) == params  # nothing measured: calibration-free
+    assert params_for(None, params, 0.5, 0.3) is params
+    assert params_for(PersonGaze(None, None), params, 0.5, 0.3) == params  # nothing measured: calibration-free
     assert calibrate([(1, frames(0, 0))]) == PersonGaze(None, None)  # one cell tells nothing

@@ -128,8 +128,10 @@ def group_by_person(
 
 
 def load_recordings(
-    people: dict[str, list[Path]], landmarker: Path, cache_dir: Path, screen: tuple[int, int]
+    people: dict[str, list[Path]], landmarker: Path, cache_dir: Path, screen: tuple[int, int], interval: float = 0.0
 ) -> list[Recording]:
+    """Every session's gaze frames and target cells, keeping frames at least ``interval`` seconds apart (as the
+    scorer does)."""
     width, height = screen
     recordings = []
     pending = [(person, video) for person, videos in people.items() for video in videos]
@@ -142,7 +144,9 @@ def load_recordings(
             x = min(max(float(row["GameX"]), 0), width - 1)
             y = min(max(float(row["GameY"]), 0), height - 1)
             cells.append(cell_at(int(y // (height / 2)), int(x // (width / 3))))
-        recordings.append(Recording(person, video.stem.removeprefix("game_video_"), frames[:n], cells))
+        keep = decimate([f.t for f in frames[:n]], interval)
+        name = video.stem.removeprefix("game_video_")
+        recordings.append(Recording(person, name, [frames[i] for i in keep], [cells[i] for i in keep]))
     return recordings
 
 
@@ -340,10 +344,7 @@ def run(
     the scorer does."""
     rng = random.Random(seed)
     started = time.perf_counter()
-    recordings = load_recordings(people, landmarker, cache_dir, screen)
-    for rec in recordings:
-        keep = decimate([f.t for f in rec.frames], interval)
-        rec.frames, rec.cells = [rec.frames[i] for i in keep], [rec.cells[i] for i in keep]
+    recordings = load_recordings(people, landmarker, cache_dir, screen, interval)
     by_person = pools(recordings, duration)
     results: dict[str, object] = {
         "area_duration": duration,

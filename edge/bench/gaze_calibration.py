@@ -25,7 +25,6 @@ from edge.bench.gaze import (
     GAME_HEIGHT,
     GAME_WIDTH,
     covered_sequences,
-    decimate,
     dwell_windows,
     find_sessions,
     group_by_person,
@@ -102,7 +101,7 @@ class GazeCalibrationResult(BenchResult):
         for p in self.people:
             lines.append(f"person {p.person} ({p.sessions} sessions):")
             lines.append(row(FREE, p.free))
-            lines.append(row(f"calibrated, {p.chosen_on_others} (chosen on others)", p.calibrated))
+            lines.append(row(f"calibrated, {p.chosen_on_others}", p.calibrated))
         for person, why in self.skipped.items():
             lines.append(f"person {person}: skipped ({why})")
         return "\n".join(lines)
@@ -126,10 +125,7 @@ def main(args: argparse.Namespace, settings: Settings) -> GazeCalibrationResult:
         raise BenchError(f"no game_video_<ts>.mp4 with its game_coordinates_<ts>.csv under {args.data}")
     people = group_by_person([video for video, _ in sessions], FaceEngine(settings))
     recordings = load_recordings(people, model_path(settings.models.dir, "face_landmarker"),
-                                 settings.paths.state_dir / "cache" / "gaze", args.screen)  # fmt: skip
-    for rec in recordings:
-        keep = decimate([f.t for f in rec.frames], FRAME_INTERVAL)
-        rec.frames, rec.cells = [rec.frames[i] for i in keep], [rec.cells[i] for i in keep]
+                                 settings.paths.state_dir / "cache" / "gaze", args.screen, FRAME_INTERVAL)  # fmt: skip
     return run(recordings, params, settings.liveness.area_duration, args.trials)
 
 
@@ -186,9 +182,14 @@ def run(
     results = []
     for person, table in outcomes.items():
         others = [p for p in outcomes if p != person]
-        chosen = choose(configs[1:], [outcomes[p] for p in others]) if others else configs[1 + len(configs) // 2]
+        if others:
+            chosen = choose(configs[1:], [outcomes[p] for p in others])
+            label = f"{chosen} (chosen on the others)"
+        else:  # nobody else to choose on: the middle pair is shown, and it was not chosen
+            chosen = configs[1 + len(configs) // 2]
+            label = f"{chosen} (not chosen: no other person)"
         results.append(PersonResult(person=person, sessions=sum(1 for r in recordings if r.person == person),
-                                    chosen_on_others=chosen, free=rates(table[FREE]), calibrated=rates(table[chosen]),
+                                    chosen_on_others=label, free=rates(table[FREE]), calibrated=rates(table[chosen]),
                                     calibrations=calibrations[person]))  # fmt: skip
     return GazeCalibrationResult(area_duration=duration, people=results, skipped=skipped, every_config=every_config)
 

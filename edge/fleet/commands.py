@@ -8,6 +8,9 @@ definition and ignored; an unknown command or bad arguments get an error result.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import logging
 import os
 import signal
@@ -17,11 +20,13 @@ from collections.abc import Callable
 from typing import Any
 
 from edge import __version__
-from edge.bus import Bus, Component
+from edge.bus import Bus, Component, RpcMethod
 from edge.bus.client import Message
-from edge.bus.messages import CommandResult, ErrorBody, FleetCommand
-from edge.config import Settings, redact
+from edge.bus.messages import CommandResult, EnrollRequest, ErrorBody, FleetCommand
+from edge.config import ConfigError, Settings, redact, write_fleet_overrides
 from edge.errors import ErrorCode, FacematchError
+from edge.identify.index import announce_change
+from edge.store.archive import export_gallery, import_gallery
 from edge.store.audit import Audit
 from edge.store.gallery import Gallery
 
@@ -108,19 +113,11 @@ class CommandAgent:
 
     def subjects_delete(self, args: dict[str, Any]) -> dict[str, Any]:
         subject_id = str(args["subject_id"])
-        self._announce(self.gallery.delete_subject(subject_id), subject_id)
+        announce_change(self.bus, self.gallery.delete_subject(subject_id), subject_id)
         return {"deleted": subject_id}
-
-    def _announce(self, version: int, subject_id: str | None) -> None:
-        from edge.bus.messages import GalleryChanged
-
-        self.bus.publish(self.bus.topics.gallery_changed, GalleryChanged(version=version, subject_id=subject_id)
-                         .to_bytes(), qos=1)  # fmt: skip
 
     def subjects_enroll(self, args: dict[str, Any]) -> dict[str, Any]:
         """``{"name", "photos": [base64, …], "credential"?, "metadata"?}``: as ``POST /subjects``."""
-        from edge.bus import RpcMethod
-        from edge.bus.messages import EnrollRequest
 
         photos = [str(p) for p in args["photos"]]
         if not photos:
@@ -141,10 +138,6 @@ class CommandAgent:
 
     def gallery_export(self, args: dict[str, Any]) -> dict[str, Any]:
         """The whole gallery as a base64 zip (docs/IDENTIFY.md's archive), up to ``MAX_ARCHIVE`` bytes."""
-        import base64
-        import io
-
-        from edge.store.archive import export_gallery
 
         buffer = io.BytesIO()
         count = export_gallery(self.gallery, buffer, self.settings.device_id)
@@ -156,24 +149,18 @@ class CommandAgent:
 
     def gallery_import(self, args: dict[str, Any]) -> dict[str, Any]:
         """``{"archive": base64 zip}``: push one gallery to many doors. Subjects with the same id are replaced."""
-        import base64
-        import binascii
-        import io
-
-        from edge.store.archive import import_gallery
 
         try:
             data = base64.b64decode(str(args["archive"]), validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("archive: not valid base64") from None
         report = import_gallery(self.gallery, io.BytesIO(data))
-        self._announce(self.gallery.version(), None)
+        announce_change(self.bus, self.gallery.version(), None)
         return report.to_dict()
 
     def config_set(self, args: dict[str, Any]) -> dict[str, Any]:
         """``{"values": {"door.unlock_seconds": 8, …}}``: validated against the whole configuration and kept in the
         state directory's ``config.fleet.yaml`` (atomically); each component reads it when it (re)starts."""
-        from edge.config import ConfigError, write_fleet_overrides
 
         values = args.get("values")
         if not isinstance(values, dict) or not values:

@@ -13,10 +13,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.bus import Bus
+from edge.bus.messages import GalleryChanged
 from edge.identify.openset import Candidate
 from edge.store.gallery import Gallery, Subject, removal_tag
 
 log = logging.getLogger(__name__)
+
+
+def announce_change(bus: Bus, version: int, subject_id: str | None) -> None:
+    """What every writer of the gallery sends after a change: workers catch up at once (``GalleryIndex.sync``)."""
+    bus.publish(bus.topics.gallery_changed, GalleryChanged(version=version, subject_id=subject_id).to_bytes(), qos=1)
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,7 @@ class DoorFlow:
         self.last_face = 0.0
         self.steady_live: list[float] = []
         self.holds_lock = False
+        self._last_renew = 0.0
         self._lock = threading.RLock()  # frames and the clock thread take turns
         self._stop = threading.Event()
         self._tracker: GazeTracker | None = None
@@ -172,8 +173,6 @@ class DoorFlow:
                 self._stop.wait(RENEW_EVERY)
             except Exception:
                 log.exception("door flow clock failed")
-
-    _last_renew = 0.0
 
     def _keep_lock(self) -> None:
         now = time.monotonic()

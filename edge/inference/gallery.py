@@ -7,8 +7,6 @@ identifications: only these explicit calls add faces.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import time
 import uuid
@@ -19,7 +17,6 @@ from edge.bus import Bus
 from edge.bus.messages import (
     EnrollRequest,
     EnrollResult,
-    GalleryChanged,
     IdentifyCandidate,
     IdentifyRequest,
     IdentifyResult,
@@ -34,7 +31,7 @@ from edge.bus.messages import (
 )
 from edge.config import Settings
 from edge.errors import ErrorCode, GalleryError, ImageInputError, InputError
-from edge.identify.index import GalleryIndex
+from edge.identify.index import GalleryIndex, announce_change
 from edge.identify.openset import (
     EXPLANATIONS,
     Candidate,
@@ -44,6 +41,7 @@ from edge.identify.openset import (
     decide,
     threshold_for,
 )
+from edge.inference.images import decode_field, refusal
 from edge.store.gallery import FaceRecord, Gallery, new_id
 from edge.vision.decode import ImageError, decode_image
 from edge.vision.engine import FaceAnalysis, FaceEngine
@@ -89,28 +87,13 @@ class GalleryService:
 
     def _announce(self, version: int, subject_id: str | None) -> None:
         if self.bus is not None:
-            self.bus.publish(self.bus.topics.gallery_changed, GalleryChanged(version=version, subject_id=subject_id)
-                             .to_bytes(), qos=1)  # fmt: skip
+            announce_change(self.bus, version, subject_id)
 
     # -- images -----------------------------------------------------------------------------------------------
 
     def _analyze(self, field: str, encoded: str) -> tuple[bytes, FaceAnalysis]:
-        try:
-            data = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise ImageInputError(field, "not valid base64", ErrorCode.INVALID_BASE64) from None
-        try:
-            pixels = decode_image(data, self.settings.http.max_image_dimension)
-        except ImageError as exc:
-            raise ImageInputError(field, str(exc), ErrorCode(exc.code)) from None
+        data, pixels = decode_field(field, encoded, self.settings.http.max_image_dimension)
         return data, self.engine.analyze(pixels)
-
-    @staticmethod
-    def _refusal(field: str, analysis: FaceAnalysis) -> ImageInputError:
-        quality = analysis.quality.to_dict()
-        blocking = [r for r in quality["reasons"] if r["code"] != MULTIPLE_FACES]
-        code = ErrorCode.NO_FACE if analysis.face is None else ErrorCode.POOR_QUALITY
-        return ImageInputError(field, "; ".join(r["message"] for r in blocking), code, quality=quality)
 
     # -- identify ---------------------------------------------------------------------------------------------
 
@@ -130,7 +113,7 @@ class GalleryService:
         self.index.sync(self.gallery)
         _, analysis = self._analyze("image", request.image)
         if not analysis.quality.ok:
-            raise self._refusal("image", analysis)
+            raise refusal("image", analysis)
         assert analysis.embedding is not None
         vector = analysis.embedding.vector
         decision, names = self.decide(vector, request.max_candidates)
@@ -192,7 +175,7 @@ class GalleryService:
             try:
                 data, analysis = self._analyze(field, photo)
                 if not analysis.quality.ok:
-                    raise self._refusal(field, analysis)
+                    raise refusal(field, analysis)
             except ImageInputError as exc:
                 quality = exc.detail.get("quality", {}).get("reasons", [])
                 reasons = [Reason(**r) for r in quality if r["code"] != MULTIPLE_FACES] or [
@@ -282,7 +265,7 @@ class GalleryService:
         else:
             _, analysis = self._analyze("image", request.image or "")
             if not analysis.quality.ok:
-                raise self._refusal("image", analysis)
+                raise refusal("image", analysis)
             assert analysis.embedding is not None
             embeddings, source = {self.engine.model_id: analysis.embedding.vector}, "upload"
         face = FaceRecord(new_id()[:16], embeddings, source=source)

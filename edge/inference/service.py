@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,11 +17,12 @@ from edge.bus.messages import (
     MatchResult,
 )
 from edge.config import Settings
-from edge.errors import ErrorCode, ImageInputError, InputError
+from edge.errors import ErrorCode, InputError
 from edge.inference.gallery import GalleryService
+from edge.inference.images import decode_field, refusal
 from edge.inference.liveness import score_video, scoring_params
 from edge.liveness.challenge import SequenceError, check_issued
-from edge.vision.decode import ImageError, decode_image, return_large_buffers_to_the_system
+from edge.vision.decode import return_large_buffers_to_the_system
 from edge.vision.engine import FaceAnalysis, FaceEngine
 from edge.vision.quality import MESSAGES, MULTIPLE_FACES
 from edge.vision.video import VideoError
@@ -105,14 +104,7 @@ class InferenceService:
     # -- match ------------------------------------------------------------------------------------------------
 
     def _analyze(self, field: str, encoded: str) -> FaceAnalysis:
-        try:
-            data = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise ImageInputError(field, "not valid base64", ErrorCode.INVALID_BASE64) from None
-        try:
-            pixels = decode_image(data, self.settings.http.max_image_dimension)
-        except ImageError as exc:
-            raise ImageInputError(field, str(exc), ErrorCode(exc.code)) from None
+        _, pixels = decode_field(field, encoded, self.settings.http.max_image_dimension)
         return self.engine.analyze(pixels, antispoof=True)
 
     def match(self, request: MatchRequest) -> MatchResult:
@@ -122,11 +114,7 @@ class InferenceService:
         analyses = {field: future.result() for field, future in futures.items()}
         for field, analysis in analyses.items():
             if not analysis.quality.ok:
-                quality = analysis.quality.to_dict()
-                blocking = [r for r in quality["reasons"] if r["code"] != MULTIPLE_FACES]
-                code = ErrorCode.NO_FACE if analysis.face is None else ErrorCode.POOR_QUALITY
-                message = "; ".join(r["message"] for r in blocking)
-                raise ImageInputError(field, message, code, quality=quality)
+                raise refusal(field, analysis)
         first, second = analyses["image1"].embedding, analyses["image2"].embedding
         assert first is not None and second is not None
         raw, score = self.engine.compare(first, second)

@@ -1,11 +1,11 @@
-"""Per-person gaze calibration: how far this person's eyes move per column and between the rows.
+"""Per-person gaze calibration, as ``facematch bench gaze-calibration`` measures it: how far a person's eyes move per
+column and between the rows.
 
-Learnt at enrolment on the device (the person looks at each of the six cells while the display lights them) and
-stored with the subject. Only what carries over between sessions is kept: the *gain* (iris movement per column) and
-the *row gap*, never absolute iris levels (they move between sessions of one person by more than a column). The door
-flow's validator then asks a challenge for a share of this person's own gain instead of the one calibration-free
-minimum (which was chosen on one person and is too strict for people whose eyes move little, too loose for the rest).
-Which data chose the shares: docs/LIVENESS.md (`facematch bench gaze-calibration`).
+Only what could carry over between sessions is learnt: the *gain* (iris movement per column) and the *row gap*, never
+absolute iris levels (they move between sessions of one person by more than a column). A calibrated validator asks a
+challenge for a share of the person's own gain instead of the one calibration-free minimum. Measured, it cost genuine
+passes at every share on the one person the data can test (docs/LIVENESS.md), so the product does not use it: the
+shares are the bench's candidates, and no default is chosen.
 """
 
 from __future__ import annotations
@@ -19,9 +19,6 @@ from edge.liveness.challenge import cell_position
 from edge.liveness.validator import ValidatorParams, horizontal, vertical
 from edge.vision.gaze import GazeFrame
 
-# The shares of the person's own figures a challenge must show (docs/LIVENESS.md says which data chose them).
-GAIN_SHARE = 0.5
-ROW_GAP_SHARE = 0.3
 # Never below this share of the calibration-free minimum gain: a still face or a photo still has none.
 GAIN_FLOOR_SHARE = 0.5
 
@@ -60,8 +57,8 @@ def calibrate(windows: list[tuple[int, list[GazeFrame]]], settle: float = 0.6) -
     return PersonGaze(gain, row_gap)
 
 
-def params_for(person: PersonGaze | None, params: ValidatorParams, gain_share: float = GAIN_SHARE,
-               row_gap_share: float = ROW_GAP_SHARE) -> ValidatorParams:  # fmt: skip
+def params_for(person: PersonGaze | None, params: ValidatorParams, gain_share: float,
+               row_gap_share: float) -> ValidatorParams:  # fmt: skip
     """The validator's settings for this person (unchanged without a usable calibration)."""
     if person is None:
         return params

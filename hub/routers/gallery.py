@@ -24,7 +24,6 @@ from edge.bus import RpcMethod
 from edge.bus.messages import (
     EnrollRequest,
     EnrollResult,
-    GalleryChanged,
     IdentifyRequest,
     IdentifyResult,
     NegativeRequest,
@@ -33,6 +32,7 @@ from edge.bus.messages import (
     ReembedResult,
 )
 from edge.errors import DependencyUnavailable, ErrorCode, FacematchError, InputError
+from edge.identify.index import announce_change
 from edge.store.archive import export_gallery, import_gallery
 from hub.deps import Hub, KeyHolder
 from hub.gallery_schemas import (
@@ -64,11 +64,6 @@ ZIP_BODY = {
         "required": True,
     }
 }
-
-
-def announce(hub: HubState, version: int, subject_id: str | None) -> None:
-    hub.bus.publish(hub.bus.topics.gallery_changed, GalleryChanged(version=version, subject_id=subject_id).to_bytes(),
-                    qos=1)  # fmt: skip
 
 
 async def encoded_photos(hub: HubState, photos: list[str]) -> list[str]:
@@ -138,6 +133,12 @@ async def _enroll(hub: HubState, subject_id: str, photos: list[str], allow_mixup
     return await hub.bus.acall(RpcMethod.ENROLL, rpc, timeout=timeout)
 
 
+async def _answer(hub: HubState, subject_id: str, result: EnrollResult) -> EnrollResponse:
+    """An enrolment's report with the subject as it is now."""
+    subject = await run_in_threadpool(hub.gallery.get, subject_id)
+    return EnrollResponse(subject=subject.summary(result.model), **result.model_dump())
+
+
 @router.post(
     "/subjects",
     status_code=201,
@@ -158,8 +159,7 @@ async def create_subject(request: SubjectCreate, caller: KeyHolder, hub: Hub) ->
         # Nothing was enrolled (no usable photo, a bad image, a worker gone): no empty subject is left behind.
         await run_in_threadpool(hub.gallery.delete_subject, subject_id)
         raise
-    subject = await run_in_threadpool(hub.gallery.get, subject_id)
-    return EnrollResponse(subject=subject.summary(result.model), **result.model_dump())
+    return await _answer(hub, subject_id, result)
 
 
 @router.get(
@@ -182,7 +182,7 @@ def get_subject(subject_id: str, caller: KeyHolder, hub: Hub) -> SubjectResponse
 )
 def update_subject(subject_id: str, request: SubjectUpdate, caller: KeyHolder, hub: Hub) -> SubjectResponse:
     version = hub.gallery.update_subject(subject_id, request.name, request.metadata)
-    announce(hub, version, subject_id)
+    announce_change(hub.bus, version, subject_id)
     return get_subject(subject_id, caller, hub)
 
 
@@ -194,7 +194,7 @@ def update_subject(subject_id: str, request: SubjectUpdate, caller: KeyHolder, h
 )
 def delete_subject(subject_id: str, caller: KeyHolder, hub: Hub) -> DeletedResponse:
     version = hub.gallery.delete_subject(subject_id)
-    announce(hub, version, subject_id)
+    announce_change(hub.bus, version, subject_id)
     return DeletedResponse(deleted=subject_id)
 
 
@@ -208,9 +208,7 @@ def delete_subject(subject_id: str, caller: KeyHolder, hub: Hub) -> DeletedRespo
 async def add_faces(subject_id: str, request: PhotosRequest, caller: KeyHolder, hub: Hub) -> EnrollResponse:
     hub.require(RpcMethod.ENROLL)
     await run_in_threadpool(hub.gallery.get, subject_id)  # 404 before loading any photo
-    result = await _enroll(hub, subject_id, request.photos, request.allow_mixup)
-    subject = await run_in_threadpool(hub.gallery.get, subject_id)
-    return EnrollResponse(subject=subject.summary(result.model), **result.model_dump())
+    return await _answer(hub, subject_id, await _enroll(hub, subject_id, request.photos, request.allow_mixup))
 
 
 @router.delete(
@@ -221,7 +219,7 @@ async def add_faces(subject_id: str, request: PhotosRequest, caller: KeyHolder, 
 )
 def remove_face(subject_id: str, face_id: str, caller: KeyHolder, hub: Hub) -> DeletedResponse:
     version = hub.gallery.remove_face(subject_id, face_id)
-    announce(hub, version, subject_id)
+    announce_change(hub.bus, version, subject_id)
     return DeletedResponse(deleted=face_id)
 
 
@@ -277,7 +275,7 @@ async def import_(http_request: Request, caller: KeyHolder, hub: Hub) -> ImportR
     finally:
         path.unlink(missing_ok=True)
     version = await run_in_threadpool(hub.gallery.version)
-    announce(hub, version, None)
+    announce_change(hub.bus, version, None)
     reembed = await _reembed(hub, report.subject_ids) if report.subject_ids else {}
     return ImportResponse(**report.to_dict(), gallery_version=version, **reembed)
 
