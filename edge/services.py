@@ -173,9 +173,11 @@ def mosquitto_service(
     logins: dict[str, str] | None = None,
     acl: str | None = None,
     bridge: list[str] | None = None,
+    persistent: bool = False,
 ) -> LocalService:
     """A loopback-only Mosquitto. With ``logins`` (user -> password) every client must log in, and ``acl`` says what
-    each user may read and write; without, anonymous clients may do anything (the test brokers)."""
+    each user may read and write; without, anonymous clients may do anything (the test brokers). With a ``bridge`` or
+    ``persistent``, sessions and queued messages are kept in ``run_dir`` across a restart."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config = run_dir / "mosquitto.conf"
     auth = ["allow_anonymous true"]
@@ -194,7 +196,7 @@ def mosquitto_service(
         f"listener {port} {LOOPBACK}",
         *auth,
         # With a bridge, QoS 1 messages queued for the central broker survive a restart of this one.
-        *(["persistence true", f"persistence_location {run_dir}/"] if bridge else ["persistence false"]),
+        *(["persistence true", f"persistence_location {run_dir}/"] if bridge or persistent else ["persistence false"]),
         "log_dest stdout",
         "log_type error",
         "log_type warning",
