@@ -208,8 +208,7 @@ def cmd_door(args: argparse.Namespace) -> int:
 
 
 def cmd_bridge_config(args: argparse.Namespace) -> int:
-    import os
-
+    from edge.atomic import write_atomic
     from edge.credentials import BRIDGE_USER, credentials_path, ensure
     from edge.fleet.bridge import bridge_lines
 
@@ -229,13 +228,7 @@ def cmd_bridge_config(args: argparse.Namespace) -> int:
     if args.output is None:
         print(text, end="")
         return 0
-    staged = args.output.with_suffix(".part")
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)  # it holds the bridge's passwords
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(staged, args.output)
+    write_atomic(args.output, text, mode=0o640)  # it holds the bridge's passwords
     print(f"wrote {args.output}; restart mosquitto for it to take effect")
     return 0
 

@@ -24,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from edge.atomic import write_atomic
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = PROJECT_ROOT / "config.yaml"
 
@@ -481,13 +483,7 @@ def write_fleet_overrides(values: dict[str, Any], environ: dict[str, str] | None
         Settings(**_tree(env, overrides=updated))
     except ValidationError as exc:
         raise ConfigError(_describe(exc.errors()[0], {})) from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_suffix(".part")
-    with staged.open("w") as handle:
-        handle.write(yaml.safe_dump(updated, sort_keys=True))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(staged, path)
+    write_atomic(path, yaml.safe_dump(updated, sort_keys=True), mode=0o640)
     return path, [k for k in values if _get_dotted(existing, k) != values[k]]
 
 

@@ -10,12 +10,12 @@ services that `up` did not start are used exactly as their URLs say.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from edge.atomic import write_atomic
 from edge.bus.topics import Component
 from edge.config import Settings
 from edge.services import is_local_host
@@ -53,12 +53,7 @@ class Credentials:
         return cls(data.get("mqtt", {}), data.get("redis", ""), data.get("mqtt_port"), data.get("redis_port"))
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".part")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(self.__dict__, handle, indent=1)
-        os.replace(partial, path)
+        write_atomic(path, json.dumps(self.__dict__, indent=1), mode=0o600)
 
 
 def ensure(path: Path, *, rotate: bool = False) -> Credentials:

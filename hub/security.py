@@ -20,6 +20,7 @@ from limits import parse, strategies
 from limits.errors import StorageError
 from limits.storage import RedisStorage
 
+from edge.atomic import write_atomic
 from edge.config import Settings, redact
 from edge.credentials import redis_url
 from edge.errors import AuthError, ErrorCode, RateLimited, RedisUnavailable
@@ -38,11 +39,8 @@ def _read_keys(keys_file: Path) -> list[dict[str, str]]:
 
 
 def _write_keys(keys_file: Path, entries: list[dict[str, str]]) -> None:
-    keys_file.parent.mkdir(parents=True, exist_ok=True)
-    partial = keys_file.with_suffix(".part")
-    partial.write_text(json.dumps({"keys": entries}, indent=1) + "\n")
-    partial.chmod(0o600)
-    os.replace(partial, keys_file)  # atomic: a hub reading the file sees the old or the new list, never half
+    # Atomic: a hub reading the file (or a power cut) sees the old or the new list, never half of one.
+    write_atomic(keys_file, json.dumps({"keys": entries}, indent=1) + "\n", mode=0o600)
 
 
 def create_key(keys_file: Path, name: str) -> str:

@@ -7,10 +7,11 @@ free batch dimension lets the image and its mirror run in one call.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from edge.atomic import commit_staged
 
 
 def dequantized_path(source: Path) -> Path:
@@ -64,7 +65,7 @@ def dequantize(source: Path) -> Path:
     onnx.checker.check_model(model)
     partial = target.with_suffix(".part")
     onnx.save(model, str(partial))
-    os.replace(partial, target)
+    commit_staged(partial, target)
     return target
 
 
@@ -93,5 +94,5 @@ def keras_to_onnx(source: Path) -> Path:
 
     partial = target.with_suffix(".part")
     tf2onnx.convert.from_function(forward, input_signature=signature, opset=17, output_path=str(partial))
-    os.replace(partial, target)
+    commit_staged(partial, target)
     return target

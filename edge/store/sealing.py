@@ -13,6 +13,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from edge.atomic import create_exclusive
+
 KEY_BYTES = 32
 NONCE_BYTES = 12
 
@@ -23,10 +25,7 @@ class SealError(Exception):
 
 def create_key_file(path: Path) -> None:
     """Write a new random key (base64, mode 600); refuses to overwrite one, which would lock the gallery."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(base64.b64encode(AESGCM.generate_key(bit_length=8 * KEY_BYTES)).decode() + "\n")
+    create_exclusive(path, base64.b64encode(AESGCM.generate_key(bit_length=8 * KEY_BYTES)).decode() + "\n")
 
 
 class Sealer:

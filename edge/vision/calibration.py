@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.atomic import write_atomic
+
 CALIBRATION_DIR = Path(__file__).resolve().parent.parent.parent / "models" / "calibration"
 DECADES = 5.0
 
@@ -128,5 +130,5 @@ class Calibration:
             "cosines": [round(float(c), 6) for c in self.cosines],
             "scores": [round(float(s), 6) for s in self.scores],
         }
-        path.write_text(json.dumps(doc, indent=1) + "\n")
+        write_atomic(path, json.dumps(doc, indent=1) + "\n")
         return path
