@@ -248,6 +248,7 @@ class ModelSettings(_Section):
     dir: Path = Field(PROJECT_ROOT / "models" / "weights", description="where fetched weights are stored")
     source_dir: Path | None = Field(None, description="a local directory searched first by the fetcher")
     onnx_providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1)
+    tensorrt_cache_dir: Path | None = Field(None, description="TensorRT engine cache (default <state_dir>/tensorrt)")
 
 
 class PathSettings(_Section):

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from edge.bus import BrokerAddress, Bus, Component, Presence
+from edge.bus import BrokerAddress, Bus, Component, Presence, RpcMethod
+from edge.bus.messages import HealthRequest
 from edge.config import Settings, redact
 from edge.credentials import redis_url
+from edge.errors import FacematchError
 from edge.services import port_open
 from edge.store import Store
 
@@ -190,10 +192,17 @@ def check_inference_worker(settings: Settings, wait: float = 3.0) -> Check:
             return Check("inference", WARN, f"the broker {address} refused or did not answer the connection")
         presence.wait_until(lambda p: bool(p.online(Component.INFERENCE)), wait)
         online = presence.online(Component.INFERENCE)
+        runs_on = ""
+        if online:
+            try:
+                info = bus.call(RpcMethod.HEALTH, HealthRequest(), timeout=wait)
+                runs_on = "; runs on: " + ", ".join(f"{role} {where}" for role, where in info.runs_on.items())
+            except FacematchError as exc:
+                runs_on = f"; did not say what it runs on ({exc.message})"
     finally:
         bus.stop()
     if online:
-        return Check("inference", OK, f"live worker(s): {', '.join(online)}")
+        return Check("inference", OK, f"live worker(s): {', '.join(online)}{runs_on}")
     return Check("inference", FAIL, "no inference worker is online: /match and liveness answer 503",
                  "facematch up (or start facematch-inference.service); its log says why it stopped")  # fmt: skip
 

@@ -64,6 +64,7 @@ def test_doctor_checks_keys_a_live_worker_and_the_hub(settings, inference_worker
     assert check_api_keys(settings).level == OK
     worker = check_inference_worker(settings)
     assert worker.level == OK and inference_worker.instance in worker.detail
+    assert "embedding ONNX Runtime (CPUExecutionProvider)" in worker.detail, worker.detail
     hub = check_hub(settings)  # nothing serves this test's HTTP port
     assert hub.level == WARN and "does not answer" in hub.detail and hub.fix
 

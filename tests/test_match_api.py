@@ -289,3 +289,10 @@ def test_health_reports_models_when_everything_runs(api):
         "minifasnet-v2+v1se": True,
     }
     assert all(dep["ok"] for dep in body["dependencies"].values())
+    # What each model really runs on (this machine has no GPU: ONNX Runtime's CPU provider).
+    assert body["dependencies"]["inference"]["runs_on"] == {
+        "detector": "OpenCV DNN (CPU)",
+        "embedding": "ONNX Runtime (CPUExecutionProvider)",
+        "antispoofing": "ONNX Runtime (CPUExecutionProvider)",
+        "eye_tracker": "MediaPipe (CPU, XNNPACK)",
+    }

@@ -65,3 +65,16 @@ def test_fetched_default_models_verify(model_settings, capsys):
 
     assert verify(model_settings) == 0
     assert "sface            ok" in capsys.readouterr().out
+
+
+def test_tensorrt_gets_an_engine_cache_in_the_state_directory_and_other_providers_pass_unchanged(tmp_path):
+    from edge.vision.onnx import configured_providers
+
+    cache = tmp_path / "tensorrt"
+    providers = configured_providers(
+        ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], cache
+    )
+    name, options = providers[0]
+    assert name == "TensorrtExecutionProvider" and options["trt_engine_cache_enable"] is True
+    assert options["trt_engine_cache_path"] == str(cache)
+    assert providers[1:] == ["CUDAExecutionProvider", "CPUExecutionProvider"]

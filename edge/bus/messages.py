@@ -150,6 +150,7 @@ class HealthResult(Payload):
     version: str
     instance: str
     models: dict[str, str]
+    runs_on: dict[str, str] = {}  # role -> the runtime and provider it really runs on
     calibration: dict[str, Any] | None = None
     loaded_at: float
 

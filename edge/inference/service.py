@@ -74,6 +74,7 @@ class InferenceService:
                 "eye_tracker": "mediapipe-face-landmarker",
                 "antispoofing": "minifasnet-v2+v1se",
             },
+            runs_on=self.engine.runs_on(),
             calibration=self.engine.calibration.meta if self.engine.calibration else None,
             loaded_at=self.loaded_at,
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.vision.onnx import create_session
+from edge.vision.onnx import Provider, create_session, running_on
 from edge.vision.types import Face
 from models import model_path
 
@@ -67,7 +67,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class MiniFasNetEnsemble:
-    def __init__(self, models_dir: Path, providers: list[str], threshold: float, rule: str):
+    def __init__(self, models_dir: Path, providers: list[Provider], threshold: float, rule: str):
         # threshold and rule: liveness.antispoof_threshold and .antispoof_rule (their one default is in config)
         self.threshold = threshold
         self.rule = rule
@@ -75,6 +75,7 @@ class MiniFasNetEnsemble:
         for name, scale in MODELS:
             session = create_session(model_path(models_dir, name), providers)
             self._sessions.append((name, scale, session, session.get_inputs()[0].name))
+        self.runs_on = f"ONNX Runtime ({running_on(self._sessions[0][2])})"
 
     def score(self, image: np.ndarray, face: Face) -> PadResult:
         """``image`` is BGR (as decoded); ``face.box`` is the detector's (x, y, w, h)."""

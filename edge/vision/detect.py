@@ -44,6 +44,7 @@ def most_prominent_first(faces: list[Face], image: np.ndarray) -> list[Face]:
 
 class YuNetDetector:
     name = "yunet"
+    runs_on = "OpenCV DNN (CPU)"
 
     def __init__(self, model: Path, score_threshold: float = 0.7, nms_threshold: float = 0.3):
         self._args = (str(model), "", (320, 320), score_threshold, nms_threshold, 50)
@@ -82,6 +83,7 @@ class MtcnnDetector:
     """The seed's MTCNN (``mtcnn`` package, TensorFlow). Loading takes seconds: construct once."""
 
     name = "mtcnn"
+    runs_on = "TensorFlow (CPU)"
 
     def __init__(self, min_confidence: float = 0.9):
         from mtcnn import MTCNN  # imports TensorFlow: only when MTCNN is selected

@@ -11,7 +11,7 @@ import numpy as np
 
 from edge.vision.align import align
 from edge.vision.model_id import MODEL_IDS, model_id_for
-from edge.vision.onnx import create_session
+from edge.vision.onnx import Provider, create_session, running_on
 from edge.vision.types import Face
 from models.derive import dequantize, keras_to_onnx
 
@@ -42,11 +42,12 @@ class SFaceEmbedder:
     input_size = 112
     dimension = 128
 
-    def __init__(self, model: Path, providers: list[str], flip: bool = True):
+    def __init__(self, model: Path, providers: list[Provider], flip: bool = True):
         self.flip = flip
         self.model_id = model_id_for("sface", flip)
         self._session = create_session(dequantize(model), providers)
         self._input = self._session.get_inputs()[0].name
+        self.runs_on = f"ONNX Runtime ({running_on(self._session)})"
 
     def embed(self, image: np.ndarray, face: Face) -> Embedding:
         crop = cv2.cvtColor(align(image, face.landmarks, self.input_size), cv2.COLOR_BGR2RGB)
@@ -63,11 +64,12 @@ class FaceNetEmbedder:
     input_size = 160
     dimension = 128
 
-    def __init__(self, model: Path, providers: list[str], flip: bool = True):
+    def __init__(self, model: Path, providers: list[Provider], flip: bool = True):
         self.flip = flip
         self.model_id = model_id_for("facenet", flip)
         self._session = create_session(keras_to_onnx(model), providers)
         self._input = self._session.get_inputs()[0].name
+        self.runs_on = f"ONNX Runtime ({running_on(self._session)})"
 
     def embed(self, image: np.ndarray, face: Face) -> Embedding:
         crop = cv2.cvtColor(align(image, face.landmarks, self.input_size), cv2.COLOR_BGR2RGB).astype(np.float32)
@@ -86,6 +88,7 @@ class DlibEmbedder:
 
     model_id = MODEL_IDS["dlib"]
     dimension = 128
+    runs_on = "dlib (CPU)"
 
     def __init__(self, resnet: Path, shape5: Path):
         try:

@@ -13,6 +13,7 @@ from edge.vision.antispoof import MiniFasNetEnsemble, PadResult
 from edge.vision.calibration import Calibration
 from edge.vision.detect import Detector, MtcnnDetector, YuNetDetector
 from edge.vision.embed import DlibEmbedder, Embedding, FaceNetEmbedder, SFaceEmbedder, cosine
+from edge.vision.onnx import configured_providers
 from edge.vision.quality import QualityLimits, QualityReport, assess
 from edge.vision.types import Face
 from models import model_path
@@ -51,25 +52,37 @@ class FaceEngine:
         calibrated: bool = True,
     ):
         models_dir = settings.models.dir
+        providers = configured_providers(
+            settings.models.onnx_providers, settings.models.tensorrt_cache_dir or settings.paths.state_dir / "tensorrt"
+        )
         self.detector = make_detector(detector or settings.matching.detector, models_dir)
         self.embedder: SFaceEmbedder | FaceNetEmbedder | DlibEmbedder
         if settings.matching.embedder == "facenet":
             self.embedder = FaceNetEmbedder(
-                model_path(models_dir, "facenet"), settings.models.onnx_providers, flip=settings.matching.flip_embedding
+                model_path(models_dir, "facenet"), providers, flip=settings.matching.flip_embedding
             )
         elif settings.matching.embedder == "dlib":
             self.embedder = DlibEmbedder(model_path(models_dir, "dlib_resnet"), model_path(models_dir, "dlib_shape5"))
         else:
             self.embedder = SFaceEmbedder(
-                model_path(models_dir, "sface"), settings.models.onnx_providers, flip=settings.matching.flip_embedding
+                model_path(models_dir, "sface"), providers, flip=settings.matching.flip_embedding
             )
         self.pad = MiniFasNetEnsemble(
-            models_dir, settings.models.onnx_providers, settings.liveness.antispoof_threshold,
+            models_dir, providers, settings.liveness.antispoof_threshold,
             settings.liveness.antispoof_rule,
         )  # fmt: skip
         # Only `facematch calibrate` runs uncalibrated: it is what writes the calibration.
         self.calibration = Calibration.load(self.embedder.model_id) if calibrated else None
         self.limits = limits or QualityLimits()
+
+    def runs_on(self) -> dict[str, str]:
+        """Which runtime and provider each model really runs on (ONNX Runtime may have fallen back to the CPU)."""
+        return {
+            "detector": self.detector.runs_on,
+            "embedding": self.embedder.runs_on,
+            "antispoofing": self.pad.runs_on,
+            "eye_tracker": "MediaPipe (CPU, XNNPACK)",
+        }
 
     @property
     def model_id(self) -> str:

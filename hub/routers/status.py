@@ -45,7 +45,7 @@ async def health(hub: Hub, x_api_key: Annotated[str | None, Header()] = None) ->
     if broker_ok and hub.presence.serves(RpcMethod.MATCH.value):
         try:
             info = await hub.bus.acall(RpcMethod.HEALTH, HealthRequest(), timeout=3.0)
-            inference.update(ok=True, version=info.version)
+            inference.update(ok=True, version=info.version, runs_on=info.runs_on)
             models = {name: True for name in info.models.values()}
         except FacematchError as exc:
             inference["error"] = exc.message
