@@ -5,7 +5,12 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-Usage: ./install.sh [--dev] [--bench] [--gpu] [--no-models]
+Usage: ./install.sh [--dev] [--bench] [--gpu] [--no-models]      a development set-up in this checkout (.venv)
+       ./install.sh --system [--gpu] [--root DIR]              the appliance: starts at boot (docs/DEPLOY.md)
+       ./install.sh --system --uninstall [--root DIR]          remove it, keeping config, credentials and data
+  --system     install (or upgrade in place) under /opt/facematch, /etc/facematch, /var/lib/facematch, with a
+               dedicated user, the system's Redis and Mosquitto configured for it, and units under facematch.target
+  --root DIR   with --system: lay everything out under DIR instead of / (no systemd, users or services touched)
   --dev        also install the test tools (pytest, ruff, Playwright for Python, Debian's chromium + driver)
   --bench      also install the face_recognition library, the reference `facematch bench match` compares against
   --gpu        replace onnxruntime with onnxruntime-gpu (CUDA/TensorRT providers; see docs/DEPLOY.md)
@@ -13,9 +18,13 @@ Usage: ./install.sh [--dev] [--bench] [--gpu] [--no-models]
 USAGE
 }
 
-DEV=0 BENCH=0 GPU=0 MODELS=1
-for arg in "$@"; do
+DEV=0 BENCH=0 GPU=0 MODELS=1 SYSTEM=0 UNINSTALL=0 ROOT=""
+while [ "$#" -gt 0 ]; do
+  arg="$1"; shift
   case "$arg" in
+    --system) SYSTEM=1 ;;
+    --uninstall) UNINSTALL=1 ;;
+    --root) [ "$#" -gt 0 ] || { echo "install.sh: --root needs a directory" >&2; exit 2; }; ROOT="$1"; shift ;;
     --dev) DEV=1 ;;
     --bench) BENCH=1 ;;
     --gpu) GPU=1 ;;
@@ -27,6 +36,22 @@ done
 
 cd "$(dirname "$0")"
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+if [ "$SYSTEM" = 0 ] && { [ "$UNINSTALL" = 1 ] || [ -n "$ROOT" ]; }; then
+  echo "install.sh: --uninstall and --root go with --system" >&2; exit 2
+fi
+# Before anything is changed: an appliance install needs systemd to run it (a container or WSL without it would
+# end half-installed). --root lays the files out without it.
+if [ "$SYSTEM" = 1 ] && [ -z "$ROOT" ] && [ ! -d /run/systemd/system ]; then
+  echo "install.sh --system: systemd is not running here (PID 1 is $(ps -o comm= -p 1 2>/dev/null || echo unknown)); nothing was changed. Use ./install.sh for a development set-up, or --root DIR to stage the layout." >&2
+  exit 1
+fi
+if [ "$SYSTEM" = 1 ] && [ "$UNINSTALL" = 1 ]; then
+  APP_PY="${ROOT%/}/opt/facematch/current/.venv/bin/python"
+  [ -x "$APP_PY" ] || APP_PY=".venv/bin/python"
+  [ -x "$APP_PY" ] || { echo "install.sh --uninstall: no facematch found under ${ROOT:-/}opt/facematch" >&2; exit 1; }
+  exec "$APP_PY" -m edge.cli system uninstall --root "${ROOT:-/}"
+fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -72,10 +97,28 @@ else
   say "System packages already installed"
 fi
 
+# --- where the code runs: this checkout, or (--system) a new release directory ----------------------------------
+VENV_ARGS=()
+if [ -e /etc/nv_tegra_release ] || grep -qs "Raspberry Pi" /proc/device-tree/model; then
+  # Jetson: JetPack's OpenCV (GStreamer, CSI camera) and NVIDIA's onnxruntime-gpu; Pi: apt's picamera2 (not on PyPI).
+  VENV_ARGS+=(--system-site-packages)
+fi
+if [ "$SYSTEM" = 1 ]; then
+  RELEASE_NAME="$(date -u +%Y%m%d-%H%M%S)-$(git rev-parse --short HEAD 2>/dev/null || echo local)"
+  RELEASE="${ROOT%/}/opt/facematch/releases/$RELEASE_NAME"
+  say "Copying this checkout to $RELEASE"
+  mkdir -p "$RELEASE"
+  tar -C . --exclude=./.venv --exclude=./var --exclude=./.git --exclude=./models/weights --exclude=./tests/artifacts \
+      --exclude='__pycache__' -cf - . | tar -C "$RELEASE" -xf -
+  # Only the new release is touched until it is whole: a failure from here on leaves the running one as it is.
+  trap 'echo "install.sh --system: failed; the running release (if any) was left as it was; $RELEASE is incomplete" >&2' ERR
+  cd "$RELEASE"
+fi
+
 # --- virtual environment ------------------------------------------------------------------------------------
 if [ ! -x .venv/bin/python ]; then
   say "Creating .venv with $PYTHON"
-  "$PYTHON" -m venv .venv
+  "$PYTHON" -m venv "${VENV_ARGS[@]}" .venv
 fi
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 say "Installing facematch and its Python dependencies into .venv"
@@ -100,6 +143,23 @@ opencvs=$(.venv/bin/python -m pip list --format=freeze 2>/dev/null | grep -ci '^
 if [ "$opencvs" != 1 ]; then
   echo "install.sh: expected exactly one OpenCV distribution in .venv, found $opencvs (see: .venv/bin/facematch doctor)" >&2
   exit 1
+fi
+
+# --- the appliance: lay out, configure, switch, start (edge/system.py) ---------------------------------------
+if [ "$SYSTEM" = 1 ]; then
+  if [ "$MODELS" = 1 ]; then
+    say "Fetching model weights into ${ROOT%/}/var/lib/facematch/models"
+    mkdir -p "${ROOT%/}/var/lib/facematch/models"
+    FACEMATCH_MODELS__DIR="${ROOT%/}/var/lib/facematch/models" .venv/bin/facematch models fetch
+  fi
+  USER_ARGS=()
+  [ -z "$ROOT" ] || USER_ARGS=(--user "${FACEMATCH_SYSTEM_USER:-$(id -un)}")
+  say "Installing the appliance from $RELEASE"
+  .venv/bin/facematch system install --root "${ROOT:-/}" --release "$RELEASE" "${USER_ARGS[@]}"
+  trap - ERR
+  HOST_PORT="$(FACEMATCH_CONFIG="${ROOT%/}/etc/facematch/config.yaml" .venv/bin/python -c 'from edge.config import load_settings; s = load_settings(); print(f"{s.http.host}:{s.http.port}")' 2>/dev/null || echo "127.0.0.1:8000")"
+  say "Done. Check it: sudo facematch doctor; systemctl status facematch.target; the page: http://${HOST_PORT}/ (API docs: /docs)"
+  exit 0
 fi
 
 # --- models -------------------------------------------------------------------------------------------------

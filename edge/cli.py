@@ -335,7 +335,7 @@ def build_parser(with_benches: bool = True) -> argparse.ArgumentParser:
     door.set_defaults(func=cmd_door)
     door_sub = door.add_subparsers(dest="door_command", required=True)
     door_sub.add_parser("osdp-key", help="print (making it once) the OSDP reader's secure-channel key for the panel")
-    from edge import subjects_cli
+    from edge import subjects_cli, system
     from edge.fleet import tool as fleet_tool
 
     fleet_tool.add_parser(sub)
@@ -347,6 +347,8 @@ def build_parser(with_benches: bool = True) -> argparse.ArgumentParser:
     bridge.set_defaults(func=cmd_bridge_config)
     subjects_cli.add_parser(sub)
     sub.choices["subjects"].set_defaults(func=cmd_subjects)
+    system.add_parser(sub)
+    sub.choices["system"].set_defaults(func=cmd_system)
     page_token = sub.add_parser(
         "page-token", help="a link that lets the web page run liveness challenges for a while (kiosk, phone)"
     )
@@ -366,6 +368,12 @@ def build_parser(with_benches: bool = True) -> argparse.ArgumentParser:
     score.add_argument("--json", action="store_true")
     score.set_defaults(func=cmd_liveness)
     return parser
+
+
+def cmd_system(args: argparse.Namespace) -> int:
+    from edge import system
+
+    return system.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

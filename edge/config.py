@@ -253,6 +253,10 @@ class ModelSettings(_Section):
 
 class PathSettings(_Section):
     state_dir: Path = Field(PROJECT_ROOT / "var", description="data and logs of embedded services, spool")
+    # install.sh --system keeps it under /etc/facematch (mode 600); a development checkout in the state directory.
+    credentials_file: Path | None = Field(
+        None, description="broker logins and Redis password (default <state_dir>/credentials.json)"
+    )
 
 
 NAME_PATTERN = r"^[A-Za-z0-9_\-.]+$"
@@ -326,6 +330,7 @@ ENV_ALIASES: dict[str, str] = {
     "FACEMATCH_DETECTOR": "matching.detector",
     "FACEMATCH_EMBEDDER": "matching.embedder",
     "FACEMATCH_API_KEYS_FILE": "api.keys_file",
+    "FACEMATCH_CREDENTIALS_FILE": "paths.credentials_file",
     "FACEMATCH_VIDEO_ANTISPOOF_THRESHOLD": "liveness.video_antispoof_threshold",
     "FACEMATCH_ONNX_PROVIDERS": "models.onnx_providers",
 }
@@ -355,7 +360,9 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def _resolve_paths(tree: dict[str, Any], base: Path) -> None:
     """Relative paths in a config file are relative to that file, not to the working directory."""
-    for section, key in (("models", "dir"), ("models", "source_dir"), ("paths", "state_dir"), ("api", "keys_file")):
+    paths = [("models", "dir"), ("models", "source_dir"), ("paths", "state_dir"), ("paths", "credentials_file"),
+             ("api", "keys_file")]  # fmt: skip
+    for section, key in paths:
         value = tree.get(section, {}).get(key) if isinstance(tree.get(section), dict) else None
         if isinstance(value, str) and value and not Path(value).is_absolute():
             tree[section][key] = str((base / value).resolve())

@@ -30,7 +30,7 @@ LOGINS = [c.value for c in Component] + [BRIDGE_USER]
 
 
 def credentials_path(settings: Settings) -> Path:
-    return settings.paths.state_dir / FILE_NAME
+    return settings.paths.credentials_file or settings.paths.state_dir / FILE_NAME
 
 
 @dataclass
