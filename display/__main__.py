@@ -90,7 +90,7 @@ class Display:
                 self._report_highlight(challenge, screen, drawn)
             shown = screen.lit_cell
             self._screenshot(surface, screen)
-            if time.monotonic() - last_ping >= WATCHDOG_EVERY:
+            if time.monotonic() - last_ping >= min(WATCHDOG_EVERY, self.daemon.tick_interval):
                 self.daemon.watchdog()
                 last_ping = time.monotonic()
             ticker.tick(self.settings.fps)

@@ -290,7 +290,7 @@ def switch_current(layout: Layout, release: Path) -> Path | None:
     previous = layout.current.resolve() if layout.current.is_symlink() else None
     staged = layout.app / ".current.new"
     staged.unlink(missing_ok=True)
-    staged.symlink_to(release)
+    staged.symlink_to(os.path.relpath(release, layout.app))  # relative: right under any root
     os.replace(staged, layout.current)
     return previous
 

@@ -68,6 +68,43 @@ def test_the_inference_daemon_says_ready_and_pings_the_watchdog(settings, model_
         daemon.kill()
 
 
+# Each component's module, and what it needs to start here (no camera, no door outputs, no screen).
+COMPONENTS = {
+    "camera": ("edge.camera", {"FACEMATCH_CAMERA__SOURCE": "none"}),
+    "door": ("edge.door", {}),
+    "display": ("display", {"SDL_VIDEODRIVER": "offscreen", "FACEMATCH_DISPLAY__FULLSCREEN": "false"}),
+    "hub": ("hub", {}),
+}
+
+
+@pytest.mark.parametrize("component", sorted(COMPONENTS))
+def test_every_component_says_ready_pings_the_watchdog_and_says_stopping(component, settings, notify_socket,
+                                                                          tmp_path):  # fmt: skip
+    """What each unit's Type=notify and WatchdogSec rely on, for the units that do not load models."""
+    from edge.services import free_port
+
+    path, messages = notify_socket
+    module, extra = COMPONENTS[component]
+    env = {
+        **os.environ, "NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1000000", "MQTT_URL": settings.mqtt.url,
+        "REDIS_URL": settings.redis.url, "DEVICE_ID": "notify-test", "PORT": str(free_port()),
+        "FACEMATCH_STATE_DIR": str(tmp_path), "FACEMATCH_API_KEYS": "notify-test-key", **extra,
+    }  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", module], env=env, cwd=PROJECT_ROOT)
+    try:
+        seen: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(m.startswith("READY=1") for m in seen):
+            seen += messages(0.5)
+        assert any(m.startswith("READY=1") for m in seen), seen
+        assert sum(m == "WATCHDOG=1" for m in messages(2.5)) >= 3
+        process.terminate()
+        assert process.wait(30) == 0
+        assert "STOPPING=1" in messages(0.5)
+    finally:
+        process.kill()
+
+
 def test_the_watchdog_stops_when_the_main_loop_hangs(notify_socket, monkeypatch):
     from edge.daemon import Daemon
 

@@ -211,3 +211,104 @@ def test_a_model_fetch_killed_at_random_moments_never_leaves_a_bad_file_under_a_
                     assert sha256_of(path) == whole[path.name], f"{path.name} is half written after a kill"
     subprocess.run(command, env=env, cwd=PROJECT_ROOT, capture_output=True, check=True, timeout=300)
     assert {p.name: sha256_of(p) for p in target.iterdir() if not p.name.startswith(".")} == whole
+
+
+# -- the real components: the inference daemon and Redis killed while the hub enrols people ----------------------
+
+
+def test_the_inference_daemon_and_redis_killed_during_enrolment_lose_nothing_acknowledged(
+    tmp_path, mqtt_broker, model_settings, faces_dir
+):
+    """Enrolments through the hub (real LFW photos) while the inference daemon (which writes faces) is killed with
+    SIGKILL and restarted, then Redis is: each acknowledged enrolment is whole afterwards, nothing is half there,
+    and the restarted daemon identifies the people it enrolled."""
+    import base64
+    import threading
+
+    from tests.conftest import hub_client, make_settings, wait_for_inference
+
+    lfw = faces_dir / "lfw_official" / "images"
+    if not lfw.is_dir():
+        pytest.skip(f"LFW images not found at {lfw}")
+    people = sorted(p for p in lfw.iterdir() if len(list(p.glob("*.jpg"))) >= 2)[:60]
+    key = tmp_path / "gallery.key"
+    create_key_file(key)
+    redis_port = free_port()
+    data = tmp_path / "redis"
+    server = redis_service(redis_port, data, persistent=True).start()
+    settings = make_settings(tmp_path, redis_port, mqtt_broker.port, FACEMATCH_GALLERY__KEY_FILE=str(key))
+    env = {**os.environ, "REDIS_URL": settings.redis.url, "MQTT_URL": settings.mqtt.url, "DEVICE_ID": "test-device",
+           "FACEMATCH_GALLERY__KEY_FILE": str(key), "FACEMATCH_STATE_DIR": str(tmp_path / "state")}  # fmt: skip
+
+    def start_daemon() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "edge.inference"], env=env, cwd=PROJECT_ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    daemon = start_daemon()
+    client = hub_client(settings)
+    acknowledged: dict[str, str] = {}  # subject id -> person
+    refused: list[int] = []
+    stop = threading.Event()
+
+    def enrol() -> None:
+        for person in people:
+            if stop.is_set():
+                return
+            photo = base64.b64encode(sorted(person.glob("*.jpg"))[0].read_bytes()).decode()
+            response = client.post("/subjects", json={"name": person.name, "photos": [photo]})
+            if response.status_code == 201:
+                acknowledged[response.json()["subject_id"]] = person.name
+            else:
+                refused.append(response.status_code)
+                time.sleep(0.2)
+
+    try:
+        wait_for_inference(client, timeout=90, routes=("enroll",))
+        enroller = threading.Thread(target=enrol)
+        enroller.start()
+        time.sleep(random.Random(1).uniform(2.0, 4.0))
+        daemon.send_signal(signal.SIGKILL)  # mid-enrolment
+        daemon.wait(10)
+        daemon = start_daemon()
+        wait_for_inference(client, timeout=90, routes=("enroll",))
+        time.sleep(random.Random(2).uniform(1.0, 3.0))
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(10)
+        time.sleep(0.5)
+        server = redis_service(redis_port, data, persistent=True).start()
+        time.sleep(3.0)
+        stop.set()
+        enroller.join(120)
+        assert len(acknowledged) >= 5, f"only {len(acknowledged)} enrolments went through ({refused})"
+        found = _check_gallery_subjects(settings.redis.url, Sealer.from_file(key))
+        assert set(acknowledged) <= set(found), "an acknowledged enrolment was lost"
+        assert all(found[s] >= 1 for s in acknowledged)  # each with its face
+        # The restarted daemon knows whom it enrolled (after Redis's restart too).
+        subject_id, person = next(iter(acknowledged.items()))
+        probe = base64.b64encode(sorted((lfw / person).glob("*.jpg"))[1].read_bytes()).decode()
+        identified = client.post("/identify", json={"image": probe})
+        assert identified.status_code == 200, identified.text
+        assert identified.json()["candidates"][0]["subject_id"] == subject_id
+    finally:
+        stop.set()
+        client.__exit__(None, None, None)
+        daemon.kill()
+        daemon.wait(10)
+        server.stop()
+
+
+def _check_gallery_subjects(url: str, sealer: Sealer) -> dict[str, int]:
+    """Every subject whole or absent, every face opening to a unit 128-d vector; subject id -> its faces."""
+    gallery = Gallery(Store(url), sealer)
+    client = gallery.store.client
+    listed = set(gallery.subject_ids())
+    stored = {key.decode().removeprefix(keys.subject("")) for key in client.scan_iter(keys.subject("*"))}
+    assert listed == stored
+    faces = {}
+    for subject_id in listed:
+        subject = gallery.get(subject_id)
+        for face in subject.faces:
+            for vector in face.embeddings.values():
+                assert vector.shape == (128,) and abs(float(np.linalg.norm(vector)) - 1.0) < 1e-3
+        faces[subject_id] = len(subject.faces)
+    return faces
