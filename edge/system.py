@@ -91,9 +91,34 @@ def system_environment(layout: Layout, *, final: bool) -> dict[str, str]:
     }
 
 
+# Given to the installer's environment (``sudo CENTRAL_MQTT_URL=… ./install.sh --system``), kept for every unit and
+# on later upgrades: who the device is and where its fleet is.
+DEVICE_VARIABLES = ("DEVICE_ID", "CENTRAL_MQTT_URL")
+
+
+def read_environment_file(layout: Layout) -> dict[str, str]:
+    path = layout.etc / "facematch.env"
+    if not path.exists():
+        return {}
+    lines = [line for line in path.read_text().splitlines() if "=" in line and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def environment_file(layout: Layout, environ: dict[str, str] | None = None) -> str:
+    """``facematch.env``: the appliance's paths, and the device's identity and fleet broker when given (a value from
+    an earlier install is kept unless a new one is given)."""
+    env = os.environ if environ is None else environ
+    earlier = read_environment_file(layout)
+    device = {name: env.get(name) or earlier.get(name) for name in DEVICE_VARIABLES}
+    values = {**system_environment(layout, final=True), **{k: v for k, v in device.items() if v}}
+    return ("# The appliance's paths and identity (install.sh --system); its settings are in config.yaml.\n"
+            + "".join(f"{k}={v}\n" for k, v in values.items()))  # fmt: skip
+
+
 def load_system_settings(layout: Layout) -> Settings:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("FACEMATCH_") or k == "FACEMATCH_MODELS_DIR"}
-    return load_settings(environ={**environ, **system_environment(layout, final=False)})
+    device = {k: v for k, v in read_environment_file(layout).items() if k in DEVICE_VARIABLES}
+    return load_settings(environ={**environ, **device, **system_environment(layout, final=False)})
 
 
 # -- owners and modes ---------------------------------------------------------------------------------------------
@@ -350,9 +375,7 @@ def install(layout: Layout, release: Path, *, user: str = USER, say: Callable[[s
         say(f"wrote {layout.at('/etc/facematch/config.yaml')} (the commented defaults: edit it, then restart)")
     else:
         say(f"kept {config}")
-    paths = "".join(f"{k}={v}\n" for k, v in system_environment(layout, final=True).items())
-    header = "# The appliance's paths (install.sh --system); its settings are in config.yaml.\n"
-    _file(layout.etc / "facematch.env", header + paths, shared, 0o640)
+    _file(layout.etc / "facematch.env", environment_file(layout), shared, 0o640)
     try:
         settings = load_system_settings(layout)
     except Exception as exc:  # the new release cannot read the kept configuration: stop before switching to it
@@ -370,6 +393,7 @@ def install(layout: Layout, release: Path, *, user: str = USER, say: Callable[[s
         say(f"laid out under {layout.root} (no systemd, user database or services touched)")
         return 0
     _systemctl("daemon-reload")
+    _systemctl("restart", "facematch-bridge.service")  # writes (or removes) Mosquitto's bridge drop-in first
     _systemctl("restart", "redis-server.service", "mosquitto.service")
     _systemctl("enable", "facematch.target", *wanted_units(settings))
     _systemctl("restart", "facematch.target")

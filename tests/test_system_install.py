@@ -78,8 +78,9 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def _install(root: Path, user: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEMATCH_")}
+def _install(root: Path, user: str, **device: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEMATCH_") and k not in ("DEVICE_ID",
+           "CENTRAL_MQTT_URL")} | device  # fmt: skip
     return subprocess.run([sys.executable, "-m", "edge.cli", "system", "install", "--root", str(root),
                            "--release", str(PROJECT_ROOT), "--user", user],
                           capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=120)  # fmt: skip
@@ -99,7 +100,7 @@ def test_the_layout_in_a_throwaway_root_then_an_upgrade_then_uninstall(tmp_path)
                                 "osdp": {"enabled": True, "port": "/dev/ttyUSB1"}}}  # fmt: skip
     (root / "etc/facematch/config.yaml").write_text(yaml.safe_dump(operator_config))
 
-    first = _install(root, user)
+    first = _install(root, user, DEVICE_ID="front-door", CENTRAL_MQTT_URL="mqtts://fleet.example:8883")
     assert first.returncode == 0, first.stderr
     etc, state = root / "etc/facematch", root / "var/lib/facematch"
     assert yaml.safe_load((etc / "config.yaml").read_text()) == operator_config  # kept
@@ -113,6 +114,7 @@ def test_the_layout_in_a_throwaway_root_then_an_upgrade_then_uninstall(tmp_path)
         env["FACEMATCH_CONFIG"] == "/etc/facematch/config.yaml" and env["FACEMATCH_STATE_DIR"] == "/var/lib/facematch"
     )
     assert env["FACEMATCH_CREDENTIALS_FILE"] == "/etc/facematch/credentials.json"
+    assert env["DEVICE_ID"] == "front-door" and env["CENTRAL_MQTT_URL"] == "mqtts://fleet.example:8883"
     keys = json.loads((state / "api_keys.json").read_text())["keys"]
     assert len(keys) == 1 and _mode(state / "api_keys.json") == 0o600 and "fm_" in first.stdout
 
@@ -149,6 +151,7 @@ def test_the_layout_in_a_throwaway_root_then_an_upgrade_then_uninstall(tmp_path)
     second = _install(root, user)
     assert second.returncode == 0, second.stderr
     assert json.loads((etc / "credentials.json").read_text()) == credentials
+    assert "DEVICE_ID=front-door" in (etc / "facematch.env").read_text()  # kept without being given again
     assert len(json.loads((state / "api_keys.json").read_text())["keys"]) == 1
     assert (root / "etc/redis/redis.conf").read_text().count("include /etc/redis/facematch.conf") == 1
 
