@@ -74,9 +74,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from edge.bench.lfw import calibrate
+    from edge.bench.lfw import calibrate, profile_settings
 
     settings = _settings(args)
+    if args.profile:
+        settings = profile_settings(settings, args.profile)
     setup_logging("calibrate", "WARNING")
     print(f"wrote {calibrate(settings, args.lfw_dir, args.impostor_images)}")
     return 0
@@ -303,6 +305,8 @@ def build_parser(with_benches: bool = True) -> argparse.ArgumentParser:
     calibrate = sub.add_parser("calibrate", help="fit the similarity-score calibration of the embedding model on LFW")
     calibrate.add_argument("--lfw-dir", type=Path, required=True, help="folder with images/, pairs*.txt")
     calibrate.add_argument("--impostor-images", type=int, default=3000, help="images sampled for impostor pairs")
+    calibrate.add_argument("--profile", choices=["fast", "accurate"],
+                           help="the matching profile to calibrate (default: matching.profile)")  # fmt: skip
     calibrate.set_defaults(func=cmd_calibrate)
 
     bench = sub.add_parser("bench", help="benchmarks that print their figures")

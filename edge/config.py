@@ -100,7 +100,10 @@ class ApiSettings(_Section):
 class MatchingSettings(_Section):
     similarity_threshold: float = Field(0.6, ge=0.0, le=1.0)
     detector: Literal["yunet", "mtcnn"] = "yunet"
-    embedder: Literal["sface", "facenet", "dlib"] = "sface"
+    # fast: one embedder (`embedder`); accurate: SFace and FaceNet fused (FaceNet's weights were trained on
+    # MS-Celeb-1M, withdrawn by Microsoft in 2019: check its terms before commercial use). README: "Profiles".
+    profile: Literal["fast", "accurate"] = "fast"
+    embedder: Literal["sface", "facenet", "dlib"] = Field("sface", description="the fast profile's embedder")
     flip_embedding: bool = Field(True, description="embed the face and its mirror image (more accurate, ~2× slower)")
 
 

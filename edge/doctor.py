@@ -117,13 +117,16 @@ def check_models(settings: Settings) -> list[Check]:
         from models.manifest import load_manifest
     except ImportError:
         return [Check("models", WARN, "the model fetcher is not installed", "./install.sh")]
+    from models.fetch import required_by
+
     checks = []
+    required = required_by(settings)
     for spec in load_manifest().models.values():
         path = settings.models.dir / spec.file
         if path.exists():
             checks.append(Check(f"model {spec.name}", OK, str(path)))
         else:
-            level = FAIL if spec.default else WARN
+            level = FAIL if spec.default or spec.name in required else WARN
             checks.append(Check(f"model {spec.name}", level, "not fetched", f"facematch models fetch {spec.name}"))
     return checks
 

@@ -122,6 +122,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"  needs new photos (no face for this model): {subject['name']} ({subject['subject_id']})")
             if body.get("reembed_pending"):
                 print(f"  {body['reembed_pending']}")
+        elif command == "reembed":
+            body = _call(client, "POST", "/gallery/reembed").json()
+            print(f"model {body['model']}: {sum(body['reembedded'].values())} faces of {len(body['reembedded'])} "
+                  "subjects embedded from kept photos")  # fmt: skip
+            for subject in body["needs_new_photos"]:
+                print(f"  needs new photos (no face for this model): {subject['name']} ({subject['subject_id']})")
     return 0
 
 
@@ -154,6 +160,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--photo", type=Path, help="a photo of the person who is not the subject")
     commands.add_parser("export", help="the whole gallery to a zip archive").add_argument("file", type=Path)
     commands.add_parser("import", help="a gallery archive (same ids are replaced)").add_argument("file", type=Path)
+    commands.add_parser("reembed", help="after a profile or model change: embed kept photos; list who needs new ones")
     commands.add_parser("keygen", help="a new key file for encrypting the gallery at rest").add_argument(
         "path", type=Path
     )

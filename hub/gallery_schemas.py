@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from edge.bus.messages import EnrollResult, IdentifyResult, NegativeResult, SubjectRef
+from edge.bus.messages import EnrollResult, IdentifyResult, NegativeResult, ReembedResult, SubjectRef
 
 MAX_PHOTOS = 10
 IMAGE_HELP = "an http(s) URL, or the image's bytes in base64 (a data: URL is accepted too)"
@@ -124,6 +124,10 @@ class NegativeResponse(NegativeResult):
 class IdentificationsResponse(BaseModel):
     success: bool = True
     identifications: list[dict[str, Any]]
+
+
+class ReembedResponse(ReembedResult):
+    success: bool = True
 
 
 class ImportResponse(BaseModel):

@@ -15,7 +15,7 @@ from edge.sessions import Sessions
 from edge.store import Store
 from edge.store.audit import Audit
 from edge.store.gallery import Gallery
-from edge.vision.model_id import model_id_for
+from edge.vision.model_id import configured_model_id
 from hub.images import ImageLoader
 from hub.security import ApiKeys, PageTokens, RateLimits
 
@@ -77,7 +77,7 @@ class HubState:
 
     def model_id(self) -> str:
         """The embedding model the configured workers use (gallery summaries count faces for it)."""
-        return model_id_for(self.settings.matching.embedder, self.settings.matching.flip_embedding)
+        return configured_model_id(self.settings)
 
     def require(self, method: RpcMethod) -> None:
         """Fail at once (503 naming what is missing) unless a live worker serves ``method`` for this hub."""

@@ -111,7 +111,13 @@ def fetch_one(spec: ModelSpec, settings: Settings, work: Path, say=print) -> Pat
     raise FetchError(f"could not fetch {spec.name}: " + "; ".join(reasons))
 
 
-def select(names: Iterable[str], everything: bool) -> list[ModelSpec]:
+def required_by(settings: Settings) -> set[str]:
+    """The optional models the configuration needs: FaceNet for the accurate profile or as the fast embedder."""
+    matching = settings.matching
+    return {"facenet"} if matching.profile == "accurate" or matching.embedder == "facenet" else set()
+
+
+def select(names: Iterable[str], everything: bool, required: Iterable[str] = ()) -> list[ModelSpec]:
     manifest = load_manifest().models
     names = list(names)
     unknown = [n for n in names if n not in manifest]
@@ -119,13 +125,14 @@ def select(names: Iterable[str], everything: bool) -> list[ModelSpec]:
         raise FetchError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(manifest)}")
     if names:
         return [manifest[n] for n in names]
-    return [spec for spec in manifest.values() if everything or spec.default]
+    wanted = set(required)
+    return [spec for spec in manifest.values() if everything or spec.default or spec.name in wanted]
 
 
 def fetch(settings: Settings, names: Iterable[str] = (), everything: bool = False) -> int:
     failures = 0
     with tempfile.TemporaryDirectory(prefix="facematch-fetch-") as tmp:
-        for spec in select(names, everything):
+        for spec in select(names, everything, required_by(settings)):
             try:
                 path = fetch_one(spec, settings, Path(tmp))
             except FetchError as exc:
@@ -141,11 +148,13 @@ def fetch(settings: Settings, names: Iterable[str] = (), everything: bool = Fals
 
 def verify(settings: Settings) -> int:
     bad = 0
+    required = required_by(settings)
     for spec in load_manifest().models.values():
         path = settings.models.dir / spec.file
+        needed = spec.default or spec.name in required
         if not path.exists():
-            state = "missing" + ("" if not spec.default else f"  (run: facematch models fetch {spec.name})")
-            bad += spec.default
+            state = "missing" + ("" if not needed else f"  (run: facematch models fetch {spec.name})")
+            bad += needed
         elif sha256_of(path) in spec.accepted_hashes():
             state = "ok"
         else:

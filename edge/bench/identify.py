@@ -34,7 +34,7 @@ import httpx
 import numpy as np
 from pydantic import BaseModel
 
-from edge.bench.lfw import EmbeddingTable, embed_images
+from edge.bench.lfw import EmbeddingTable, embed_images, profile_settings, profiles_of
 from edge.bench.match import photo_640x480, resident_mb, running_stack
 from edge.bench.result import BenchError, BenchResult
 from edge.config import Settings
@@ -229,10 +229,10 @@ class SearchFigures(BaseModel):
     index_build_s: float
 
 
-def time_search(subjects: int, faces_per_subject: int = 1, probes: int = 200, seed: int = 0) -> SearchFigures:
+def time_search(subjects: int, faces_per_subject: int = 1, probes: int = 200, seed: int = 0,
+                dimension: int = 128) -> SearchFigures:  # fmt: skip
     """Search time over a synthetic gallery (random unit vectors: the cost does not depend on the values)."""
     rng = np.random.default_rng(seed)
-    dimension = 128
     empty = np.zeros((0, dimension), np.float32)
     vectors = rng.standard_normal((subjects * faces_per_subject, dimension)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -265,11 +265,15 @@ class EndToEnd(BaseModel):
     resident_mb: dict[str, float] = {}
 
 
-def time_endpoints(lfw_images: Path, protocol: Protocol, table: EmbeddingTable, runs: int) -> EndToEnd:
+def time_endpoints(lfw_images: Path, protocol: Protocol, table: EmbeddingTable, runs: int, profile: str) -> EndToEnd:
     """``facematch up`` on free ports; enrol 50 people; /identify and /match (the same photo on both sides: the two
     sides run in parallel, so its time is one side's) on a 640×480 photo, alternated."""
     enrolled = min(50, len(protocol.names))
-    with tempfile.TemporaryDirectory(prefix="facematch-bench-") as tmp, running_stack(Path(tmp)) as (url, key, pid):
+    profile_env = {"FACEMATCH_MATCHING__PROFILE": profile}
+    with (
+        tempfile.TemporaryDirectory(prefix="facematch-bench-") as tmp,
+        running_stack(Path(tmp), extra_env=profile_env) as (url, key, pid),
+    ):
         client = httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60)
         for k in range(enrolled):
             image = base64.b64encode((lfw_images / table.names[protocol.enrolled[k]]).read_bytes()).decode()
@@ -294,7 +298,9 @@ def time_endpoints(lfw_images: Path, protocol: Protocol, table: EmbeddingTable, 
 
 
 class IdentifyBenchResult(BenchResult):
+    profile: str = "fast"
     model: str
+    embed_ms_per_face: float = 0.0
     images: int
     embed_seconds: float
     enrolled_people: int
@@ -359,31 +365,63 @@ def add_parser(bench: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=7, help="for the random smaller galleries")
     parser.add_argument("--runs", type=int, default=30, help="/identify and /match timings (0: skip)")
     parser.add_argument("--search-sizes", type=int, nargs="*", default=[10_000, 100_000])
-    parser.add_argument("--cache", type=Path, help="reuse the embeddings saved here by an earlier run (npz)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="reuse the embeddings saved here by an earlier run (npz; one file "
+        "per model: the model id is added to the name)",
+    )
+    parser.add_argument("--profile", choices=["fast", "accurate", "both"], help="default: matching.profile")
     parser.set_defaults(bench_main=main)
 
 
 def load_table(settings: Settings, images: Path, cache: Path | None) -> tuple[EmbeddingTable, str]:
     engine = FaceEngine(settings)
     names = sorted(str(p.relative_to(images)) for p in images.glob("*/*.jpg"))
+    cache = cache.with_name(f"{cache.stem}-{engine.model_id}{cache.suffix or '.npz'}") if cache else None
     if cache and cache.exists():
         saved = np.load(cache, allow_pickle=False)
         if str(saved["model"]) == engine.model_id and list(saved["names"]) == names:
             poor = {n: ["cached"] for n in saved["poor"]}
-            table = EmbeddingTable(names, saved["vectors"], list(saved["no_face"]), poor, float(saved["seconds"]))
+            table = EmbeddingTable(names, saved["vectors"], list(saved["no_face"]), poor, float(saved["seconds"]),
+                                   float(saved["embed_ms"]) if "embed_ms" in saved else 0.0)  # fmt: skip
             return table, engine.model_id
     table = embed_images(engine, images, names, settings.http.max_image_dimension)
     if cache:
         np.savez(cache, model=engine.model_id, names=np.array(names), vectors=table.vectors,
                  no_face=np.array(table.no_face, dtype=str), poor=np.array(sorted(table.poor_quality), dtype=str),
-                 seconds=table.seconds)  # fmt: skip
+                 seconds=table.seconds, embed_ms=table.embed_ms)  # fmt: skip
     return table, engine.model_id
 
 
-def main(args: argparse.Namespace, settings: Settings) -> IdentifyBenchResult:
+class IdentifyProfilesResult(BenchResult):
+    """``--profile both``: the same protocol for each matching profile, side by side."""
+
+    results: dict[str, IdentifyBenchResult]
+
+    def report(self) -> str:
+        rows = ["profile   model                           rank-1   FNIR@FPIR1%  FNIR@FPIR0.1%  default FPIR  "
+                "embed/face  /identify p50  memory (inference)"]  # fmt: skip
+        for name, r in self.results.items():
+            full = r.sizes[-1]
+            e = r.endpoints
+            timing = f"{e.identify_p50_ms:8.1f} ms" if e else "-"
+            memory = f"{e.resident_mb.get('inference', 0):.0f} MB" if e and e.resident_mb else "-"
+            rows.append(f"{name:<9} {r.model:<31} {full.rank1:6.2%}  {full.fnir_at_fpir_1pct:11.2%}  "
+                        f"{full.fnir_at_fpir_01pct:13.2%}  {full.default_fpir:12.2%}  {r.embed_ms_per_face:7.1f} ms  "
+                        f"{timing:>13}  {memory}")  # fmt: skip
+        return "\n".join(rows) + "\n\n" + "\n\n".join(f"[{n}]\n{r.report()}" for n, r in self.results.items())
+
+
+def main(args: argparse.Namespace, settings: Settings) -> IdentifyBenchResult | IdentifyProfilesResult:
     images = args.lfw_dir / "images"
     if not images.is_dir():
         raise BenchError(f"no LFW images at {images}: pass --lfw-dir ../shared/data/faces/lfw_official")
+    results = {p: run_profile(args, profile_settings(settings, p), images) for p in profiles_of(args.profile, settings)}
+    return next(iter(results.values())) if len(results) == 1 else IdentifyProfilesResult(results=results)
+
+
+def run_profile(args: argparse.Namespace, settings: Settings, images: Path) -> IdentifyBenchResult:
     table, model = load_table(settings, images, args.cache)
     calibration = Calibration.load(model)
     protocol = build_protocol(table)
@@ -394,10 +432,11 @@ def main(args: argparse.Namespace, settings: Settings) -> IdentifyBenchResult:
              for n in (100, 1000) if n < len(everyone)]  # fmt: skip
     sizes.append(figures_for(table, protocol, everyone, calibration, policy))
     negatives = [measure_negatives(table, protocol, calibration, fpir, args.seed) for fpir in (policy.target_fpir, 0.1)]
-    search = [time_search(n) for n in args.search_sizes]
-    endpoints = time_endpoints(images, protocol, table, args.runs) if args.runs else None
+    search = [time_search(n, dimension=table.vectors.shape[1]) for n in args.search_sizes]
+    endpoints = time_endpoints(images, protocol, table, args.runs, settings.matching.profile) if args.runs else None
     return IdentifyBenchResult(
-        model=model, images=len(table.names), embed_seconds=table.seconds, enrolled_people=len(protocol.names),
+        profile=settings.matching.profile, model=model, embed_ms_per_face=table.embed_ms,
+        images=len(table.names), embed_seconds=table.seconds, enrolled_people=len(protocol.names),
         refused_mated_probes=protocol.refused_mated, refused_strangers=protocol.refused_strangers,
         target_fpir=policy.target_fpir, margin_decades=policy.margin_decades, sizes=sizes,
         margins=margin_sweep(table, protocol, calibration, policy), negatives=negatives, search=search,

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ from edge.progress import progress
 from edge.vision.calibration import Calibration
 from edge.vision.decode import decode_image
 from edge.vision.engine import FaceEngine
+from edge.vision.fusion import Fusion
 from edge.vision.quality import BLOCKING, NO_FACE
 
 
@@ -63,22 +67,27 @@ class EmbeddingTable:
     no_face: list[str]
     poor_quality: dict[str, list[str]]
     seconds: float
+    embed_ms: float = 0.0  # mean time to embed one detected face (the profile's cost per face)
 
     def index(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.names)}
 
 
 def embed_images(engine: FaceEngine, images_dir: Path, names: list[str], max_dimension: int) -> EmbeddingTable:
+    embed_times: list[float] = []
+
     def one(name: str) -> tuple[np.ndarray | None, list[str]]:
         pixels = decode_image((images_dir / name).read_bytes(), max_dimension)
         analysis = engine.analyze(pixels, embed_if_poor=True)
+        if "embed" in analysis.timings_ms:
+            embed_times.append(analysis.timings_ms["embed"])
         reasons = [r for r in analysis.quality.reasons if r in BLOCKING and r != NO_FACE]
         return (analysis.embedding.vector if analysis.embedding else None), reasons
 
     started = time.perf_counter()
     with ThreadPoolExecutor(2) as pool:
         results = list(progress(pool.map(one, names), "LFW images", total=len(names), unit="img"))
-    vectors = np.zeros((len(names), 128), dtype=np.float32)
+    vectors = np.zeros((len(names), engine.embedder_dimension), dtype=np.float32)
     no_face, poor = [], {}
     for i, (name, (vector, reasons)) in enumerate(zip(names, results, strict=True)):
         if vector is None:
@@ -87,7 +96,8 @@ def embed_images(engine: FaceEngine, images_dir: Path, names: list[str], max_dim
             vectors[i] = vector
         if reasons:
             poor[name] = reasons
-    return EmbeddingTable(names, vectors, no_face, poor, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return EmbeddingTable(names, vectors, no_face, poor, seconds, float(np.mean(embed_times)) if embed_times else 0.0)
 
 
 def scores_for(table: EmbeddingTable, pairs: list[Pair]) -> np.ndarray:
@@ -143,7 +153,19 @@ class AtThreshold(BaseModel):
     false_non_match_rate: float
 
 
+class Refusals(BaseModel):
+    """The quality gate of /match on these pairs: what it refuses, and how often the refused images would have been
+    decided wrongly had they been let through (the gate is justified only if that is well above the rest's)."""
+
+    images_by_reason: dict[str, list[str]]
+    refused_pairs: int
+    error_rate_refused_pairs: float  # decided at the default threshold anyway
+    error_rate_other_pairs: float
+    accuracy_as_match_decides: float  # on the pairs /match answers (refused pairs left out)
+
+
 class LfwResult(BenchResult):
+    profile: str = "fast"
     accuracy_mean: float
     accuracy_std: float
     fold_accuracies: list[float]
@@ -159,7 +181,10 @@ class LfwResult(BenchResult):
     poor_quality_images: int
     poor_quality_handling: str
     ms_per_image: float
+    embed_ms_per_face: float = 0.0
+    inference_memory_mb: float | None = None
     at_default_threshold: AtThreshold
+    refusals: Refusals | None = None
 
     def report(self) -> str:
         at = self.at_default_threshold
@@ -172,8 +197,39 @@ class LfwResult(BenchResult):
             f"FNMR {100 * at.false_non_match_rate:.2f} %\n"
             f"no face found: {self.no_face_images} images ({self.no_face_handling})\n"
             f"poor quality: {self.poor_quality_images} images ({self.poor_quality_handling})\n"
-            f"{self.ms_per_image:.1f} ms per image (decode + detect + quality + embed, 2 threads)"
+            f"{self.ms_per_image:.1f} ms per image (decode + detect + quality + embed, 2 threads); embedding "
+            f"{self.embed_ms_per_face:.1f} ms per face"
+            + (f"; the engine's resident memory {self.inference_memory_mb:.0f} MB" if self.inference_memory_mb else "")
+            + ("\n" + self._refusals() if self.refusals else "")
         )
+
+    def _refusals(self) -> str:
+        r = self.refusals
+        assert r is not None
+        reasons = ", ".join(f"{k} {len(v)}" for k, v in sorted(r.images_by_reason.items())) or "none"
+        return (
+            f"as /match decides at {self.at_default_threshold.threshold} (pairs with a refused image answered 422): "
+            f"accuracy {100 * r.accuracy_as_match_decides:.2f} % on {self.pairs - r.refused_pairs} pairs; refused "
+            f"images: {reasons}; {r.refused_pairs} pairs refused, wrong {100 * r.error_rate_refused_pairs:.1f} % of "
+            f"the time when let through vs {100 * r.error_rate_other_pairs:.2f} % for the others"
+        )
+
+
+class ProfilesResult(BenchResult):
+    """One benchmark run per matching profile, side by side."""
+
+    results: dict[str, LfwResult]
+
+    def report(self) -> str:
+        rows = ["profile   model                           10-fold accuracy   TAR@FAR1e-3  as /match decides  "
+                "embed/face  memory"]  # fmt: skip
+        for name, r in self.results.items():
+            decided = f"{100 * r.refusals.accuracy_as_match_decides:.2f} %" if r.refusals else "-"
+            memory = f"{r.inference_memory_mb:.0f} MB" if r.inference_memory_mb else "-"
+            accuracy = f"{100 * r.accuracy_mean:6.2f} % ± {100 * r.accuracy_std:.2f}"
+            rows.append(f"{name:<9} {r.model:<31} {accuracy}   {100 * r.tar_at_far_1e_3:8.2f} %  {decided:>17}  "
+                        f"{r.embed_ms_per_face:7.1f} ms  {memory}")  # fmt: skip
+        return "\n".join(rows) + "\n\n" + "\n\n".join(f"[{n}]\n{r.report()}" for n, r in self.results.items())
 
 
 def add_parser(bench: argparse._SubParsersAction) -> None:
@@ -181,11 +237,47 @@ def add_parser(bench: argparse._SubParsersAction) -> None:
     parser.add_argument("--lfw-dir", type=Path, required=True)
     parser.add_argument("--pairs", type=Path, help="pairs file (default: LFW_DIR/pairs.txt, View 2)")
     parser.add_argument("--detector", choices=["yunet", "mtcnn"], help="override matching.detector")
+    parser.add_argument("--profile", choices=["fast", "accurate", "both"], help="default: matching.profile")
     parser.set_defaults(bench_main=main)
 
 
-def main(args: argparse.Namespace, settings: Settings) -> LfwResult:
-    return run_lfw(settings, args.lfw_dir, args.pairs, args.detector)
+def profiles_of(choice: str | None, settings: Settings) -> list[str]:
+    return ["fast", "accurate"] if choice == "both" else [choice or settings.matching.profile]
+
+
+def main(args: argparse.Namespace, settings: Settings) -> LfwResult | ProfilesResult:
+    results = {p: run_lfw(profile_settings(settings, p), args.lfw_dir, args.pairs, args.detector)
+               for p in profiles_of(args.profile, settings)}  # fmt: skip
+    return next(iter(results.values())) if len(results) == 1 else ProfilesResult(results=results)
+
+
+def engine_memory_mb(settings: Settings) -> float | None:
+    """Resident memory of a process that has loaded the profile's engine, as the inference daemon does (Linux)."""
+    script = ("from edge.config import load_settings; from edge.vision.engine import FaceEngine; "
+              "engine = FaceEngine(load_settings()); "
+              "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS:')))")  # fmt: skip
+    env = {**os.environ, "FACEMATCH_MATCHING__PROFILE": settings.matching.profile}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    return int(done.stdout.split()[-1]) / 1024 if done.returncode == 0 and done.stdout.strip() else None
+
+
+def refusals_for(table: EmbeddingTable, pairs: list[Pair], decided_same: np.ndarray) -> Refusals:
+    same = np.array([p.same for p in pairs])
+    refused_images = set(table.no_face) | set(table.poor_quality)
+    refused = np.array([p.a in refused_images or p.b in refused_images for p in pairs])
+    wrong = decided_same != same
+    by_reason: dict[str, list[str]] = {}
+    for name in table.no_face:
+        by_reason.setdefault(NO_FACE, []).append(name)
+    for name, reasons in table.poor_quality.items():
+        for reason in reasons:
+            by_reason.setdefault(reason, []).append(name)
+    return Refusals(
+        images_by_reason={k: sorted(v) for k, v in by_reason.items()}, refused_pairs=int(refused.sum()),
+        error_rate_refused_pairs=float(wrong[refused].mean()) if refused.any() else 0.0,
+        error_rate_other_pairs=float(wrong[~refused].mean()),
+        accuracy_as_match_decides=float(1 - wrong[~refused].mean()),
+    )  # fmt: skip
 
 
 def run_lfw(settings: Settings, lfw_dir: Path, pairs_file: Path | None, detector: str | None) -> LfwResult:
@@ -200,7 +292,12 @@ def run_lfw(settings: Settings, lfw_dir: Path, pairs_file: Path | None, detector
     calibrated = np.array([engine.calibration.score(float(s)) for s in scores])
     same = np.array([p.same for p in pairs])
     threshold = settings.matching.similarity_threshold
+    decided_same = calibrated >= threshold
     result.update(
+        profile=settings.matching.profile,
+        embed_ms_per_face=table.embed_ms,
+        inference_memory_mb=engine_memory_mb(settings),
+        refusals=refusals_for(table, pairs, decided_same),
         pairs_file=str(pairs_file),
         pairs=len(pairs),
         images=len(names),
@@ -220,8 +317,30 @@ def run_lfw(settings: Settings, lfw_dir: Path, pairs_file: Path | None, detector
     return LfwResult.model_validate(result)
 
 
+def profile_settings(settings: Settings, profile: str, embedder: str | None = None) -> Settings:
+    """``settings`` with another matching profile (and, for ``fast``, another embedder)."""
+    update: dict[str, object] = {"profile": profile}
+    if embedder:
+        update.update(embedder=embedder, flip_embedding=True)
+    return settings.model_copy(update={"matching": settings.matching.model_copy(update=update)})
+
+
+def _impostor_cosines(table: EmbeddingTable, sample: list[str], view2: set[frozenset[str]]) -> np.ndarray:
+    """Cosines between images of different people among ``sample``, leaving out every View 2 pair."""
+    index = table.index()
+    rows = np.array([index[n] for n in sample if n not in table.no_face])
+    identity = np.array([table.names[i].split("/")[0] for i in rows])
+    similarity = table.vectors[rows] @ table.vectors[rows].T
+    keep = np.triu(np.ones_like(similarity, dtype=bool), 1) & (identity[:, None] != identity[None, :])
+    for a, b in zip(*np.nonzero(keep), strict=True):
+        if frozenset((table.names[rows[a]], table.names[rows[b]])) in view2:
+            keep[a, b] = False
+    return similarity[keep]
+
+
 def calibrate(settings: Settings, lfw_dir: Path, impostor_images: int = 3000, seed: int = 7) -> Path:
-    """Fit the calibration on View 1 genuine pairs and impostor pairs drawn among LFW identities."""
+    """Fit the calibration on View 1 genuine pairs and impostor pairs drawn among LFW identities (View 2 pairs left
+    out); for the ``accurate`` profile, first the fusion's statistics on the same impostor pairs."""
     images_dir = lfw_dir / "images"
     view1 = read_pairs(lfw_dir / "pairsDevTrain.txt") + read_pairs(lfw_dir / "pairsDevTest.txt")
     view1 = [p for p in view1 if (images_dir / p.a).exists() and (images_dir / p.b).exists()]
@@ -229,27 +348,30 @@ def calibrate(settings: Settings, lfw_dir: Path, impostor_images: int = 3000, se
     everyone = sorted(str(p.relative_to(images_dir)) for p in images_dir.glob("*/*.jpg"))
     sample = random.Random(seed).sample(everyone, min(impostor_images, len(everyone)))
     names = sorted(set(sample) | {p.a for p in view1} | {p.b for p in view1})
-    engine = FaceEngine(settings, calibrated=False)
-    table = embed_images(engine, images_dir, names, settings.http.max_image_dimension)
-    index = table.index()
+    source = "LFW View 1 genuine pairs; impostor pairs among a random sample of LFW images (View 2 pairs excluded)"
+    meta = {"source": source, "created": time.strftime("%Y-%m-%d")}
+    if settings.matching.profile == "accurate":
+        tables = []
+        for embedder in ("sface", "facenet"):
+            engine = FaceEngine(profile_settings(settings, "fast", embedder), calibrated=False)
+            tables.append((engine.model_id, embed_images(engine, images_dir, names, settings.http.max_image_dimension)))
+        fusion = Fusion.fit(tuple(m for m, _ in tables), [_impostor_cosines(t, sample, view2) for _, t in tables],
+                            {**meta, "rule": "z-scored cosines (mean and spread of the impostor cosines)"})  # fmt: skip
+        print(f"fusion -> {fusion.save()}")
+        first = tables[0][1]
+        fused = fusion.fuse([t.vectors for _, t in tables])
+        missing = sorted(set().union(*(t.no_face for _, t in tables)))
+        fused[[first.index()[n] for n in missing]] = 0.0
+        table = EmbeddingTable(names, fused, missing, {}, 0.0)
+        model_id, detector = fusion.model_id, engine.detector.name
+    else:
+        engine = FaceEngine(settings, calibrated=False)
+        table = embed_images(engine, images_dir, names, settings.http.max_image_dimension)
+        model_id, detector = engine.model_id, engine.detector.name
     genuine = scores_for(table, [p for p in view1 if p.same])
-    rows = np.array([index[n] for n in sample if n not in table.no_face])
-    identity = np.array([table.names[i].split("/")[0] for i in rows])
-    similarity = table.vectors[rows] @ table.vectors[rows].T
-    upper = np.triu(np.ones_like(similarity, dtype=bool), 1)
-    different = identity[:, None] != identity[None, :]
-    keep = upper & different
-    for a, b in zip(*np.nonzero(keep), strict=True):
-        if frozenset((table.names[rows[a]], table.names[rows[b]])) in view2:
-            keep[a, b] = False
-    impostor = similarity[keep]
-    meta = {
-        "source": "LFW View 1 genuine pairs; impostor pairs among a random sample of LFW images "
-        "(View 2 pairs excluded)",
-        "detector": engine.detector.name,
-        "created": time.strftime("%Y-%m-%d"),
-    }
-    calibration = Calibration.fit(engine.model_id, impostor, genuine, meta)
+    calibration = Calibration.fit(
+        model_id, _impostor_cosines(table, sample, view2), genuine, {**meta, "detector": detector}
+    )
     path = calibration.save()
     print(json.dumps(calibration.meta, indent=1))
     return path

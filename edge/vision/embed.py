@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from edge.vision.align import align
+from edge.vision.fusion import Fusion
 from edge.vision.model_id import MODEL_IDS, model_id_for
 from edge.vision.onnx import Provider, create_session, running_on
 from edge.vision.types import Face
@@ -110,3 +111,21 @@ class DlibEmbedder:
             shape = self._shape(rgb, box)
             vector = np.array(self._net.compute_face_descriptor(rgb, shape), dtype=np.float32)
         return Embedding(self.model_id, vector / max(float(np.linalg.norm(vector)), 1e-12))
+
+
+class FusedEmbedder:
+    """The ``accurate`` profile: each part embeds the same detected face (aligning it its own way), and the fusion
+    joins their unit vectors into one template (``edge.vision.fusion``)."""
+
+    def __init__(self, parts: list[SFaceEmbedder | FaceNetEmbedder], fusion: Fusion):
+        ids = tuple(p.model_id for p in parts)
+        if ids != fusion.parts:
+            raise ValueError(f"the fusion was fitted for {fusion.parts}, not {ids}")
+        self.parts = parts
+        self.fusion = fusion
+        self.model_id = fusion.model_id
+        self.dimension = sum(p.dimension for p in parts)
+        self.runs_on = " + ".join(p.runs_on for p in parts)
+
+    def embed(self, image: np.ndarray, face: Face) -> Embedding:
+        return Embedding(self.model_id, self.fusion.fuse([p.embed(image, face).vector for p in self.parts]))

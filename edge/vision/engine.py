@@ -12,8 +12,9 @@ from edge.config import Settings
 from edge.vision.antispoof import MiniFasNetEnsemble, PadResult
 from edge.vision.calibration import Calibration
 from edge.vision.detect import Detector, MtcnnDetector, YuNetDetector
-from edge.vision.embed import DlibEmbedder, Embedding, FaceNetEmbedder, SFaceEmbedder, cosine
-from edge.vision.onnx import configured_providers
+from edge.vision.embed import DlibEmbedder, Embedding, FaceNetEmbedder, FusedEmbedder, SFaceEmbedder, cosine
+from edge.vision.fusion import Fusion
+from edge.vision.onnx import Provider, configured_providers
 from edge.vision.quality import QualityLimits, QualityReport, assess
 from edge.vision.types import Face
 from models import model_path
@@ -36,10 +37,27 @@ class FaceAnalysis:
         }
 
 
+Embedder = SFaceEmbedder | FaceNetEmbedder | DlibEmbedder | FusedEmbedder
+
+
 def make_detector(name: str, models_dir: Path) -> Detector:
     if name == "mtcnn":
         return MtcnnDetector()
     return YuNetDetector(model_path(models_dir, "yunet"))
+
+
+def make_embedder(settings: Settings, providers: list[Provider]) -> Embedder:
+    """The configured profile's embedder: ``accurate`` fuses SFace and FaceNet; ``fast`` is ``matching.embedder``."""
+    models_dir, flip = settings.models.dir, settings.matching.flip_embedding
+    if settings.matching.profile == "accurate":
+        parts = [SFaceEmbedder(model_path(models_dir, "sface"), providers, flip=True),
+                 FaceNetEmbedder(model_path(models_dir, "facenet"), providers, flip=True)]  # fmt: skip
+        return FusedEmbedder(parts, Fusion.load(tuple(p.model_id for p in parts)))
+    if settings.matching.embedder == "facenet":
+        return FaceNetEmbedder(model_path(models_dir, "facenet"), providers, flip=flip)
+    if settings.matching.embedder == "dlib":
+        return DlibEmbedder(model_path(models_dir, "dlib_resnet"), model_path(models_dir, "dlib_shape5"))
+    return SFaceEmbedder(model_path(models_dir, "sface"), providers, flip=flip)
 
 
 class FaceEngine:
@@ -56,17 +74,7 @@ class FaceEngine:
             settings.models.onnx_providers, settings.models.tensorrt_cache_dir or settings.paths.state_dir / "tensorrt"
         )
         self.detector = make_detector(detector or settings.matching.detector, models_dir)
-        self.embedder: SFaceEmbedder | FaceNetEmbedder | DlibEmbedder
-        if settings.matching.embedder == "facenet":
-            self.embedder = FaceNetEmbedder(
-                model_path(models_dir, "facenet"), providers, flip=settings.matching.flip_embedding
-            )
-        elif settings.matching.embedder == "dlib":
-            self.embedder = DlibEmbedder(model_path(models_dir, "dlib_resnet"), model_path(models_dir, "dlib_shape5"))
-        else:
-            self.embedder = SFaceEmbedder(
-                model_path(models_dir, "sface"), providers, flip=settings.matching.flip_embedding
-            )
+        self.embedder = make_embedder(settings, providers)
         self.pad = MiniFasNetEnsemble(
             models_dir, providers, settings.liveness.antispoof_threshold,
             settings.liveness.antispoof_rule,

@@ -45,6 +45,7 @@ from hub.gallery_schemas import (
     NegativeHttpRequest,
     NegativeResponse,
     PhotosRequest,
+    ReembedResponse,
     SubjectCreate,
     SubjectDetail,
     SubjectListResponse,
@@ -278,6 +279,18 @@ async def import_(http_request: Request, caller: KeyHolder, hub: Hub) -> ImportR
     announce_change(hub.bus, version, None)
     reembed = await _reembed(hub, report.subject_ids) if report.subject_ids else {}
     return ImportResponse(**report.to_dict(), gallery_version=version, **reembed)
+
+
+@router.post(
+    "/gallery/reembed",
+    summary="After a change of matching profile or model: embed kept photos anew; list who needs new photos",
+    response_model=ReembedResponse,
+    responses=error_responses(403, *COMMON_ERRORS, 504),
+)
+async def reembed(caller: KeyHolder, hub: Hub) -> ReembedResponse:
+    hub.require(RpcMethod.REEMBED)
+    result: ReembedResult = await hub.bus.acall(RpcMethod.REEMBED, ReembedRequest(), timeout=REEMBED_TIMEOUT)
+    return ReembedResponse(**result.model_dump())
 
 
 async def _reembed(hub: HubState, subject_ids: list[str]) -> dict[str, Any]:

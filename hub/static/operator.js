@@ -150,7 +150,9 @@ async function loadSubjects() {
     const sharpness = detail.face_list.map((f) => f.quality.sharpness).filter((x) => x !== undefined);
     const quality = sharpness.length ? Math.round(Math.min(...sharpness)) + " (lowest)" : "—";
     const row = el("tr", null, { "data-subject": s.subject_id });
-    row.append(el("td", s.name), el("td", s.faces_for_model ?? s.faces), el("td", quality),
+    // Faces made with another model or profile are not used: such a person needs new photos (or `subjects reembed`).
+    const photos = s.faces_for_model === 0 && s.faces > 0 ? "0 — needs new photos (model changed)" : (s.faces_for_model ?? s.faces);
+    row.append(el("td", s.name), el("td", photos), el("td", quality),
       el("td", new Date(s.created * 1000).toLocaleString()));
     const remove = el("button", "Delete", { type: "button", class: "small delete" });
     remove.addEventListener("click", async () => {
