@@ -146,3 +146,20 @@ def test_match_and_the_gallery_follow_the_profile_and_never_compare_across_profi
     finally:
         client.__exit__(None, None, None)
         stop()
+
+
+def test_the_quality_gate_review_counts_each_reason_and_the_errors_it_avoided():
+    """``bench lfw``'s review of /match's refusals: which images, which pairs, and how often those pairs would have
+    been decided wrongly had they been let through, against the others."""
+    from edge.bench.lfw import EmbeddingTable, Pair, refusals_for
+
+    names = ["A/A_0001.jpg", "A/A_0002.jpg", "B/B_0001.jpg", "C/C_0001.jpg"]
+    table = EmbeddingTable(names, np.zeros((4, 128), np.float32), [], {"B/B_0001.jpg": ["face_too_small"]}, 1.0)
+    a1, a2, b, c = names
+    pairs = [Pair(a1, a2, True, 0), Pair(a1, b, False, 0), Pair(b, c, False, 0), Pair(a2, c, False, 0)]
+    decided_same = np.array([True, True, False, False])  # the pair A-B is wrongly called a match
+    review = refusals_for(table, pairs, decided_same)
+    assert review.images_by_reason == {"face_too_small": ["B/B_0001.jpg"]}
+    assert review.refused_pairs == 2 and review.pairs_by_reason == {"face_too_small": 2}
+    assert review.error_rate_refused_pairs == 0.5 and review.error_rate_by_reason == {"face_too_small": 0.5}
+    assert review.error_rate_other_pairs == 0.0 and review.accuracy_as_match_decides == 1.0

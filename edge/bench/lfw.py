@@ -158,6 +158,8 @@ class Refusals(BaseModel):
     decided wrongly had they been let through (the gate is justified only if that is well above the rest's)."""
 
     images_by_reason: dict[str, list[str]]
+    error_rate_by_reason: dict[str, float]  # pairs with an image refused for this reason, let through
+    pairs_by_reason: dict[str, int]
     refused_pairs: int
     error_rate_refused_pairs: float  # decided at the default threshold anyway
     error_rate_other_pairs: float
@@ -206,12 +208,15 @@ class LfwResult(BenchResult):
     def _refusals(self) -> str:
         r = self.refusals
         assert r is not None
-        reasons = ", ".join(f"{k} {len(v)}" for k, v in sorted(r.images_by_reason.items())) or "none"
+        reasons = ", ".join(f"{k} {len(v)} images ({r.pairs_by_reason.get(k, 0)} pairs, wrong "
+                            f"{100 * r.error_rate_by_reason.get(k, 0):.1f} % when let through)"
+                            for k, v in sorted(r.images_by_reason.items())) or "none"  # fmt: skip
         return (
             f"as /match decides at {self.at_default_threshold.threshold} (pairs with a refused image answered 422): "
             f"accuracy {100 * r.accuracy_as_match_decides:.2f} % on {self.pairs - r.refused_pairs} pairs; refused "
-            f"images: {reasons}; {r.refused_pairs} pairs refused, wrong {100 * r.error_rate_refused_pairs:.1f} % of "
-            f"the time when let through vs {100 * r.error_rate_other_pairs:.2f} % for the others"
+            f"images: {reasons}; {r.refused_pairs} pairs refused in all, wrong "
+            f"{100 * r.error_rate_refused_pairs:.1f} % of the time when let through vs "
+            f"{100 * r.error_rate_other_pairs:.2f} % for the others"
         )
 
 
@@ -272,8 +277,12 @@ def refusals_for(table: EmbeddingTable, pairs: list[Pair], decided_same: np.ndar
     for name, reasons in table.poor_quality.items():
         for reason in reasons:
             by_reason.setdefault(reason, []).append(name)
+    groups = {reason: set(names) for reason, names in by_reason.items()}
+    involved = {reason: np.array([p.a in names or p.b in names for p in pairs]) for reason, names in groups.items()}
     return Refusals(
         images_by_reason={k: sorted(v) for k, v in by_reason.items()}, refused_pairs=int(refused.sum()),
+        error_rate_by_reason={k: float(wrong[m].mean()) for k, m in involved.items() if m.any()},
+        pairs_by_reason={k: int(m.sum()) for k, m in involved.items()},
         error_rate_refused_pairs=float(wrong[refused].mean()) if refused.any() else 0.0,
         error_rate_other_pairs=float(wrong[~refused].mean()),
         accuracy_as_match_decides=float(1 - wrong[~refused].mean()),

@@ -162,6 +162,7 @@ class MatchBenchResult(BenchResult):
     runs: int
     size: str
     detector: str
+    profile: str = "configured"
     facematch: Latency
     face_recognition: Baseline
     speedup_p50: float | None = None
@@ -170,7 +171,8 @@ class MatchBenchResult(BenchResult):
     def report(self) -> str:
         ours, theirs = self.facematch, self.face_recognition
         lines = [
-            f"/match on two {self.size} photos, {self.runs} requests after 2 warm-ups (detector: {self.detector})",
+            f"/match on two {self.size} photos, {self.runs} requests after 2 warm-ups (detector: {self.detector}, "
+            f"profile: {self.profile})",
             f"facematch (HTTP end to end):   p50 {ours.p50_ms:.1f} ms   p95 {ours.p95_ms:.1f} ms",
         ]
         if theirs.missing:
@@ -191,25 +193,32 @@ def add_parser(bench: argparse._SubParsersAction) -> None:
     parser.add_argument("--url", help="a running hub (default: start `facematch up` on free ports)")
     parser.add_argument("--api-key", help="X-API-Key for --url")
     parser.add_argument("--detector", choices=["yunet", "mtcnn"], help="detector of the stack it starts")
+    parser.add_argument("--profile", choices=["fast", "accurate"], help="matching profile of the stack it starts")
     parser.set_defaults(bench_main=main)
 
 
 def main(args: argparse.Namespace, settings: Settings) -> MatchBenchResult:
-    return run((args.photo1, args.photo2), args.runs, args.url, args.api_key, args.detector)
+    return run((args.photo1, args.photo2), args.runs, args.url, args.api_key, args.detector, args.profile)
 
 
 def run(
-    photos: tuple[Path, Path], runs: int, url: str | None, api_key: str | None, detector: str | None = None
-) -> MatchBenchResult:
+    photos: tuple[Path, Path], runs: int, url: str | None, api_key: str | None, detector: str | None = None,
+    profile: str | None = None,
+) -> MatchBenchResult:  # fmt: skip
     first, second = photo_640x480(photos[0]), photo_640x480(photos[1])
     result: dict[str, object] = {"photos": [str(p) for p in photos], "runs": runs, "size": "640x480"}
     if url is not None:
         ours = time_facematch(url, first, second, runs, api_key)
     else:
-        with tempfile.TemporaryDirectory(prefix="facematch-bench-") as tmp, running_stack(Path(tmp), detector) as stack:
+        extra = {"FACEMATCH_MATCHING__PROFILE": profile} if profile else None
+        with (
+            tempfile.TemporaryDirectory(prefix="facematch-bench-") as tmp,
+            running_stack(Path(tmp), detector, extra) as stack,
+        ):
             ours = time_facematch(stack[0], first, second, runs, stack[1])
             result["resident_mb"] = resident_mb(stack[2])
     result["detector"] = detector or "configured"
+    result["profile"] = profile or "configured"
     result["facematch"] = {"p50_ms": 1000 * statistics.median(ours), "p95_ms": 1000 * percentile(ours, 95)}
     baseline = time_face_recognition(first, second, max(3, runs // 4))
     if baseline is None:
