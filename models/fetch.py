@@ -111,6 +111,10 @@ def fetch_one(spec: ModelSpec, settings: Settings, work: Path, say=print) -> Pat
     raise FetchError(f"could not fetch {spec.name}: " + "; ".join(reasons))
 
 
+# The embedders each matching profile runs (the fast profile's is matching.embedder, SFace by default).
+ACCURATE_PROFILE_MODELS = ("sface", "facenet")
+
+
 def required_by(settings: Settings) -> set[str]:
     """The optional models the configuration needs: FaceNet for the accurate profile or as the fast embedder."""
     matching = settings.matching
@@ -167,6 +171,6 @@ def verify(settings: Settings) -> int:
 def list_models(settings: Settings) -> int:
     for spec in load_manifest().models.values():
         present = "fetched" if (settings.models.dir / spec.file).exists() else "-"
-        default = "default" if spec.default else "optional"
+        default = "default" if spec.default else "accurate" if spec.name in ACCURATE_PROFILE_MODELS else "optional"
         print(f"{spec.name:<16} {spec.role:<14} {default:<9} {spec.size / 1e6:6.1f} MB  {present:<8} {spec.license}")
     return 0

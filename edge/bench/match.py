@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from pydantic import BaseModel
 
-from edge.bench.result import BenchResult
+from edge.bench.result import BenchError, BenchResult
 from edge.config import Settings
 from edge.services import free_port, stop_process
 
@@ -205,6 +205,9 @@ def run(
     photos: tuple[Path, Path], runs: int, url: str | None, api_key: str | None, detector: str | None = None,
     profile: str | None = None,
 ) -> MatchBenchResult:  # fmt: skip
+    missing = [str(p) for p in photos if not p.is_file()]
+    if missing:
+        raise BenchError(f"no such photo: {', '.join(missing)}")
     first, second = photo_640x480(photos[0]), photo_640x480(photos[1])
     result: dict[str, object] = {"photos": [str(p) for p in photos], "runs": runs, "size": "640x480"}
     if url is not None:
