@@ -59,6 +59,14 @@ def copy_atomic(source: Path, path: Path, mode: int = 0o644) -> Path:
     return path
 
 
+def staging_path(path: Path) -> Path:
+    """A new hidden file beside ``path`` for a library to write into, then :func:`commit_staged` (a crash leaves it
+    under a name no reader takes for ``path``)."""
+    fd, staged = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".part", dir=Path(path).parent)
+    os.close(fd)
+    return Path(staged)
+
+
 def commit_staged(staged: Path, path: Path) -> Path:
     """Flush a file another library wrote at ``staged`` (beside ``path``), then rename it over ``path``."""
     with Path(staged).open("rb+") as handle:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.atomic import commit_staged
+from edge.atomic import commit_staged, staging_path
 
 
 def dequantized_path(source: Path) -> Path:
@@ -63,7 +63,7 @@ def dequantize(source: Path) -> Path:
     for value in list(graph.input) + list(graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.checker.check_model(model)
-    partial = target.with_suffix(".part")
+    partial = staging_path(target)
     onnx.save(model, str(partial))
     commit_staged(partial, target)
     return target
@@ -92,7 +92,7 @@ def keras_to_onnx(source: Path) -> Path:
     def forward(x: tf.Tensor) -> tf.Tensor:
         return model(x, training=False)
 
-    partial = target.with_suffix(".part")
+    partial = staging_path(target)
     tf2onnx.convert.from_function(forward, input_signature=signature, opset=17, output_path=str(partial))
     commit_staged(partial, target)
     return target

@@ -135,6 +135,8 @@ def select(names: Iterable[str], everything: bool, required: Iterable[str] = ())
 
 def fetch(settings: Settings, names: Iterable[str] = (), everything: bool = False) -> int:
     failures = 0
+    for stale in settings.models.dir.glob(".*.part"):  # what an interrupted fetch or conversion left behind
+        stale.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="facematch-fetch-") as tmp:
         for spec in select(names, everything, required_by(settings)):
             try:
