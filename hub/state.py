@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 from edge.bus import Bus, Component, Presence, RpcMethod, rpc_route
 from edge.config import Settings
 from edge.credentials import redis_url
-from edge.errors import BrokerUnavailable, ErrorCode, InferenceUnavailable, RateLimited
+from edge.errors import BrokerUnavailable, ErrorCode, FacematchError, InferenceUnavailable, RateLimited
 from edge.fleet import homeassistant
 from edge.fleet.commands import CommandAgent
 from edge.sessions import Sessions
@@ -18,6 +19,11 @@ from edge.store.gallery import Gallery
 from edge.vision.model_id import configured_model_id
 from hub.images import ImageLoader
 from hub.security import ApiKeys, PageTokens, RateLimits
+
+log = logging.getLogger("facematch.hub")
+# An enrolment's photos are embedded within about a minute (the RPC's timeout): a subject still pending after this
+# long was left by a hub that died mid-enrolment.
+PENDING_ENROLMENT_SECONDS = 600.0
 
 
 class Slots:
@@ -64,6 +70,7 @@ class HubState:
 
     def start(self) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)
+        self.sweep_pending()
         self.commands.start()
         if self.settings.mqtt.home_assistant:
             for topic, payload in homeassistant.payloads(self.settings).items():
@@ -74,6 +81,17 @@ class HubState:
         await self.images.close()
         self.bus.stop()
         self.store.close()
+
+    def sweep_pending(self) -> None:
+        """Erase people whose enrolment a hub began and never finished (it died between creating them and enrolling
+        their photos): none stays listed without a face. Redis being down only postpones it to the next call."""
+        try:
+            erased = self.gallery.sweep_pending(PENDING_ENROLMENT_SECONDS)
+        except FacematchError as exc:
+            log.warning("unfinished enrolments not swept: %s", exc.message)
+            return
+        if erased:
+            log.warning("erased %d subject(s) whose enrolment never finished: %s", len(erased), ", ".join(erased))
 
     def model_id(self) -> str:
         """The embedding model the configured workers use (gallery summaries count faces for it)."""

@@ -224,3 +224,24 @@ def test_an_import_from_another_model_re_embeds_kept_photos(settings, engine, lf
     finally:
         client.__exit__(None, None, None)
         stop()
+
+
+def test_a_person_left_by_a_hub_that_died_mid_enrolment_is_erased_when_a_hub_starts(api, lfw, settings, monkeypatch):
+    import redis
+
+    from edge.store import Store, keys
+    from edge.store.gallery import Gallery
+
+    enrolled = enroll(api, "Colin Powell", [photo(lfw, "Colin_Powell", 0)])["subject_id"]
+    with redis.Redis.from_url(settings.redis.url) as client:
+        assert client.zcard(keys.subjects_pending()) == 0  # a finished enrolment is not pending
+    store = Store(settings.redis.url)
+    abandoned = Gallery(store).create_subject("Half Enrolled", pending=True)  # as a hub killed before the photos
+    store.close()
+    monkeypatch.setattr("hub.state.PENDING_ENROLMENT_SECONDS", 0.0)  # old enough to be sure (600 s in production)
+    restarted = hub_client(settings)
+    try:
+        listed = {s["subject_id"] for s in restarted.get("/subjects").json()["subjects"]}
+        assert listed == {enrolled} and abandoned not in listed
+    finally:
+        restarted.__exit__(None, None, None)

@@ -130,6 +130,22 @@ def test_delete_erases_every_trace(gallery, settings):
         gallery.delete_subject(sid)
 
 
+def test_an_enrolment_that_never_finished_is_swept_and_leaves_no_trace(gallery, settings):
+    """A hub that dies between creating a person and enrolling their photos leaves a pending subject: the next sweep
+    erases it (once old enough), a finished enrolment is never swept."""
+    rng = np.random.default_rng(5)
+    finished = gallery.create_subject("Finished", pending=True)
+    gallery.add_face(finished, face(unit(rng)))
+    gallery.finish_subject(finished)
+    abandoned = gallery.create_subject("Abandoned Midway", pending=True)  # ...and the hub died here
+    assert gallery.sweep_pending(older_than=600) == []  # too recent: its enrolment may still be running
+    assert gallery.sweep_pending(older_than=0) == [abandoned]
+    assert gallery.subject_ids() == [finished]
+    blob = b"\n".join(every_key_and_value(settings.redis.url))
+    assert abandoned.encode() not in blob and b"Abandoned" not in blob
+    assert gallery.sweep_pending(older_than=0) == []
+
+
 def test_encryption_at_rest(store, tmp_path, settings):
     key_file = tmp_path / "gallery.key"
     create_key_file(key_file)

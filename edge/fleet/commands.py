@@ -125,7 +125,7 @@ class CommandAgent:
         number = args.get("credential")
         credential = None if number is None else int(number)
         subject_id = self.gallery.create_subject(
-            str(args["name"]), dict(args.get("metadata", {})), credential=credential
+            str(args["name"]), dict(args.get("metadata", {})), credential=credential, pending=True
         )
         try:
             result = self.bus.call(RpcMethod.ENROLL, EnrollRequest(subject_id=subject_id, photos=photos),
@@ -133,6 +133,7 @@ class CommandAgent:
         except BaseException:
             self.gallery.delete_subject(subject_id)  # nothing enrolled: no empty subject left behind
             raise
+        self.gallery.finish_subject(subject_id)
         return {"subject_id": subject_id, "faces": result.faces,
                 "photos": [p.model_dump(exclude_none=True) for p in result.photos]}  # fmt: skip
 

@@ -218,9 +218,11 @@ class Gallery:
             self._redis.set(keys.gallery_removals_floor(), int(dropped[-1][1]))
 
     def create_subject(self, name: str, metadata: dict[str, Any] | None = None, subject_id: str | None = None,
-                       credential: int | None = None, *, reuse_credential: bool = False) -> str:  # fmt: skip
+                       credential: int | None = None, *, reuse_credential: bool = False,
+                       pending: bool = False) -> str:  # fmt: skip
         """A new subject with a card number: the one given (unique; a retired one only with ``reuse_credential``)
-        or the next free one."""
+        or the next free one. ``pending``: its photos are still to come (:meth:`finish_subject`); a process that dies
+        before then leaves it to :meth:`sweep_pending`, so no half-enrolled person stays listed."""
         subject_id = subject_id or new_id()
         now = time.time()
         number = self._credential_for(subject_id, credential, reuse_credential)
@@ -232,9 +234,27 @@ class Gallery:
             })  # fmt: skip
             pipe.zadd(keys.subjects(), {subject_id: now})
             pipe.srem(keys.credentials_retired(), number)
+            if pending:
+                pipe.zadd(keys.subjects_pending(), {subject_id: now})
 
         self._commit(subject_id, write)
         return subject_id
+
+    def finish_subject(self, subject_id: str) -> None:
+        """The pending subject's enrolment went through: it is no longer swept."""
+        self._guard(lambda: self._redis.zrem(keys.subjects_pending(), subject_id))
+
+    def sweep_pending(self, older_than: float) -> list[str]:
+        """Erase subjects whose enrolment started more than ``older_than`` seconds ago and never finished (the hub
+        died between creating them and enrolling their photos); returns their ids."""
+        cutoff = time.time() - older_than
+        stale = [s.decode() for s in self._guard(lambda: self._redis.zrangebyscore(keys.subjects_pending(), 0, cutoff))]
+        for subject_id in stale:
+            try:
+                self.delete_subject(subject_id)
+            except SubjectNotFound:
+                self._guard(lambda sid=subject_id: self._redis.zrem(keys.subjects_pending(), sid))
+        return stale
 
     def _credential_for(self, subject_id: str, wanted: int | None, reuse: bool) -> int:
         """Reserve a card number for ``subject_id`` (HSETNX: two enrolments never get the same one)."""
@@ -322,6 +342,7 @@ class Gallery:
             for face_id in face_ids:
                 pipe.delete(keys.face_image(subject_id, face_id))
             pipe.zrem(keys.subjects(), subject_id)
+            pipe.zrem(keys.subjects_pending(), subject_id)
             for entry_id, identification_id in mentions:
                 pipe.xdel(keys.identifications(), entry_id)
                 pipe.delete(keys.probe(identification_id))

@@ -16,6 +16,11 @@ def subjects() -> str:
     return f"{PREFIX}subjects"
 
 
+def subjects_pending() -> str:
+    """Sorted set: subject id -> created, for subjects whose enrolment (create, then photos) has not finished."""
+    return f"{PREFIX}subjects:pending"
+
+
 def subject(subject_id: str) -> str:
     """Hash of a subject's metadata (name, metadata JSON, created, updated)."""
     return f"{PREFIX}subject:{subject_id}"

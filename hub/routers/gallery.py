@@ -150,16 +150,19 @@ async def _answer(hub: HubState, subject_id: str, result: EnrollResult) -> Enrol
 )
 async def create_subject(request: SubjectCreate, caller: KeyHolder, hub: Hub) -> EnrollResponse:
     hub.require(RpcMethod.ENROLL)
+    await run_in_threadpool(hub.sweep_pending)
     subject_id = await run_in_threadpool(
         partial(hub.gallery.create_subject, request.name, request.metadata, credential=request.credential,
-                reuse_credential=request.reuse_credential)
+                reuse_credential=request.reuse_credential, pending=True)
     )  # fmt: skip
     try:
         result = await _enroll(hub, subject_id, request.photos, request.allow_mixup)
     except BaseException:
-        # Nothing was enrolled (no usable photo, a bad image, a worker gone): no empty subject is left behind.
+        # Nothing was enrolled (no usable photo, a bad image, a worker gone): no empty subject is left behind. (If
+        # this process dies here instead, the subject is pending and the next hub start or enrolment erases it.)
         await run_in_threadpool(hub.gallery.delete_subject, subject_id)
         raise
+    await run_in_threadpool(hub.gallery.finish_subject, subject_id)
     return await _answer(hub, subject_id, result)
 
 
