@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 
 def fsync_dir(folder: Path) -> None:
@@ -21,21 +24,37 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> Path:
-    """Replace ``path`` with ``data`` (created with ``mode``): whole or not at all, even across a power cut."""
-    path = Path(path)
+@contextmanager
+def _staged(path: Path, mode: int) -> Iterator[tuple[Path, BinaryIO]]:
+    """A hidden file beside ``path`` (created with ``mode``) to write into; flushed to disk when the block ends, and
+    removed if it is still there then (the caller has renamed or linked it into place, or failed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, staged = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    staged = Path(name)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode() if isinstance(data, str) else data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            yield staged, handle
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def _flush(handle: BinaryIO) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _bytes(data: bytes | str) -> bytes:
+    return data.encode() if isinstance(data, str) else data
+
+
+def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> Path:
+    """Replace ``path`` with ``data`` (created with ``mode``): whole or not at all, even across a power cut."""
+    path = Path(path)
+    with _staged(path, mode) as (staged, handle):
+        handle.write(_bytes(data))
+        _flush(handle)
         os.replace(staged, path)
-    except BaseException:
-        Path(staged).unlink(missing_ok=True)
-        raise
     fsync_dir(path.parent)
     return path
 
@@ -43,18 +62,22 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> Path:
 def copy_atomic(source: Path, path: Path, mode: int = 0o644) -> Path:
     """Copy ``source`` to ``path`` the same way (for files too large to hold in memory)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, staged = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle, Path(source).open("rb") as src:
-            shutil.copyfileobj(src, handle, 1 << 20)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with _staged(path, mode) as (staged, handle), Path(source).open("rb") as src:
+        shutil.copyfileobj(src, handle, 1 << 20)
+        _flush(handle)
         os.replace(staged, path)
-    except BaseException:
-        Path(staged).unlink(missing_ok=True)
-        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def create_exclusive(path: Path, data: bytes | str, mode: int = 0o600) -> Path:
+    """Create ``path`` with ``data`` only if it does not exist (``FileExistsError`` otherwise), whole or not at all:
+    a key made once must never be left empty by a crash, nor overwritten by a second writer."""
+    path = Path(path)
+    with _staged(path, mode) as (staged, handle):
+        handle.write(_bytes(data))
+        _flush(handle)
+        os.link(staged, path)  # atomic, and refuses an existing name (unlike a rename)
     fsync_dir(path.parent)
     return path
 
@@ -74,22 +97,3 @@ def commit_staged(staged: Path, path: Path) -> Path:
     os.replace(staged, path)
     fsync_dir(Path(path).parent)
     return Path(path)
-
-
-def create_exclusive(path: Path, data: bytes | str, mode: int = 0o600) -> Path:
-    """Create ``path`` with ``data`` only if it does not exist (``FileExistsError`` otherwise), whole or not at all:
-    a key made once must never be left empty by a crash, nor overwritten by a second writer."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, staged = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode() if isinstance(data, str) else data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.link(staged, path)  # atomic, and refuses an existing name (unlike a rename)
-    finally:
-        Path(staged).unlink(missing_ok=True)
-    fsync_dir(path.parent)
-    return path

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge.atomic import write_atomic
+
 LOOPBACK = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
 
@@ -158,12 +160,18 @@ def redis_service(port: int, run_dir: Path, *, persistent: bool, password: str |
     return LocalService("redis", port, run_dir, [binary, str(config)])
 
 
+def write_password_file(path: Path, logins: dict[str, str]) -> None:
+    """A Mosquitto password file (mode 600) holding only the hashes of ``logins`` (user -> password)."""
+    _write_private(path, "".join(f"{user}:{password}\n" for user, password in logins.items()))
+    hashed = subprocess.run([_binary("mosquitto_passwd", "mosquitto"), "-U", str(path)], capture_output=True, text=True)
+    if hashed.returncode != 0:
+        path.unlink()
+        raise ServiceError(f"mosquitto_passwd could not hash the passwords: {hashed.stderr.strip()}")
+
+
 def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (it holds passwords)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(path, 0o600)
+    """Write a file only its owner can read (it holds passwords), whole or not at all."""
+    write_atomic(path, text, mode=0o600)
 
 
 def mosquitto_service(
@@ -183,11 +191,7 @@ def mosquitto_service(
     auth = ["allow_anonymous true"]
     if logins:
         passwords = run_dir / "passwd"
-        _write_private(passwords, "".join(f"{user}:{password}\n" for user, password in logins.items()))
-        hashed = subprocess.run([_binary("mosquitto_passwd", "mosquitto"), "-U", str(passwords)],
-                                capture_output=True, text=True)  # fmt: skip
-        if hashed.returncode != 0:
-            raise ServiceError(f"mosquitto_passwd could not hash the passwords: {hashed.stderr.strip()}")
+        write_password_file(passwords, logins)
         auth = ["allow_anonymous false", f"password_file {passwords}"]
         if acl is not None:
             _write_private(run_dir / "acl", acl)

@@ -198,19 +198,16 @@ def configure_mosquitto(layout: Layout, settings: Settings) -> None:
     """Logins and ACL for the distribution's Mosquitto (Debian includes ``conf.d``; its own file keeps persistence
     on): loopback only, no anonymous client."""
     from edge.credentials import Credentials, acl
-    from edge.services import _binary
+    from edge.services import ServiceError, write_password_file
 
     credentials = Credentials.load(layout.etc / "credentials.json")
     assert credentials is not None
     broker = _owner_or_root("mosquitto")
     passwd = layout.at("/etc/mosquitto/facematch.passwd")
-    _file(passwd, "".join(f"{u}:{p}\n" for u, p in credentials.mqtt.items()), broker, 0o600)
-    hashed = subprocess.run(
-        [_binary("mosquitto_passwd", "mosquitto"), "-U", str(passwd)], capture_output=True, text=True
-    )
-    if hashed.returncode != 0:
-        passwd.unlink()
-        raise InstallError(f"mosquitto_passwd could not hash the passwords: {hashed.stderr.strip()}")
+    try:
+        write_password_file(passwd, credentials.mqtt)
+    except ServiceError as exc:
+        raise InstallError(str(exc)) from None
     _place(passwd, broker, 0o600)
     _file(layout.at("/etc/mosquitto/facematch.acl"),
           acl(settings.mqtt.topic_prefix, settings.mqtt.home_assistant_prefix), broker, 0o600)  # fmt: skip

@@ -20,6 +20,7 @@ import httpx
 from edge.atomic import copy_atomic
 from edge.config import PROJECT_ROOT, Settings
 from edge.progress import bar as progress_bar
+from edge.vision.model_id import ACCURATE_EMBEDDERS
 from models.derive import dequantize, keras_to_onnx
 from models.manifest import ModelSpec, Source, load_manifest, sha256_of
 
@@ -111,14 +112,11 @@ def fetch_one(spec: ModelSpec, settings: Settings, work: Path, say=print) -> Pat
     raise FetchError(f"could not fetch {spec.name}: " + "; ".join(reasons))
 
 
-# The embedders each matching profile runs (the fast profile's is matching.embedder, SFace by default).
-ACCURATE_PROFILE_MODELS = ("sface", "facenet")
-
-
 def required_by(settings: Settings) -> set[str]:
-    """The optional models the configuration needs: FaceNet for the accurate profile or as the fast embedder."""
+    """The models the configured embedders need (the accurate profile's, or the fast profile's one); the optional
+    ones among them are fetched, verified and checked as if they were defaults."""
     matching = settings.matching
-    return {"facenet"} if matching.profile == "accurate" or matching.embedder == "facenet" else set()
+    return set(ACCURATE_EMBEDDERS) if matching.profile == "accurate" else {matching.embedder}
 
 
 def select(names: Iterable[str], everything: bool, required: Iterable[str] = ()) -> list[ModelSpec]:
@@ -173,6 +171,6 @@ def verify(settings: Settings) -> int:
 def list_models(settings: Settings) -> int:
     for spec in load_manifest().models.values():
         present = "fetched" if (settings.models.dir / spec.file).exists() else "-"
-        default = "default" if spec.default else "accurate" if spec.name in ACCURATE_PROFILE_MODELS else "optional"
+        default = "default" if spec.default else "accurate" if spec.name in ACCURATE_EMBEDDERS else "optional"
         print(f"{spec.name:<16} {spec.role:<14} {default:<9} {spec.size / 1e6:6.1f} MB  {present:<8} {spec.license}")
     return 0

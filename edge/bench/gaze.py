@@ -317,15 +317,20 @@ def main(args: argparse.Namespace, settings: Settings) -> GazeResult:
     from models import model_path
 
     params, _ = scoring_params(settings.liveness)
-    sessions = find_sessions(args.data)
-    if not sessions:
-        raise BenchError(f"no game_video_<ts>.mp4 with its game_coordinates_<ts>.csv under {args.data}")
-    people = group_by_person([video for video, _ in sessions], FaceEngine(settings))
+    people = people_in(args.data, settings)
     return run(
         people, model_path(settings.models.dir, "face_landmarker"), settings.paths.state_dir / "cache" / "gaze",
         params, settings.liveness.area_duration, args.trials, args.photo_trials,
         interval=FRAME_INTERVAL if args.interval is None else args.interval, screen=args.screen,
     )  # fmt: skip
+
+
+def people_in(data: Path, settings: Settings) -> dict[str, list[Path]]:
+    """The recorded game sessions under ``data``, grouped by the person who plays them."""
+    sessions = find_sessions(data)
+    if not sessions:
+        raise BenchError(f"no game_video_<ts>.mp4 with its game_coordinates_<ts>.csv under {data}")
+    return group_by_person([video for video, _ in sessions], FaceEngine(settings))
 
 
 def run(

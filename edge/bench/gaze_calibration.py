@@ -26,18 +26,16 @@ from edge.bench.gaze import (
     GAME_WIDTH,
     covered_sequences,
     dwell_windows,
-    find_sessions,
-    group_by_person,
     join,
     load_recordings,
+    people_in,
     screen_size,
 )
-from edge.bench.result import BenchError, BenchResult
+from edge.bench.result import BenchResult
 from edge.config import Settings
 from edge.liveness.challenge import SEQUENCES, Challenge
 from edge.liveness.person import calibrate, params_for
 from edge.liveness.validator import ValidatorParams, validate
-from edge.vision.engine import FaceEngine
 
 GAIN_SHARES = (0.3, 0.5, 0.7)
 ROW_GAP_SHARES = (0.0, 0.3, 0.5)
@@ -120,10 +118,7 @@ def main(args: argparse.Namespace, settings: Settings) -> GazeCalibrationResult:
     from models import model_path
 
     params, _ = scoring_params(settings.liveness)
-    sessions = find_sessions(args.data)
-    if not sessions:
-        raise BenchError(f"no game_video_<ts>.mp4 with its game_coordinates_<ts>.csv under {args.data}")
-    people = group_by_person([video for video, _ in sessions], FaceEngine(settings))
+    people = people_in(args.data, settings)
     recordings = load_recordings(people, model_path(settings.models.dir, "face_landmarker"),
                                  settings.paths.state_dir / "cache" / "gaze", args.screen, FRAME_INTERVAL)  # fmt: skip
     return run(recordings, params, settings.liveness.area_duration, args.trials)

@@ -36,7 +36,7 @@ from pydantic import BaseModel
 
 from edge.bench.lfw import EmbeddingTable, embed_images, profile_settings, profiles_of
 from edge.bench.match import photo_640x480, resident_mb, running_stack
-from edge.bench.result import BenchError, BenchResult
+from edge.bench.result import BenchError, BenchResult, side_by_side
 from edge.config import Settings
 from edge.identify.index import Entry, GalleryIndex
 from edge.identify.openset import OpenSetPolicy, threshold_for
@@ -410,7 +410,7 @@ class IdentifyProfilesResult(BenchResult):
             rows.append(f"{name:<9} {r.model:<31} {full.rank1:6.2%}  {full.fnir_at_fpir_1pct:11.2%}  "
                         f"{full.fnir_at_fpir_01pct:13.2%}  {full.default_fpir:12.2%}  {r.embed_ms_per_face:7.1f} ms  "
                         f"{timing:>13}  {memory}")  # fmt: skip
-        return "\n".join(rows) + "\n\n" + "\n\n".join(f"[{n}]\n{r.report()}" for n, r in self.results.items())
+        return side_by_side(rows, self.results)
 
 
 def main(args: argparse.Namespace, settings: Settings) -> IdentifyBenchResult | IdentifyProfilesResult:

@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
-from edge.bench.result import BenchResult
+from edge.bench.result import BenchResult, side_by_side
 from edge.config import Settings
 from edge.progress import progress
 from edge.vision.calibration import Calibration
 from edge.vision.decode import decode_image
 from edge.vision.engine import FaceEngine
 from edge.vision.fusion import Fusion
+from edge.vision.model_id import ACCURATE_EMBEDDERS
 from edge.vision.quality import BLOCKING, NO_FACE
 
 
@@ -234,7 +235,7 @@ class ProfilesResult(BenchResult):
             accuracy = f"{100 * r.accuracy_mean:6.2f} % ± {100 * r.accuracy_std:.2f}"
             rows.append(f"{name:<9} {r.model:<31} {accuracy}   {100 * r.tar_at_far_1e_3:8.2f} %  {decided:>17}  "
                         f"{r.embed_ms_per_face:7.1f} ms  {memory}")  # fmt: skip
-        return "\n".join(rows) + "\n\n" + "\n\n".join(f"[{n}]\n{r.report()}" for n, r in self.results.items())
+        return side_by_side(rows, self.results)
 
 
 def add_parser(bench: argparse._SubParsersAction) -> None:
@@ -361,7 +362,7 @@ def calibrate(settings: Settings, lfw_dir: Path, impostor_images: int = 3000, se
     meta = {"source": source, "created": time.strftime("%Y-%m-%d")}
     if settings.matching.profile == "accurate":
         tables = []
-        for embedder in ("sface", "facenet"):
+        for embedder in ACCURATE_EMBEDDERS:
             engine = FaceEngine(profile_settings(settings, "fast", embedder), calibrated=False)
             tables.append((engine.model_id, embed_images(engine, images_dir, names, settings.http.max_image_dimension)))
         fusion = Fusion.fit(tuple(m for m, _ in tables), [_impostor_cosines(t, sample, view2) for _, t in tables],

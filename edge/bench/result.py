@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import BaseModel, ConfigDict
 
 
@@ -13,6 +15,11 @@ class BenchResult(BaseModel):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=1, by_alias=True)
+
+
+def side_by_side(summary: list[str], results: Mapping[str, BenchResult]) -> str:
+    """A benchmark run once per matching profile: the summary table, then each profile's own report."""
+    return "\n".join(summary) + "\n\n" + "\n\n".join(f"[{name}]\n{r.report()}" for name, r in results.items())
 
 
 class BenchError(Exception):

@@ -14,6 +14,7 @@ from edge.vision.calibration import Calibration
 from edge.vision.detect import Detector, MtcnnDetector, YuNetDetector
 from edge.vision.embed import DlibEmbedder, Embedding, FaceNetEmbedder, FusedEmbedder, SFaceEmbedder, cosine
 from edge.vision.fusion import Fusion
+from edge.vision.model_id import ACCURATE_EMBEDDERS
 from edge.vision.onnx import Provider, configured_providers
 from edge.vision.quality import QualityLimits, QualityReport, assess
 from edge.vision.types import Face
@@ -50,8 +51,8 @@ def make_embedder(settings: Settings, providers: list[Provider]) -> Embedder:
     """The configured profile's embedder: ``accurate`` fuses SFace and FaceNet; ``fast`` is ``matching.embedder``."""
     models_dir, flip = settings.models.dir, settings.matching.flip_embedding
     if settings.matching.profile == "accurate":
-        parts = [SFaceEmbedder(model_path(models_dir, "sface"), providers, flip=True),
-                 FaceNetEmbedder(model_path(models_dir, "facenet"), providers, flip=True)]  # fmt: skip
+        kinds = {"sface": SFaceEmbedder, "facenet": FaceNetEmbedder}
+        parts = [kinds[name](model_path(models_dir, name), providers, flip=True) for name in ACCURATE_EMBEDDERS]
         return FusedEmbedder(parts, Fusion.load(tuple(p.model_id for p in parts)))
     if settings.matching.embedder == "facenet":
         return FaceNetEmbedder(model_path(models_dir, "facenet"), providers, flip=flip)

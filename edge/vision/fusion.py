@@ -19,10 +19,8 @@ from typing import Any
 import numpy as np
 
 from edge.atomic import write_atomic
-
-FUSION_DIR = Path(__file__).resolve().parents[2] / "models" / "calibration"
-# The embedders the accurate profile fuses, by their model ids (flip-averaged each).
-ACCURATE_PARTS = ("sface-2021dec-flip", "facenet-msceleb-flip")
+from edge.vision.calibration import CALIBRATION_DIR
+from edge.vision.model_id import ACCURATE_PARTS
 
 
 class FusionMissing(Exception):
@@ -59,16 +57,16 @@ class Fusion:
                    tuple(float(np.std(c)) for c in impostor_cosines), meta)  # fmt: skip
 
     @staticmethod
-    def path_for(parts: tuple[str, ...], folder: Path = FUSION_DIR) -> Path:
+    def path_for(parts: tuple[str, ...], folder: Path = CALIBRATION_DIR) -> Path:
         return folder / f"fusion-{'+'.join(parts)}.json"
 
-    def save(self, folder: Path = FUSION_DIR) -> Path:
+    def save(self, folder: Path = CALIBRATION_DIR) -> Path:
         document = {"parts": list(self.parts), "impostor_mean": list(self.impostor_mean),
                     "impostor_std": list(self.impostor_std), "model_id": self.model_id, "meta": self.meta}  # fmt: skip
         return write_atomic(self.path_for(self.parts, folder), json.dumps(document, indent=1) + "\n")
 
     @classmethod
-    def load(cls, parts: tuple[str, ...] = ACCURATE_PARTS, folder: Path = FUSION_DIR) -> Fusion:
+    def load(cls, parts: tuple[str, ...] = ACCURATE_PARTS, folder: Path = CALIBRATION_DIR) -> Fusion:
         path = cls.path_for(parts, folder)
         try:
             document = json.loads(path.read_text())

@@ -8,11 +8,16 @@ if TYPE_CHECKING:
     from edge.config import Settings
 
 MODEL_IDS = {"sface": "sface-2021dec", "facenet": "facenet-msceleb", "dlib": "dlib-resnet-v1"}
+# The embedders the accurate profile fuses, each with its mirror image (their model ids: ACCURATE_PARTS).
+ACCURATE_EMBEDDERS = ("sface", "facenet")
 
 
 def model_id_for(embedder: str, flip: bool) -> str:
     """The id of an embedder's vectors (flip averaging makes other vectors: ``-flip``; dlib has no flip)."""
     return MODEL_IDS[embedder] + ("-flip" if flip and embedder != "dlib" else "")
+
+
+ACCURATE_PARTS = tuple(model_id_for(name, flip=True) for name in ACCURATE_EMBEDDERS)
 
 
 def configured_model_id(settings: Settings) -> str:
