@@ -40,6 +40,7 @@ class ErrorCode(str, Enum):
     VIDEO_TOO_SHORT = "video_too_short", 400, "the uploaded video is shorter than the challenge"
     VIDEO_TIMING = "video_timing", 400, "the video's frames are not timed like a continuous camera recording"
     VIDEO_MISSING = "video_missing", 400, "the spooled video named in a liveness request does not exist"
+    STREAM_STALLED = "stream_stalled", 400, "a streamed challenge video stopped arriving before it ended"
     INVALID_ARCHIVE = "invalid_archive", 400, "a gallery archive is not one, is damaged, or fails its checksums"
     BAD_REQUEST = "bad_request", 400, "an RPC or command request is malformed"
     UNREADABLE_BODY = "unreadable_body", 400, "the body could not be read as its declared content type"
@@ -66,6 +67,9 @@ class ErrorCode(str, Enum):
         "credential_retired", 409, "the card number was a deleted subject's; send reuse_credential to give it again"
     )  # fmt: skip
     SESSION_USED = "session_used", 409, "the liveness session was already scored or is being scored"
+    STREAM_OUT_OF_ORDER = (
+        "stream_out_of_order", 409, "a chunk of a streamed challenge video is not the next one, or the stream is over"
+    )  # fmt: skip
     SUBMITTED_TOO_EARLY = (
         "submitted_too_early", 425,
         "the challenge video came before the challenge could have been completed (a recording made in advance)",

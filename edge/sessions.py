@@ -55,12 +55,9 @@ class Sessions:
                               tuple(durations) if durations else None)  # fmt: skip
         return Session(session_id, owner, challenge, document["state"], float(document.get("created", 0.0)))
 
-    def claim(self, session_id: str, owner: str) -> Session:
-        """Take the session for scoring (pending -> submitted), atomically: of two submits, one wins.
-
-        A video that arrives before the challenge could have been shown in full was recorded in advance: refused
-        (425), and the session stays usable."""
-        session = self.check(session_id, owner)
+    @staticmethod
+    def require_shown(session: Session) -> None:
+        """A video complete before the challenge could have been shown in full was recorded in advance: 425."""
         elapsed = time.time() - session.created
         if elapsed < session.challenge.total_duration:
             raise SessionError(
@@ -68,6 +65,15 @@ class Sessions:
                 f"{session.challenge.total_duration:g} s: record the challenge as it is shown, then submit",
                 ErrorCode.SUBMITTED_TOO_EARLY,
             )
+
+    def claim(self, session_id: str, owner: str, *, streaming: bool = False) -> Session:
+        """Take the session for scoring (pending -> submitted), atomically: of two submits, one wins.
+
+        A whole video that arrives too early (:meth:`require_shown`) is refused and the session stays usable; a
+        streamed one is claimed by its first chunk, and its end is checked instead."""
+        session = self.check(session_id, owner)
+        if not streaming:
+            self.require_shown(session)
         try:
             self.store.transition(session_id, SessionState.PENDING, SessionState.SUBMITTED)
         except SessionConflict as exc:

@@ -53,7 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     photos_limit = MAX_PHOTOS * (settings.http.max_image_size * 4 // 3) + JSON_SLACK
 
     def body_limit(path: str) -> int:
-        if path == "/submit-liveness":
+        if path.startswith("/submit-liveness"):  # the whole video, or one chunk of a streamed one
             return video_limit
         if path == "/gallery/import":
             return settings.http.max_archive_size

@@ -84,6 +84,13 @@ class SubmitLivenessResponse(LivenessResult):
     processing_time: float
 
 
+class StreamChunkResponse(BaseModel):
+    success: bool = True
+    session_id: str
+    index: int = Field(..., description="the chunk just stored")
+    received: int = Field(..., description="bytes of the video received so far")
+
+
 class PageTokenRequest(BaseModel):
     hours: float = Field(
         12.0, ge=1 / 60, le=24 * 7, strict=True, description="how long the page may run challenges (1 minute to a week)"

@@ -19,6 +19,7 @@ from edge.store.gallery import Gallery
 from edge.vision.model_id import configured_model_id
 from hub.images import ImageLoader
 from hub.security import ApiKeys, PageTokens, RateLimits
+from hub.streams import Streams
 
 log = logging.getLogger("facematch.hub")
 # An enrolment's photos are embedded within about a minute (the RPC's timeout): a subject still pending after this
@@ -34,8 +35,7 @@ class Slots:
         self.size = size
         self.busy = 0
 
-    @contextlib.contextmanager
-    def take(self) -> Iterator[None]:
+    def enter(self) -> None:
         # The event loop runs one coroutine at a time: the check and the increment cannot interleave.
         if self.busy >= self.size:
             raise RateLimited(
@@ -43,10 +43,17 @@ class Slots:
                 retry_after=1, code=ErrorCode.OVERLOADED,
             )  # fmt: skip
         self.busy += 1
+
+    def leave(self) -> None:
+        self.busy -= 1
+
+    @contextlib.contextmanager
+    def take(self) -> Iterator[None]:
+        self.enter()
         try:
             yield
         finally:
-            self.busy -= 1
+            self.leave()
 
 
 class HubState:
@@ -67,6 +74,7 @@ class HubState:
         self.spool = settings.paths.state_dir / "spool"
         self.match_slots = Slots("/match", settings.http.max_inflight_match)
         self.liveness_slots = Slots("/submit-liveness", settings.http.max_inflight_liveness)
+        self.streams = Streams(self)
 
     def start(self) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)
@@ -78,6 +86,7 @@ class HubState:
         self.bus.start(wait=3.0)
 
     async def aclose(self) -> None:
+        await self.streams.close()
         await self.images.close()
         self.bus.stop()
         self.store.close()

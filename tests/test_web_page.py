@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,8 @@ def test_the_challenge_runs_end_to_end_with_a_real_face(playwright, up_stack, fa
         page.wait_for_selector("#camera-check:not([hidden])", timeout=15_000)
         page.wait_for_function("document.getElementById('camera-check').videoWidth > 0", timeout=15_000)
         page.screenshot(path=str(ARTIFACTS / "challenge-preview.png"))
+        sent: list[tuple[float, str]] = []
+        page.on("request", lambda request: sent.append((time.monotonic(), request.url)))
         page.click("#begin")
         page.wait_for_selector("#challenge:not([hidden])", timeout=15_000)
         page.wait_for_selector(".cell.lit", timeout=15_000)
@@ -87,6 +90,13 @@ def test_the_challenge_runs_end_to_end_with_a_real_face(playwright, up_stack, fa
         assert len(ticks) == 3
         if verdict == "Liveness not confirmed":
             assert page.locator("#reasons li .hint").count() >= 1  # every failure says what to do next
+        # The recording went to the server while the challenge ran, chunk after chunk, then its end.
+        chunks = [(t, u) for t, u in sent if "/submit-liveness/stream/" in u and "index=" in u]
+        ends = [t for t, u in sent if u.endswith("/end")]
+        assert [re.search(r"index=(\d+)", u).group(1) for _, u in chunks] == [str(k) for k in range(len(chunks))]
+        assert len(chunks) >= 10 and len(ends) == 1
+        assert ends[0] - chunks[0][0] > 5  # the first chunk left seconds before the challenge ended
+        assert not any(u.endswith("/submit-liveness") for _, u in sent)
     finally:
         browser.close()
 

@@ -259,6 +259,7 @@ class GalleryChanged(Payload):
 RPC_TYPES: dict[RpcMethod, tuple[type[Payload], type[Payload]]] = {
     RpcMethod.MATCH: (MatchRequest, MatchResult),
     RpcMethod.LIVENESS: (LivenessRequest, LivenessResult),
+    RpcMethod.LIVENESS_STREAM: (LivenessRequest, LivenessResult),
     RpcMethod.HEALTH: (HealthRequest, HealthResult),
     RpcMethod.IDENTIFY: (IdentifyRequest, IdentifyResult),
     RpcMethod.ENROLL: (EnrollRequest, EnrollResult),

@@ -34,6 +34,8 @@ class RpcMethod(str, Enum):
     HEALTH = "health"
     # Scores a video in the spool directory, so only workers on the caller's host may answer it.
     LIVENESS = "liveness"
+    # The same for a video still being uploaded (complete when <video_path>.end exists): scored as it arrives.
+    LIVENESS_STREAM = "liveness-stream"
     # The gallery: 1:N search, and the steps that need the models (enrolment, negatives, re-embedding).
     IDENTIFY = "identify"
     ENROLL = "enroll"
@@ -42,12 +44,14 @@ class RpcMethod(str, Enum):
 
     @property
     def host_scoped(self) -> bool:
-        return self is RpcMethod.LIVENESS
+        return self in (RpcMethod.LIVENESS, RpcMethod.LIVENESS_STREAM)
 
 
 class EventKind(str, Enum):
     MATCH = "match"
     LIVENESS = "liveness"
+    # The same for a video still being uploaded (complete when <video_path>.end exists): scored as it arrives.
+    LIVENESS_STREAM = "liveness-stream"
     ACCESS = "access"
     DOOR = "door"
 

@@ -26,6 +26,7 @@ from edge.vision.engine import FaceEngine
 from edge.vision.gaze import GazeFrame, GazeTracker
 from edge.vision.moire import face_spectrum
 from edge.vision.motion import MotionSample
+from edge.vision.stream import growing_file
 from edge.vision.video import Frame, VideoError, read_frames
 
 # Landmarks run in two lanes, one per core, each with its own FaceLandmarker taking every other frame (the landmarker
@@ -240,13 +241,29 @@ def score_video(
     engine: FaceEngine | None = None,
     presentation_params: PresentationParams | None = None,
     durations: list[float] | None = None,
+    stream_idle: float | None = None,
 ) -> LivenessResult:
     """The result of /submit-liveness for a video whose first frame is the start of the first window.
 
     It passes only when the gaze follows the sequence and, with ``engine``, the anti-spoofing cues find a live face.
+    With ``stream_idle``, ``path`` is still being uploaded (:mod:`edge.vision.stream`): frames are scored as they
+    arrive, and an upload that makes no progress for that many seconds is refused as stalled.
     """
     challenge = Challenge(tuple(sequence), area_duration, tuple(durations) if durations else None)
-    tracked = track_video(path, landmarker, challenge.total_duration + RECORDING_TAIL, engine=engine)
+    seconds = challenge.total_duration + RECORDING_TAIL
+    if stream_idle is None:
+        tracked = track_video(path, landmarker, seconds, engine=engine)
+    else:
+        with growing_file(path, stream_idle) as (pipe, feed):
+            try:
+                tracked = track_video(pipe, landmarker, seconds, engine=engine)
+            except VideoError:
+                if not feed.stalled:
+                    raise
+            if feed.stalled:
+                raise VideoError(
+                    "stream_stalled", f"no part of the video arrived for {stream_idle:g} s: the recording was cut off"
+                )
     check_usable(tracked, challenge)
     gaze = validate(tracked.frames, challenge, params)
     spoofing = judge(tracked.presentation, presentation_params) if engine is not None else None

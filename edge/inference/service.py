@@ -31,6 +31,8 @@ from models import model_path
 IMAGE_FIELDS = ("image1", "image2")
 # Requests are worked on two at a time (2 cores; a video's landmarks use both lanes anyway).
 REQUEST_LANES = 2
+# A streamed challenge video that makes no progress for this long was cut off (the page sends a chunk every 0.5 s).
+STREAM_IDLE_SECONDS = 5.0
 
 
 class InferenceService:
@@ -51,8 +53,12 @@ class InferenceService:
         With ``gallery``, also the gallery's RPCs, and its index follows ``gallery/changed``."""
         requests = ThreadPoolExecutor(REQUEST_LANES, thread_name_prefix="rpc")
         health = ThreadPoolExecutor(1, thread_name_prefix="health")
+        # A streamed challenge waits for its video most of the time: it has lanes of its own, so that it never holds
+        # up /match (as many as the hub lets in at once).
+        streams = ThreadPoolExecutor(self.settings.http.max_inflight_liveness, thread_name_prefix="stream")
         bus.serve(RpcMethod.MATCH, self.match, requests)
         bus.serve(RpcMethod.LIVENESS, self.liveness, requests)
+        bus.serve(RpcMethod.LIVENESS_STREAM, self.liveness_stream, streams)
         bus.serve(RpcMethod.HEALTH, self.health, health)
         if gallery is not None:
             bus.serve(RpcMethod.IDENTIFY, gallery.identify, requests)
@@ -60,7 +66,7 @@ class InferenceService:
             bus.serve(RpcMethod.NEGATIVE, gallery.negative, requests)
             bus.serve(RpcMethod.REEMBED, gallery.reembed, requests)
             bus.subscribe(bus.topics.gallery_changed, gallery.on_gallery_changed, qos=1, latest_only=True)
-        return [requests, health]
+        return [requests, health, streams]
 
     # -- health -----------------------------------------------------------------------------------------------
 
@@ -82,6 +88,12 @@ class InferenceService:
     # -- liveness ---------------------------------------------------------------------------------------------
 
     def liveness(self, request: LivenessRequest) -> LivenessResult:
+        return self._score(request)
+
+    def liveness_stream(self, request: LivenessRequest) -> LivenessResult:
+        return self._score(request, stream_idle=STREAM_IDLE_SECONDS)
+
+    def _score(self, request: LivenessRequest, stream_idle: float | None = None) -> LivenessResult:
         path = Path(request.video_path)
         if not path.is_file():
             raise InputError("the uploaded video is not in the spool directory", ErrorCode.VIDEO_MISSING)
@@ -97,7 +109,7 @@ class InferenceService:
             return score_video(
                 path, request.sequence, request.area_duration,
                 model_path(self.settings.models.dir, "face_landmarker"), params, self.engine, presentation,
-                request.durations,
+                request.durations, stream_idle,
             )  # fmt: skip
         except VideoError as exc:
             raise InputError(f"video: {exc}", ErrorCode(exc.code)) from None

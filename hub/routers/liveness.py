@@ -9,7 +9,7 @@ import secrets
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from edge.bus import RpcMethod
@@ -22,6 +22,7 @@ from hub.schemas import (
     InitiateLivenessRequest,
     InitiateLivenessResponse,
     ScheduleWindow,
+    StreamChunkResponse,
     SubmitLivenessResponse,
     error_responses,
 )
@@ -116,6 +117,51 @@ async def _score(
     finally:
         path.unlink(missing_ok=True)
     await run_in_threadpool(hub.sessions.complete, session_id, result.result, result.overall_accuracy)
+    return SubmitLivenessResponse(
+        **result.model_dump(), session_id=session_id, processing_time=round(time.perf_counter() - started, 4)
+    )
+
+
+# -- streamed: the page sends the recording while the challenge runs (hub/streams.py) ----------------------------------
+
+
+@router.post(
+    "/submit-liveness/stream/{session_id}",
+    summary="Send the next chunk of the challenge video while it is being recorded (body: the chunk's bytes)",
+    response_model=StreamChunkResponse,
+    responses=error_responses(400, 403, 404, 409, 413, *COMMON_ERRORS),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def stream_chunk(
+    caller: AnyCaller,
+    hub: Hub,
+    session_id: str,
+    request: Request,
+    index: Annotated[int, Query(ge=0, le=100_000, description="0 for the first chunk, then 1, 2, … in order")],
+) -> StreamChunkResponse:
+    """Chunks are the recorder's own pieces (MediaRecorder with a timeslice), joined in order they make the video
+    that `/submit-liveness` would take. The first chunk claims the session; the video is scored as it arrives."""
+    chunk = await request.body()
+    stream = await hub.streams.add_chunk(caller, session_id, index, chunk)
+    return StreamChunkResponse(session_id=session_id, index=index, received=stream.size)
+
+
+@router.post(
+    "/submit-liveness/stream/{session_id}/end",
+    summary="Say the streamed video is complete and get the verdict (the same answer as /submit-liveness)",
+    response_model=SubmitLivenessResponse,
+    responses=error_responses(400, 403, 404, 409, *COMMON_ERRORS, 504),
+)
+async def stream_end(caller: AnyCaller, hub: Hub, session_id: str) -> SubmitLivenessResponse:
+    """`processing_time` is the time from this request to the verdict: most of the video was scored while it
+    arrived."""
+    started = time.perf_counter()
+    _, result = await hub.streams.finish(caller, session_id)
     return SubmitLivenessResponse(
         **result.model_dump(), session_id=session_id, processing_time=round(time.perf_counter() - started, 4)
     )

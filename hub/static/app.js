@@ -1,5 +1,5 @@
-// facematch web challenge: preview the camera, start a session, light the 3 areas in turn while recording, upload,
-// show the verdict with what to do next.
+// facematch web challenge: preview the camera, start a session, light the 3 areas in turn while recording and
+// streaming the recording to the server, show the verdict with what to do next.
 //
 // Authorisation: the operator opens the page with a short-lived page token in the URL's fragment (/#token=…, made by
 // `facematch page-token`). A fragment is never sent to the server, so the token is in no access log; the page keeps it
@@ -74,20 +74,42 @@ function recorderFor(stream) {
   return new MediaRecorder(stream, { mimeType, videoBitsPerSecond: 1_500_000 });
 }
 
+// The recording goes to the server while the challenge runs, in the recorder's own chunks (in order, one request at a
+// time), so the verdict is ready a moment after the last highlight instead of after a whole upload and scoring.
+function chunkUploader(session) {
+  const base = `/submit-liveness/stream/${encodeURIComponent(session.session_id)}`;
+  let index = 0;
+  let queue = Promise.resolve();
+  let failure = null;
+  return {
+    send(chunk) {
+      const k = index++;
+      queue = queue.then(() => failure || api(`${base}?index=${k}`, {
+        method: "POST", headers: { "Content-Type": "application/octet-stream" }, body: chunk,
+      })).catch((error) => { failure = failure || error; });
+    },
+    async finish() {
+      await queue;
+      if (failure) throw failure;
+      return api(`${base}/end`, { method: "POST" });
+    },
+  };
+}
+
 async function runChallenge(session) {
   show("challenge");
   $("preview").srcObject = stream;
   const cells = [...document.querySelectorAll(".cell")];
   for (let n = 3; n > 0; n -= 1) { $("status").textContent = `Starting in ${n}…`; await sleep(1000); }
   const recorder = recorderFor(stream);
-  const chunks = [];
-  recorder.ondataavailable = (event) => { if (event.data.size) chunks.push(event.data); };
+  const upload = chunkUploader(session);
+  recorder.ondataavailable = (event) => { if (event.data.size) upload.send(event.data); };
   const stopped = new Promise((resolve) => { recorder.onstop = resolve; });
   // Each window's length is drawn by the server (schedule); an older server sends the sequence and area_duration.
   const schedule = session.schedule || session.sequence.map((cell, k) =>
     ({ cell, start: k * session.area_duration, end: (k + 1) * session.area_duration }));
   // The recording and the first highlight start together: the server times the windows from the first frame.
-  recorder.start(250);
+  recorder.start(500);
   const began = performance.now();
   for (const [index, window] of schedule.entries()) {
     cells.forEach((c) => c.classList.toggle("lit", Number(c.dataset.cell) === window.cell));
@@ -102,7 +124,7 @@ async function runChallenge(session) {
   await stopped;
   stopCamera();
   $("status").textContent = "Checking…";
-  return new Blob(chunks, { type: recorder.mimeType });
+  return upload.finish();
 }
 
 function render(result) {
@@ -169,11 +191,7 @@ $("begin").addEventListener("click", async () => {
     const session = await api("/initiate-liveness", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: "{}",
     });
-    const video = await runChallenge(session);
-    const form = new FormData();
-    form.append("session_id", session.session_id);
-    form.append("video", video, video.type.includes("mp4") ? "challenge.mp4" : "challenge.webm");
-    render(await api("/submit-liveness", { method: "POST", body: form }));
+    render(await runChallenge(session));
   } catch (error) {
     stopCamera();
     fail(friendly(error));
