@@ -83,12 +83,12 @@ def test_the_challenge_runs_end_to_end_with_a_real_face(playwright, up_stack, fa
         page.wait_for_selector("body[data-result]", timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "challenge-result.png"))
         verdict = page.text_content("#verdict")
-        assert verdict in ("Liveness confirmed", "Liveness not confirmed")
+        assert verdict in ("Liveness confirmed", "Liveness not confirmed", "Please try again")
         assert page.locator("#areas tbody tr").count() == 3
         assert "Overall accuracy" in page.text_content("#accuracy")
         ticks = page.eval_on_selector_all("#areas tbody td:last-child", "cells => cells.map(c => c.textContent)")
         assert len(ticks) == 3
-        if verdict == "Liveness not confirmed":
+        if verdict != "Liveness confirmed":
             assert page.locator("#reasons li .hint").count() >= 1  # every failure says what to do next
         # The recording went to the server while the challenge ran, chunk after chunk, then its end.
         chunks = [(t, u) for t, u in sent if "/submit-liveness/stream/" in u and "index=" in u]

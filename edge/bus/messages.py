@@ -129,6 +129,11 @@ class AntiSpoofing(BaseModel):
 
 class LivenessResult(Payload):
     result: Literal["pass", "fail"]
+    outcome: Literal["pass", "fail", "try_again"] = Field(
+        "fail",
+        description="result, with a third answer: try_again when the evidence was too weak to decide (too few usable "
+        "frames, no face, a face too small or too dark); result is then fail, and the reasons say what to change",
+    )
     overall_accuracy: float = Field(..., description="mean of the areas' accuracies")
     sequence_results: list[AreaResult]
     reasons: list[Reason] = Field(default_factory=list, description="why it failed (empty on a pass)")
@@ -323,6 +328,9 @@ class MatchEvent(Event):
 class LivenessEvent(Event):
     session_id: str
     result: Literal["pass", "fail"]
+    outcome: Literal["pass", "fail", "try_again"] = Field(
+        "fail", description="try_again: the evidence was too weak to decide (result is fail; reasons say why)"
+    )
     overall_accuracy: float
     reasons: list[str] = Field(default_factory=list)
 

@@ -363,17 +363,19 @@ class DoorFlow:
     def _finish_challenge(self, walkup: WalkUp, abort: Abort | None) -> None:
         assert walkup.challenge is not None and walkup.session_id is not None
         started = time.perf_counter()
+        outcome = "fail"
         if abort is not None:
             passed, accuracy, reasons = False, 0.0, [abort.value]
         else:
             params, _ = scoring_params(self.settings.liveness)
             verdict = validate(walkup.frames, walkup.challenge, params)
             passed, accuracy, reasons = verdict.passed, verdict.overall_accuracy, list(verdict.reasons)
+            outcome = verdict.outcome
             if self.settings.door.antispoof_required and not self._is_live(walkup):
-                passed, reasons = False, [*reasons, "not_live"]
+                passed, reasons, outcome = False, [*reasons, "not_live"], "fail"
         result = "pass" if passed else "fail"
         timings = {"validate": time.perf_counter() - started}
-        liveness = LivenessEvent(device_id=self.device, session_id=walkup.session_id, result=result,
+        liveness = LivenessEvent(device_id=self.device, session_id=walkup.session_id, result=result, outcome=outcome,
                                  overall_accuracy=round(accuracy, 4), reasons=reasons, model=self.engine.model_id,
                                  timings=timings)  # fmt: skip
         end = ChallengeEnd(session_id=walkup.session_id, result="aborted" if abort else result,

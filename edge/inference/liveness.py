@@ -175,8 +175,11 @@ def liveness_result(gaze: LivenessVerdict, spoofing: PresentationVerdict | None,
     else:
         anti_spoofing = AntiSpoofing(checked=False, reason="scored without the anti-spoofing models")
     passed = gaze.passed and (spoofing is None or spoofing.passed)
+    # Anti-spoofing evidence against the video is never softened into "try again".
+    try_again = gaze.try_again and (spoofing is None or spoofing.passed)
     return LivenessResult(
         result="pass" if passed else "fail",
+        outcome="pass" if passed else "try_again" if try_again else "fail",
         overall_accuracy=round(gaze.overall_accuracy, 4),
         sequence_results=[
             AreaResult(

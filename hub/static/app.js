@@ -130,8 +130,10 @@ async function runChallenge(session) {
 function render(result) {
   show("result");
   const passed = result.result === "pass";
-  $("verdict").textContent = passed ? "Liveness confirmed" : "Liveness not confirmed";
-  $("verdict").className = passed ? "pass" : "fail";
+  // try_again: the picture could not be read (too dark, too far, face lost); the reasons say what to change.
+  const retry = result.outcome === "try_again";
+  $("verdict").textContent = passed ? "Liveness confirmed" : retry ? "Please try again" : "Liveness not confirmed";
+  $("verdict").className = passed ? "pass" : retry ? "retry" : "fail";
   $("accuracy").textContent = `Overall accuracy ${(100 * result.overall_accuracy).toFixed(0)} %` +
     ` (processed in ${result.processing_time.toFixed(2)} s)`;
   const rows = result.sequence_results.map((a) =>
