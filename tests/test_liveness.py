@@ -56,6 +56,7 @@ IRIS_Y_BY_ROW = {0: -0.05, 1: -0.02}
 
 
 def synthetic(sequence=SEQUENCE, duration=3.0, fps=10, noise=0.01, seed=0, **overrides):
+    overrides = {"eye_width": 20.0, "brightness": 120.0, **overrides}  # a face like the EyeGaze recordings'
     rng = np.random.default_rng(seed)
     frames = []
     for k, cell in enumerate(sequence):
@@ -160,6 +161,31 @@ def test_too_few_frames_fail():
     frames = synthetic(fps=2)
     verdict = v.validate(frames, Challenge(SEQUENCE, 3.0), PARAMS)
     assert not verdict.passed and verdict.reasons == [v.NOT_ENOUGH_FRAMES]
+    assert verdict.outcome == "try_again" and verdict.to_dict()["result"] == "fail"  # the seed's field is unchanged
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [(dict(eye_width=9.0), v.FACE_TOO_SMALL), (dict(brightness=25.0), v.TOO_DARK), (dict(fps=2), v.NOT_ENOUGH_FRAMES)],
+)
+def test_weak_evidence_asks_to_try_again_and_never_passes(change, reason):
+    # The gaze follows perfectly: it is the picture that cannot be read.
+    verdict = v.validate(synthetic(**change), Challenge(SEQUENCE, 3.0), PARAMS)
+    assert not verdict.passed and verdict.reasons == [reason] and verdict.outcome == "try_again"
+    assert v.MESSAGES[reason][1]  # says what to change
+
+
+def test_evidence_against_the_person_is_a_fail_even_with_weak_evidence():
+    frames = [replace(f, faces=2, face=False) if i % 3 else f for i, f in enumerate(synthetic(brightness=25.0))]
+    verdict = v.validate(frames, Challenge(SEQUENCE, 3.0), PARAMS)
+    assert v.MULTIPLE_FACES in verdict.reasons and verdict.outcome == "fail"
+    wrong_way = v.validate(synthetic(sequence=(6, 2, 1)), Challenge(SEQUENCE, 3.0), PARAMS)
+    assert wrong_way.outcome == "fail"
+
+
+def test_unmeasured_brightness_is_not_judged():
+    verdict = v.validate(synthetic(brightness=None), Challenge(SEQUENCE, 3.0), PARAMS)
+    assert verdict.passed
 
 
 def test_the_threshold_is_the_configured_one():
@@ -324,3 +350,46 @@ def test_a_person_calibration_learns_gain_and_row_gap_and_scales_the_validator()
     assert params_for(None, params, 0.5, 0.3) is params
     assert params_for(PersonGaze(None, None), params, 0.5, 0.3) == params  # nothing measured: calibration-free
     assert calibrate([(1, frames(0, 0))]) == PersonGaze(None, None)  # one cell tells nothing
+
+
+def test_anti_spoofing_evidence_is_never_softened_into_try_again():
+    from edge.inference.liveness import Tracked, liveness_result
+    from edge.liveness.presentation import PresentationVerdict
+
+    weak = v.validate(synthetic(brightness=25.0), Challenge(SEQUENCE, 3.0), PARAMS)
+    assert weak.outcome == "try_again"
+    cues = dict(frames_scored=9, screen_pattern=1.2, picture_motion=None, planar_ratio=None, blinks=1)
+    live = PresentationVerdict(passed=True, live_probability=0.4, **cues)
+    spoof = PresentationVerdict(passed=False, live_probability=0.001, reasons=["antispoof_texture"], **cues)
+    assert liveness_result(weak, live, Tracked()).outcome == "try_again"
+    refused = liveness_result(weak, spoof, Tracked())
+    assert refused.outcome == "fail" and refused.result == "fail"
+
+
+def test_the_gaze_bench_reports_honest_intervals_and_searches_around_the_shipped_rule():
+    from edge.bench.gaze import GRID, params_grid, wilson
+
+    low, high = wilson(0, 400)
+    assert low == 0.0 and 0.009 < high < 0.010  # 0 of 400 still allows up to ~1 %
+    low, high = wilson(388, 400)
+    assert low < 0.97 < high
+    grid = params_grid(PARAMS)
+    assert len(grid) == np.prod([len(values) for values in GRID.values()])
+    shipped = {name: getattr(PARAMS, name) for name in GRID}
+    assert any(all(getattr(p, n) == value for n, value in shipped.items()) for p in grid)
+    assert all(p.accuracy_threshold == PARAMS.accuracy_threshold for p in grid)  # the seed's threshold is not tuned
+
+
+def test_leave_one_out_chooses_without_the_held_out_person(monkeypatch):
+    import edge.bench.gaze as bench
+
+    looked_at: list[str] = []
+
+    def fake_trials(person_recordings, person_pools, params, duration, trials, rng):
+        looked_at.extend({r.person for r in person_recordings})
+        return bench.Trials(modes={}, random_gaze=[v.validate(synthetic(), Challenge(SEQUENCE, 3.0), params)])
+
+    monkeypatch.setattr(bench, "gaze_trials", fake_trials)
+    recordings = [bench.Recording(person, f"{person}-1", [], []) for person in ("A", "B", "C")]
+    bench.choose_params(recordings, {}, ["A", "C"], PARAMS, 3.0, seed=1)
+    assert set(looked_at) == {"A", "C"}

@@ -69,7 +69,8 @@ class Recording:
 
 
 def load_recording(video: Path, landmarker: Path, cache_dir: Path) -> list[GazeFrame]:
-    cache = cache_dir / f"{video.stem}-{video.stat().st_size}.json"
+    # The cache is named by the features' version too: v2 added the face's brightness.
+    cache = cache_dir / f"{video.stem}-{video.stat().st_size}-v2.json"
     if cache.exists():
         return [GazeFrame(**row) for row in json.loads(cache.read_text())]
     with GazeTracker(landmarker) as tracker:
@@ -231,20 +232,63 @@ def rate(outcomes: list[bool]) -> float:
     return float(np.mean(outcomes)) if outcomes else float("nan")
 
 
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % confidence interval of a rate (Wilson score): honest at 0 of n, unlike ± of a normal approximation."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+class Rate(BaseModel):
+    """How many of n challenges passed (and, for information, how many were answered "try again")."""
+
+    passed: int
+    n: int
+    try_again: int = 0
+
+    @property
+    def value(self) -> float:
+        return self.passed / self.n if self.n else float("nan")
+
+    def text(self) -> str:
+        if not self.n:
+            return "—"
+        low, high = wilson(self.passed, self.n)
+        return f"{100 * self.value:.1f}% [{100 * low:.1f}–{100 * high:.1f}]"
+
+    def retry_text(self) -> str:
+        return f"{100 * self.try_again / self.n:.1f}%" if self.n else "—"
+
+
+def tally(verdicts: list) -> Rate:
+    return Rate(passed=sum(v.passed for v in verdicts), n=len(verdicts), try_again=sum(v.try_again for v in verdicts))
+
+
 class ModeFigures(BaseModel):
     sequences: int | None = None
-    genuine_pass_rate: float | None = None
+    genuine: Rate | None = None
     genuine_mean_accuracy: float | None = None
-    replay_pass_rate: float | None = None
+    replay: Rate | None = None
     genuine_fail_reasons: dict[str, int] = {}
     skipped: str | None = None
 
 
-class PersonFigures(BaseModel):
+class RuleFigures(BaseModel):
+    """One rule's figures on one person: the shipped parameters, or those chosen with this person held out."""
+
+    params: dict[str, float]
+    chosen_on: str  # who the parameters were chosen on
     modes: dict[str, ModeFigures]
-    random_gaze_pass_rate: float
-    photo_still_pass_rate: float
-    photo_moved_pass_rate: float
+    random_gaze: Rate
+    photo_still: Rate | None = None
+    photo_moved: Rate | None = None
+
+
+class PersonFigures(BaseModel):
+    rules: dict[str, RuleFigures]
     trials: int
     photo_trials: int
 
@@ -254,37 +298,43 @@ class GazeResult(BenchResult):
     interval: float
     sessions: dict[str, list[str]]
     modes: dict[str, str]
+    grid: dict[str, list[float]]
     people: dict[str, PersonFigures]
     seconds: float
 
     def report(self) -> str:
-        lines = [f"simulated challenges, area duration {self.area_duration} s, frames every {self.interval} s"]
+        lines = [
+            f"simulated challenges, area duration {self.area_duration} s, frames every {self.interval} s; rates with "
+            "their 95 % (Wilson) intervals; 'retry' = answered try again (never a pass)"
+        ]
         for person, sessions in self.sessions.items():
             lines.append(f"person {person}: sessions {', '.join(sessions)}")
         for mode, how in self.modes.items():
             lines.append(f"  {mode}: {how}")
-        lines.append(f"{'person':<7}{'challenges':<22}{'seqs':>5}{'genuine':>9}{'accuracy':>10}{'replay':>8}")
-        for person, r in self.people.items():
-            for mode, m in r.modes.items():
-                if m.skipped:
-                    lines.append(f"{person:<7}{mode:<22} skipped: {m.skipped}")
-                    continue
+        grid = "; ".join(f"{k} {', '.join(f'{v:g}' for v in values)}" for k, values in self.grid.items())
+        lines.append(f"leave one person out: parameters chosen on the other people from {grid}")
+        for person, figures in self.people.items():
+            for rule, r in figures.rules.items():
+                chosen = ", ".join(f"{k} {v:g}" for k, v in r.params.items())
+                lines.append(f"person {person}, {rule} rule ({chosen}; chosen on {r.chosen_on})")
+                lines.append(f"  {'challenges':<22}{'seqs':>5}{'genuine':>24}{'retry':>7}{'replay':>24}{'retry':>7}")
+                for mode, m in r.modes.items():
+                    if m.skipped or m.genuine is None:
+                        lines.append(f"  {mode:<22} skipped: {m.skipped}")
+                        continue
+                    replay = m.replay or Rate(passed=0, n=0)
+                    lines.append(
+                        f"  {mode:<22}{m.sequences:>5}{m.genuine.text():>24}{m.genuine.retry_text():>7}"
+                        f"{replay.text():>24}{replay.retry_text():>7}"
+                    )
+                    if m.genuine_fail_reasons:
+                        reasons = ", ".join(f"{code} {count}" for code, count in m.genuine_fail_reasons.items())
+                        lines.append(f"    genuine failures by reason: {reasons}")
+                attacks = [("random gaze", r.random_gaze), ("photo", r.photo_still), ("photo moved", r.photo_moved)]
                 lines.append(
-                    f"{person:<7}{mode:<22}{m.sequences:>5}{100 * (m.genuine_pass_rate or 0):>8.1f}%"
-                    f"{m.genuine_mean_accuracy or 0:>10.3f}{100 * (m.replay_pass_rate or 0):>7.1f}%"
+                    "  " + "; ".join(f"{name} {a.text()} (retry {a.retry_text()})" for name, a in attacks if a)
                 )
-        for person, r in self.people.items():
-            for mode, m in r.modes.items():
-                if m.genuine_fail_reasons:
-                    reasons = ", ".join(f"{code} {count}" for code, count in m.genuine_fail_reasons.items())
-                    lines.append(f"  {person}, {mode}: genuine failures by reason: {reasons}")
-        lines.append(f"{'person':<7}{'random gaze':>12}{'photo':>8}{'moved':>8}")
-        for person, r in self.people.items():
-            lines.append(
-                f"{person:<7}{100 * r.random_gaze_pass_rate:>11.1f}%"
-                f"{100 * r.photo_still_pass_rate:>7.1f}%{100 * r.photo_moved_pass_rate:>7.1f}%"
-            )
-        lines.append("(pass rates: genuine should be high, every attack column low)")
+        lines.append("(genuine should be high, every attack low; only a person's held-out rule is evidence for them)")
         return "\n".join(lines)
 
 
@@ -306,6 +356,10 @@ def add_parser(bench: argparse._SubParsersAction) -> None:
     parser.add_argument("--photo-trials", type=int, default=20, help="photo attacks (still and moved) per person")
     parser.add_argument("--interval", type=float, help="seconds between tracked frames (default: the scorer's 0.1)")
     parser.add_argument(
+        "--no-leave-one-out", dest="leave_one_out", action="store_false",
+        help="only the shipped rule (skips choosing parameters with each person held out: faster)",
+    )  # fmt: skip
+    parser.add_argument(
         "--screen", type=screen_size, default=(GAME_WIDTH, GAME_HEIGHT), metavar="WxH",
         help="the size of the target window the coordinates refer to (EyeGaze: 2560x1340)",
     )  # fmt: skip
@@ -322,6 +376,7 @@ def main(args: argparse.Namespace, settings: Settings) -> GazeResult:
         people, model_path(settings.models.dir, "face_landmarker"), settings.paths.state_dir / "cache" / "gaze",
         params, settings.liveness.area_duration, args.trials, args.photo_trials,
         interval=FRAME_INTERVAL if args.interval is None else args.interval, screen=args.screen,
+        leave_one_out=args.leave_one_out,
     )  # fmt: skip
 
 
@@ -331,6 +386,141 @@ def people_in(data: Path, settings: Settings) -> dict[str, list[Path]]:
     if not sessions:
         raise BenchError(f"no game_video_<ts>.mp4 with its game_coordinates_<ts>.csv under {data}")
     return group_by_person([video for video, _ in sessions], FaceEngine(settings))
+
+
+# The validator's parameters searched when a person is held out (the shipped value of each is in the middle).
+GRID: dict[str, list[float]] = {
+    "min_gain": [0.01, 0.02, 0.03],
+    "min_step": [0.25, 0.5],
+    "settle": [0.4, 0.6, 0.8],
+    "smooth": [5, 7, 9],
+}
+SELECTION_TRIALS = 100
+MAX_ATTACK_RATE = 0.01
+
+
+@dataclass
+class Trials:
+    modes: dict[str, dict[str, object]]
+    random_gaze: list
+
+
+def gaze_trials(
+    person_recordings: list[Recording],
+    person_pools: dict[str, list[dict[int, list[list[GazeFrame]]]]],
+    params: ValidatorParams,
+    duration: float,
+    trials: int,
+    rng: random.Random,
+) -> Trials:
+    """Genuine, replay and random-gaze challenges of one person, judged with ``params``."""
+    modes: dict[str, dict[str, object]] = {}
+    for mode, mode_pools in person_pools.items():
+        designed = column_orders() if mode.startswith("columns") else list(SEQUENCES)
+        usable = [(cells, covered_sequences(cells, designed)) for cells in mode_pools]
+        usable = [(cells, sequences) for cells, sequences in usable if sequences]
+        if not usable:
+            modes[mode] = {"skipped": "the recordings cover no such challenge"}
+            continue
+        genuine, replays = [], []
+        for _ in range(trials):
+            cells, sequences = rng.choice(usable)
+            sequence = rng.choice(sequences)
+            shown = join([rng.choice(cells[c]) for c in sequence], duration)
+            genuine.append(validate(shown, Challenge(sequence, duration), params))
+            others = [s for s in sequences if s != sequence]
+            if others:
+                replayed = join([rng.choice(cells[c]) for c in rng.choice(others)], duration)
+                replays.append(validate(replayed, Challenge(sequence, duration), params))
+        modes[mode] = {
+            "sequences": len({s for _, sequences in usable for s in sequences}),
+            "genuine": genuine,
+            "replay": replays,
+        }
+    random_gaze = []
+    for _ in range(trials):
+        rec = rng.choice(person_recordings)
+        start = rng.uniform(0, rec.frames[-1].t - 3 * duration)
+        wander = [replace(f, t=f.t - start) for f in rec.frames if start <= f.t < start + 3 * duration]
+        random_gaze.append(validate(wander, Challenge(rng.choice(SEQUENCES), duration), params))
+    return Trials(modes, random_gaze)
+
+
+def mode_figures(trials: Trials) -> dict[str, ModeFigures]:
+    figures = {}
+    for mode, t in trials.modes.items():
+        if "skipped" in t:
+            figures[mode] = ModeFigures(skipped=str(t["skipped"]))
+            continue
+        genuine, replays = t["genuine"], t["replay"]
+        reasons: Counter[str] = Counter(r for v in genuine for r in v.reasons)  # type: ignore[attr-defined]
+        figures[mode] = ModeFigures(
+            sequences=int(t["sequences"]),  # type: ignore[call-overload]
+            genuine=tally(genuine),  # type: ignore[arg-type]
+            genuine_mean_accuracy=float(np.mean([v.overall_accuracy for v in genuine])),  # type: ignore[attr-defined]
+            replay=tally(replays),  # type: ignore[arg-type]
+            genuine_fail_reasons=dict(reasons.most_common()),
+        )
+    return figures
+
+
+def params_grid(base: ValidatorParams) -> list[ValidatorParams]:
+    names = list(GRID)
+    return [
+        replace(base, **{n: (int(v) if n == "smooth" else v) for n, v in zip(names, values, strict=True)})
+        for values in itertools.product(*(GRID[n] for n in names))
+    ]
+
+
+def choose_params(
+    recordings: list[Recording],
+    by_person: dict[str, dict[str, list]],
+    people: list[str],
+    base: ValidatorParams,
+    duration: float,
+    seed: int,
+) -> ValidatorParams:
+    """The grid's parameters that pass the most genuine challenges of ``people`` while every attack (replay, random
+    gaze) passes at most MAX_ATTACK_RATE; if none keeps attacks that low, the one with the fewest attacks passing."""
+
+    def score(params: ValidatorParams) -> tuple[bool, float, float]:
+        genuine, attacks = [], []
+        for person in people:
+            rng = random.Random(seed)
+            mine = [r for r in recordings if r.person == person]
+            t = gaze_trials(mine, by_person.get(person, {}), params, duration, SELECTION_TRIALS, rng)
+            for m in t.modes.values():
+                if "genuine" in m:
+                    genuine.append(tally(m["genuine"]).value)  # type: ignore[arg-type]
+                    attacks.append(tally(m["replay"]).value)  # type: ignore[arg-type]
+            attacks.append(tally(t.random_gaze).value)
+        worst_attack = max(a for a in attacks if a == a)  # nan (no replay possible) ignored
+        return worst_attack <= MAX_ATTACK_RATE, float(np.mean(genuine)) if genuine else 0.0, -worst_attack
+
+    candidates = params_grid(base)
+    scores = [score(p) for p in progress(candidates, f"choosing on {', '.join(people)}")]
+    safe = [(s[1], i) for i, s in enumerate(scores) if s[0]]
+    best = max(safe)[1] if safe else max(range(len(scores)), key=lambda i: (scores[i][2], scores[i][1]))
+    return candidates[best]
+
+
+def photo_verdicts(
+    videos: list[Path], landmarker: Path, params: ValidatorParams, duration: float, photo_trials: int,
+    rng: random.Random, interval: float,
+) -> tuple[list, list]:  # fmt: skip
+    photo_still, photo_moved = [], []
+    stills = [f.rgb for video in videos for f in read_frames(video, max_frames=1000, interval=1.0)]
+    for _ in range(photo_trials):  # photo attacks are tracked frame by frame, at the scorer's frame interval
+        still = rng.choice(stills)
+        for moving, bucket in ((False, photo_still), (True, photo_moved)):
+            with GazeTracker(landmarker) as tracker:
+                frames = photo_attack(still, tracker, 3 * duration, moving, rng, interval)
+            bucket.append(validate(frames, Challenge(rng.choice(SEQUENCES), duration), params))
+    return photo_still, photo_moved
+
+
+def shown_params(params: ValidatorParams) -> dict[str, float]:
+    return {name: float(getattr(params, name)) for name in GRID}
 
 
 def run(
@@ -344,10 +534,11 @@ def run(
     seed: int = 11,
     interval: float = 0.0,
     screen: tuple[int, int] = (GAME_WIDTH, GAME_HEIGHT),
+    leave_one_out: bool = True,
 ) -> GazeResult:
     """``people`` is what ``group_by_person`` found; ``interval`` keeps frames at least that many seconds apart, as
-    the scorer does."""
-    rng = random.Random(seed)
+    the scorer does. Each person is judged with the shipped ``params`` and (``leave_one_out``, with two people or
+    more) with parameters chosen on everyone else; photos are judged with the held-out rule only when it differs."""
     started = time.perf_counter()
     recordings = load_recordings(people, landmarker, cache_dir, screen, interval)
     by_person = pools(recordings, duration)
@@ -356,62 +547,27 @@ def run(
         "interval": interval,
         "sessions": {person: [v.stem.removeprefix("game_video_") for v in videos] for person, videos in people.items()},
         "modes": MODES,
+        "grid": GRID,
         "people": {},
     }
     for person, videos in people.items():
-        modes: dict[str, object] = {}
-        for mode, mode_pools in by_person.get(person, {}).items():
-            designed = column_orders() if mode.startswith("columns") else list(SEQUENCES)
-            usable = [(cells, covered_sequences(cells, designed)) for cells in mode_pools]
-            usable = [(cells, sequences) for cells, sequences in usable if sequences]
-            if not usable:
-                modes[mode] = {"skipped": "the recordings cover no such challenge"}
-                continue
-            genuine_pass, accuracies, replay_pass = [], [], []
-            why_failed: Counter[str] = Counter()
-            for _ in range(trials):
-                cells, sequences = rng.choice(usable)
-                sequence = rng.choice(sequences)
-                shown = join([rng.choice(cells[c]) for c in sequence], duration)
-                verdict = validate(shown, Challenge(sequence, duration), params)
-                genuine_pass.append(verdict.passed)
-                accuracies.append(verdict.overall_accuracy)
-                why_failed.update(verdict.reasons)
-                others = [s for s in sequences if s != sequence]
-                if others:
-                    replayed = join([rng.choice(cells[c]) for c in rng.choice(others)], duration)
-                    replay_pass.append(validate(replayed, Challenge(sequence, duration), params).passed)
-            modes[mode] = {
-                "sequences": len({s for _, sequences in usable for s in sequences}),
-                "genuine_pass_rate": rate(genuine_pass),
-                "genuine_mean_accuracy": float(np.mean(accuracies)),
-                "replay_pass_rate": rate(replay_pass),
-                "genuine_fail_reasons": dict(why_failed.most_common()),
-            }
-
-        random_pass = []
-        for _ in range(trials):
-            rec = rng.choice([r for r in recordings if r.person == person])
-            start = rng.uniform(0, rec.frames[-1].t - 3 * duration)
-            wander = [replace(f, t=f.t - start) for f in rec.frames if start <= f.t < start + 3 * duration]
-            random_pass.append(validate(wander, Challenge(rng.choice(SEQUENCES), duration), params).passed)
-
-        photo_still, photo_moved = [], []
-        stills = [f.rgb for video in videos for f in read_frames(video, max_frames=1000, interval=1.0)]
-        for _ in range(photo_trials):  # photo attacks are tracked frame by frame, at the scorer's frame interval
-            still = rng.choice(stills)
-            for moving, bucket in ((False, photo_still), (True, photo_moved)):
-                with GazeTracker(landmarker) as tracker:
-                    frames = photo_attack(still, tracker, 3 * duration, moving, rng, interval)
-                bucket.append(validate(frames, Challenge(rng.choice(SEQUENCES), duration), params).passed)
-
-        results["people"][person] = {  # type: ignore[index]
-            "modes": modes,
-            "random_gaze_pass_rate": rate(random_pass),
-            "photo_still_pass_rate": rate(photo_still),
-            "photo_moved_pass_rate": rate(photo_moved),
-            "trials": trials,
-            "photo_trials": photo_trials,
-        }
+        rules = {"shipped": (params, "person A (the development person; see docs/LIVENESS.md)")}
+        others = [p for p in people if p != person]
+        if leave_one_out and others:
+            chosen = choose_params(recordings, by_person, others, params, duration, seed)
+            rules["held-out"] = (chosen, ", ".join(others))
+        figures = {}
+        for rule, (rule_params, chosen_on) in rules.items():
+            rng = random.Random(seed)
+            mine = [r for r in recordings if r.person == person]
+            t = gaze_trials(mine, by_person.get(person, {}), rule_params, duration, trials, rng)
+            still, moved = photo_verdicts(videos, landmarker, rule_params, duration, photo_trials, rng, interval)
+            figures[rule] = RuleFigures(
+                params=shown_params(rule_params), chosen_on=chosen_on, modes=mode_figures(t),
+                random_gaze=tally(t.random_gaze), photo_still=tally(still), photo_moved=tally(moved),
+            )  # fmt: skip
+        results["people"][person] = PersonFigures(  # type: ignore[index]
+            rules=figures, trials=trials, photo_trials=photo_trials
+        )
     results["seconds"] = time.perf_counter() - started
     return GazeResult.model_validate(results)
