@@ -385,7 +385,7 @@ def test_leave_one_out_chooses_without_the_held_out_person(monkeypatch):
 
     looked_at: list[str] = []
 
-    def fake_trials(person_recordings, person_pools, params, duration, trials, rng):
+    def fake_trials(person_recordings, person_pools, params, duration, trials, rng, vary_lengths=True):
         looked_at.extend({r.person for r in person_recordings})
         return bench.Trials(modes={}, random_gaze=[v.validate(synthetic(), Challenge(SEQUENCE, 3.0), params)])
 
@@ -393,3 +393,19 @@ def test_leave_one_out_chooses_without_the_held_out_person(monkeypatch):
     recordings = [bench.Recording(person, f"{person}-1", [], []) for person in ("A", "B", "C")]
     bench.choose_params(recordings, {}, ["A", "C"], PARAMS, 3.0, seed=1)
     assert set(looked_at) == {"A", "C"}
+
+
+def test_the_gaze_bench_cuts_each_window_to_its_drawn_length():
+    import random
+
+    from edge.bench.gaze import drawn_lengths, join
+
+    lengths = drawn_lengths(3.0, random.Random(4))
+    assert len(lengths) == 3 and all(2.4 - 1e-9 <= d <= 3.6 + 1e-9 for d in lengths)
+    window = [GazeFrame(t=0.1 * i, faces=1, face=True) for i in range(36)]  # 3.6 s: the longest a window can be
+    frames = join([window, window, window], 3.0, lengths)
+    challenge = Challenge(SEQUENCE, 3.0, lengths)
+    for w in challenge.windows():  # every window is filled from its start to its own end, no more
+        inside = [f.t for f in frames if w.start <= f.t < w.end]
+        assert inside and inside[0] == pytest.approx(w.start) and w.end - inside[-1] <= 0.1 + 1e-9
+    assert frames[-1].t < challenge.total_duration

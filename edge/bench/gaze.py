@@ -10,8 +10,10 @@ How the challenges are made:
   the 2560×1340 game window (column = X in thirds, row = Y in halves).
 - A *dwell* is a run of frames whose target stays in one cell. The eyes follow the target ~0.4 s late, so a window
   of ``area_duration`` seconds is cut from [run start + 0.4 s, run end + 0.4 s].
-- A genuine challenge joins three such windows of the same person, for the cells of a designed sequence, re-timed to
-  [0, d), [d, 2d), [2d, 3d). Only sequences whose cells that person's recordings cover are drawn.
+- A genuine challenge joins three such windows of the same person, for the cells of a designed sequence, each cut to
+  a length drawn as the server draws it (0.8-1.2 x ``area_duration``; windows are cut from the dwells at the longest)
+  and re-timed end to end (``--fixed-lengths``: [0, d), [d, 2d), [2d, 3d)). Only sequences whose cells that person's
+  recordings cover are drawn.
 - Attacks: *replay*: a genuine challenge made for another sequence, checked against this one; *random gaze*: 9 s of
   continuous recording (the target, and so the eyes, wander) checked against a random sequence; *photo*: one real
   frame, warped as a photo held still (sub-pixel jitter) or moved by hand (slow drift, tilt, scale), run through
@@ -37,7 +39,7 @@ from pydantic import BaseModel
 
 from edge.bench.result import BenchError, BenchResult
 from edge.config import Settings
-from edge.liveness.challenge import SEQUENCES, Challenge, cell_at
+from edge.liveness.challenge import LENGTH_FACTORS, SEQUENCE_LENGTH, SEQUENCES, Challenge, cell_at
 from edge.liveness.validator import ValidatorParams, validate
 from edge.progress import progress
 from edge.vision.embed import Embedding
@@ -170,8 +172,23 @@ def dwell_windows(rec: Recording, duration: float) -> dict[int, list[list[GazeFr
     return found
 
 
-def join(windows: list[list[GazeFrame]], duration: float) -> list[GazeFrame]:
-    return [replace(f, t=f.t + k * duration) for k, window in enumerate(windows) for f in window]
+def join(windows: list[list[GazeFrame]], duration: float, lengths: tuple[float, ...] | None = None) -> list[GazeFrame]:
+    """One challenge's frames: window k re-timed to start where the previous ones end. With ``lengths`` (drawn per
+    window, as the server does), each window is cut to its own length; otherwise every window lasts ``duration``."""
+    if lengths is None:
+        return [replace(f, t=f.t + k * duration) for k, window in enumerate(windows) for f in window]
+    starts = np.concatenate([[0.0], np.cumsum(lengths)[:-1]])
+    return [
+        replace(f, t=f.t + start)
+        for window, start, length in zip(windows, starts, lengths, strict=True)
+        for f in window
+        if f.t < length
+    ]
+
+
+def drawn_lengths(duration: float, rng: random.Random) -> tuple[float, ...]:
+    """Window lengths as the server draws them (edge.liveness.challenge), from the bench's seeded generator."""
+    return tuple(round(duration * rng.choice(LENGTH_FACTORS), 3) for _ in range(SEQUENCE_LENGTH))
 
 
 def covered_sequences(cells: dict[int, list], sequences: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
@@ -295,6 +312,7 @@ class PersonFigures(BaseModel):
 
 class GazeResult(BenchResult):
     area_duration: float
+    drawn_lengths: bool = True
     interval: float
     sessions: dict[str, list[str]]
     modes: dict[str, str]
@@ -303,9 +321,10 @@ class GazeResult(BenchResult):
     seconds: float
 
     def report(self) -> str:
+        timing = "window lengths drawn 0.8-1.2x per window" if self.drawn_lengths else "fixed window lengths"
         lines = [
-            f"simulated challenges, area duration {self.area_duration} s, frames every {self.interval} s; rates with "
-            "their 95 % (Wilson) intervals; 'retry' = answered try again (never a pass)"
+            f"simulated challenges, area duration {self.area_duration} s ({timing}), frames every {self.interval} s; "
+            "rates with their 95 % (Wilson) intervals; 'retry' = answered try again (never a pass)"
         ]
         for person, sessions in self.sessions.items():
             lines.append(f"person {person}: sessions {', '.join(sessions)}")
@@ -356,6 +375,10 @@ def add_parser(bench: argparse._SubParsersAction) -> None:
     parser.add_argument("--photo-trials", type=int, default=20, help="photo attacks (still and moved) per person")
     parser.add_argument("--interval", type=float, help="seconds between tracked frames (default: the scorer's 0.1)")
     parser.add_argument(
+        "--fixed-lengths", dest="vary_lengths", action="store_false",
+        help="every window lasts area_duration (as before session 7) instead of 0.8-1.2x of it, drawn per window",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-leave-one-out", dest="leave_one_out", action="store_false",
         help="only the shipped rule (skips choosing parameters with each person held out: faster)",
     )  # fmt: skip
@@ -376,7 +399,7 @@ def main(args: argparse.Namespace, settings: Settings) -> GazeResult:
         people, model_path(settings.models.dir, "face_landmarker"), settings.paths.state_dir / "cache" / "gaze",
         params, settings.liveness.area_duration, args.trials, args.photo_trials,
         interval=FRAME_INTERVAL if args.interval is None else args.interval, screen=args.screen,
-        leave_one_out=args.leave_one_out,
+        leave_one_out=args.leave_one_out, vary_lengths=args.vary_lengths,
     )  # fmt: skip
 
 
@@ -412,8 +435,15 @@ def gaze_trials(
     duration: float,
     trials: int,
     rng: random.Random,
+    vary_lengths: bool = True,
 ) -> Trials:
-    """Genuine, replay and random-gaze challenges of one person, judged with ``params``."""
+    """Genuine, replay and random-gaze challenges of one person, judged with ``params``. With ``vary_lengths`` each
+    challenge's windows get lengths drawn as the server draws them (the pools must hold windows of the longest), and
+    a replay, made for another challenge, has its own."""
+
+    def lengths() -> tuple[float, ...] | None:
+        return drawn_lengths(duration, rng) if vary_lengths else None
+
     modes: dict[str, dict[str, object]] = {}
     for mode, mode_pools in person_pools.items():
         designed = column_orders() if mode.startswith("columns") else list(SEQUENCES)
@@ -426,12 +456,14 @@ def gaze_trials(
         for _ in range(trials):
             cells, sequences = rng.choice(usable)
             sequence = rng.choice(sequences)
-            shown = join([rng.choice(cells[c]) for c in sequence], duration)
-            genuine.append(validate(shown, Challenge(sequence, duration), params))
+            timing = lengths()
+            challenge = Challenge(sequence, duration, timing)
+            shown = join([rng.choice(cells[c]) for c in sequence], duration, timing)
+            genuine.append(validate(shown, challenge, params))
             others = [s for s in sequences if s != sequence]
             if others:
-                replayed = join([rng.choice(cells[c]) for c in rng.choice(others)], duration)
-                replays.append(validate(replayed, Challenge(sequence, duration), params))
+                replayed = join([rng.choice(cells[c]) for c in rng.choice(others)], duration, lengths())
+                replays.append(validate(replayed, challenge, params))
         modes[mode] = {
             "sequences": len({s for _, sequences in usable for s in sequences}),
             "genuine": genuine,
@@ -440,9 +472,11 @@ def gaze_trials(
     random_gaze = []
     for _ in range(trials):
         rec = rng.choice(person_recordings)
-        start = rng.uniform(0, rec.frames[-1].t - 3 * duration)
-        wander = [replace(f, t=f.t - start) for f in rec.frames if start <= f.t < start + 3 * duration]
-        random_gaze.append(validate(wander, Challenge(rng.choice(SEQUENCES), duration), params))
+        challenge = Challenge(rng.choice(SEQUENCES), duration, lengths())
+        total = challenge.total_duration
+        start = rng.uniform(0, rec.frames[-1].t - total)
+        wander = [replace(f, t=f.t - start) for f in rec.frames if start <= f.t < start + total]
+        random_gaze.append(validate(wander, challenge, params))
     return Trials(modes, random_gaze)
 
 
@@ -479,6 +513,7 @@ def choose_params(
     base: ValidatorParams,
     duration: float,
     seed: int,
+    vary_lengths: bool = True,
 ) -> ValidatorParams:
     """The grid's parameters that pass the most genuine challenges of ``people`` while every attack (replay, random
     gaze) passes at most MAX_ATTACK_RATE; if none keeps attacks that low, the one with the fewest attacks passing."""
@@ -488,7 +523,7 @@ def choose_params(
         for person in people:
             rng = random.Random(seed)
             mine = [r for r in recordings if r.person == person]
-            t = gaze_trials(mine, by_person.get(person, {}), params, duration, SELECTION_TRIALS, rng)
+            t = gaze_trials(mine, by_person.get(person, {}), params, duration, SELECTION_TRIALS, rng, vary_lengths)
             for m in t.modes.values():
                 if "genuine" in m:
                     genuine.append(tally(m["genuine"]).value)  # type: ignore[arg-type]
@@ -535,15 +570,18 @@ def run(
     interval: float = 0.0,
     screen: tuple[int, int] = (GAME_WIDTH, GAME_HEIGHT),
     leave_one_out: bool = True,
+    vary_lengths: bool = True,
 ) -> GazeResult:
     """``people`` is what ``group_by_person`` found; ``interval`` keeps frames at least that many seconds apart, as
     the scorer does. Each person is judged with the shipped ``params`` and (``leave_one_out``, with two people or
     more) with parameters chosen on everyone else; photos are judged with the held-out rule only when it differs."""
     started = time.perf_counter()
     recordings = load_recordings(people, landmarker, cache_dir, screen, interval)
-    by_person = pools(recordings, duration)
+    # With drawn lengths, windows are cut at the longest a window can be, and each challenge trims them to its own.
+    by_person = pools(recordings, duration * max(LENGTH_FACTORS) if vary_lengths else duration)
     results: dict[str, object] = {
         "area_duration": duration,
+        "drawn_lengths": vary_lengths,
         "interval": interval,
         "sessions": {person: [v.stem.removeprefix("game_video_") for v in videos] for person, videos in people.items()},
         "modes": MODES,
@@ -554,13 +592,13 @@ def run(
         rules = {"shipped": (params, "person A (the development person; see docs/LIVENESS.md)")}
         others = [p for p in people if p != person]
         if leave_one_out and others:
-            chosen = choose_params(recordings, by_person, others, params, duration, seed)
+            chosen = choose_params(recordings, by_person, others, params, duration, seed, vary_lengths)
             rules["held-out"] = (chosen, ", ".join(others))
         figures = {}
         for rule, (rule_params, chosen_on) in rules.items():
             rng = random.Random(seed)
             mine = [r for r in recordings if r.person == person]
-            t = gaze_trials(mine, by_person.get(person, {}), rule_params, duration, trials, rng)
+            t = gaze_trials(mine, by_person.get(person, {}), rule_params, duration, trials, rng, vary_lengths)
             still, moved = photo_verdicts(videos, landmarker, rule_params, duration, photo_trials, rng, interval)
             figures[rule] = RuleFigures(
                 params=shown_params(rule_params), chosen_on=chosen_on, modes=mode_figures(t),
