@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,10 +18,11 @@ from typing import TYPE_CHECKING
 from fastapi.concurrency import run_in_threadpool
 
 from edge.bus import RpcMethod
-from edge.bus.messages import LivenessRequest, LivenessResult
-from edge.errors import DependencyUnavailable, ErrorCode, FacematchError, InputError, SessionError
+from edge.bus.messages import LivenessResult
+from edge.errors import ErrorCode, FacematchError, InputError, SessionError
 from edge.sessions import Session
 from edge.vision.stream import end_marker
+from hub.spool import scoring_request, spool_path, spool_unavailable
 
 if TYPE_CHECKING:
     from hub.deps import Caller
@@ -54,14 +54,11 @@ class Streams:
         self.active: dict[str, Stream] = {}
 
     async def add_chunk(self, caller: Caller, session_id: str, index: int, chunk: bytes) -> Stream:
-        stream = self.active.get(session_id)
-        if stream is None:
-            if index != 0:
-                await run_in_threadpool(self.hub.sessions.check, session_id, caller.id)  # 404 / 403 / 409 first
-                raise _out_of_order(f"no stream of this session is open: it starts with chunk 0, not {index}")
+        if index == 0 and session_id not in self.active:
             stream = await self._open(caller, session_id)
-        if stream.owner != caller.id:
-            raise SessionError("this session was opened by another client", ErrorCode.SESSION_NOT_YOURS)
+        else:
+            none_open = f"no stream of this session is open: it starts with chunk 0, not {index}"
+            stream = await self._stream_of(caller, session_id, none_open)
         async with stream.lock:
             if stream.ending or index != stream.next_index:
                 raise _out_of_order(
@@ -75,19 +72,18 @@ class Streams:
             if stream.size + len(chunk) > limit:
                 await self._abandon(stream)
                 raise InputError(f"the video is larger than {limit} bytes", ErrorCode.VIDEO_TOO_LARGE)
-            await run_in_threadpool(_append, stream.path, chunk)
+            try:
+                await run_in_threadpool(_append, stream.path, chunk)
+            except OSError as exc:  # the disk filled up mid-stream: nothing scored, the session goes back
+                await self._abandon(stream)
+                raise spool_unavailable(exc) from None
             stream.next_index += 1
             stream.size += len(chunk)
         return stream
 
-    async def finish(self, caller: Caller, session_id: str) -> tuple[Session, LivenessResult]:
+    async def finish(self, caller: Caller, session_id: str) -> LivenessResult:
         """Mark the video complete and wait for its verdict; the session is used up once it is scored."""
-        stream = self.active.get(session_id)
-        if stream is None:
-            await run_in_threadpool(self.hub.sessions.check, session_id, caller.id)
-            raise _out_of_order("no chunk of this session's video has arrived")
-        if stream.owner != caller.id:
-            raise SessionError("this session was opened by another client", ErrorCode.SESSION_NOT_YOURS)
+        stream = await self._stream_of(caller, session_id, "no chunk of this session's video has arrived")
         async with stream.lock:
             if stream.ending:
                 raise _out_of_order("the stream is already ending")
@@ -103,7 +99,18 @@ class Streams:
             raise
         self._discard(stream)
         await run_in_threadpool(self.hub.sessions.complete, session_id, result.result, result.overall_accuracy)
-        return stream.session, result
+        return result
+
+    async def _stream_of(self, caller: Caller, session_id: str, none_open: str) -> Stream:
+        """The open stream of this session, if ``caller`` opened it; otherwise why not (the session's own 404 / 403 /
+        409 first, then ``none_open``)."""
+        stream = self.active.get(session_id)
+        if stream is None:
+            await run_in_threadpool(self.hub.sessions.check, session_id, caller.id)
+            raise _out_of_order(none_open)
+        if stream.owner != caller.id:
+            raise SessionError("this session was opened by another client", ErrorCode.SESSION_NOT_YOURS)
+        return stream
 
     async def _open(self, caller: Caller, session_id: str) -> Stream:
         hub = self.hub
@@ -114,22 +121,15 @@ class Streams:
         except BaseException:
             hub.liveness_slots.leave()
             raise
-        path = hub.spool / f"{session_id}-{secrets.token_hex(4)}.stream"
+        path = spool_path(hub.spool, session_id, "stream")
         try:
             await run_in_threadpool(path.touch, 0o600)
         except OSError as exc:
             hub.liveness_slots.leave()
             await run_in_threadpool(hub.sessions.release, session_id)
-            raise DependencyUnavailable(
-                "spool", f"the upload could not be stored in the spool directory: {exc.strerror}",
-                ErrorCode.SPOOL_UNAVAILABLE,
-            ) from None  # fmt: skip
-        challenge = session.challenge
-        request = LivenessRequest(
-            video_path=str(path), sequence=list(challenge.sequence), area_duration=challenge.area_duration,
-            durations=list(challenge.lengths),
-        )  # fmt: skip
-        timeout = challenge.total_duration + SCORING_SLACK
+            raise spool_unavailable(exc) from None
+        request = scoring_request(path, session.challenge)
+        timeout = session.challenge.total_duration + SCORING_SLACK
         scoring = asyncio.create_task(hub.bus.acall(RpcMethod.LIVENESS_STREAM, request, timeout=timeout))
         stream = Stream(session, caller.id, path, scoring)
         scoring.add_done_callback(lambda _: asyncio.get_running_loop().call_later(FORGET_AFTER, self._forget, stream))

@@ -312,3 +312,18 @@ def make_device(device_settings, engine, data_dir):
     yield make
     for device in made:
         device.close()
+
+
+@pytest.fixture(scope="session")
+def challenge_video(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """11.5 s of a real recording (the longest drawn challenge is 10.8 s), re-encoded as a browser would send it."""
+    import subprocess
+
+    source = data_dir / "gaze/eyegaze/both/game_video_1738773752.mp4"
+    target = tmp_path_factory.mktemp("video") / "challenge.webm"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-ss", "5", "-t", "11.5", "-i", str(source), "-an", "-c:v", "libvpx",
+         "-b:v", "1M", str(target)],
+        check=True,
+    )  # fmt: skip
+    return target

@@ -4,6 +4,7 @@ dependency's return. (A worker dying mid-request: tests/test_security.py and tes
 
 import base64
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -102,10 +103,12 @@ def test_a_full_spool_disk_is_503_naming_it_and_keeps_the_session(tmp_path, redi
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(spool)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    pool = ThreadPoolExecutor(1)
+    pool = ThreadPoolExecutor(2)
+    released = threading.Event()
     settings = make_settings(tmp_path, redis_server.port, mqtt_broker.port)
     worker = Bus(settings, Component.INFERENCE, instance="spool-test")
     worker.serve(RpcMethod.LIVENESS, lambda request: None, pool)
+    worker.serve(RpcMethod.LIVENESS_STREAM, lambda request: released.wait(30), pool)  # a worker still reading
     assert worker.start(wait=5)
     client = hub_client(settings)
     try:
@@ -121,7 +124,18 @@ def test_a_full_spool_disk_is_503_naming_it_and_keeps_the_session(tmp_path, redi
         assert error["code"] == "spool_unavailable" and error["dependency"] == "spool"
         assert client.app.state.hub.store.get_session(session)["state"] == "pending"
         assert not list(Path(spool).iterdir())  # the partial upload was removed
+        # Streamed: the disk fills up between chunks.
+        assert client.app.state.hub.presence.wait_until(lambda p: p.serves(f"liveness-stream/{settings.host_id}"), 5)
+        for index in range(8):
+            response = client.post(f"/submit-liveness/stream/{session}", params={"index": index},
+                                   content=os.urandom(16 * 1024))  # fmt: skip
+            if response.status_code != 200:
+                break
+        assert response.status_code == 503 and response.json()["error"]["code"] == "spool_unavailable", response.text
+        assert client.app.state.hub.store.get_session(session)["state"] == "pending"  # given back
+        assert not list(Path(spool).iterdir())
     finally:
+        released.set()
         client.__exit__(None, None, None)
         worker.stop()
         pool.shutdown()

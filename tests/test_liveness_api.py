@@ -11,19 +11,6 @@ from edge.liveness.challenge import SEQUENCES
 from tests.conftest import backdate, hub_client, wait_for_inference
 
 
-@pytest.fixture(scope="module")
-def challenge_video(data_dir, tmp_path_factory):
-    """11.5 s of a real recording (the longest drawn challenge is 10.8 s), re-encoded as a browser would send it."""
-    source = data_dir / "gaze/eyegaze/both/game_video_1738773752.mp4"
-    target = tmp_path_factory.mktemp("video") / "challenge.webm"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-ss", "5", "-t", "11.5", "-i", str(source), "-an", "-c:v", "libvpx",
-         "-b:v", "1M", str(target)],
-        check=True,
-    )  # fmt: skip
-    return target
-
-
 def initiate(client, **body):
     response = client.post("/initiate-liveness", json=body)
     assert response.status_code == 200, response.text

@@ -7,7 +7,7 @@ from edge.inference.liveness import score_video
 from edge.store import keys
 from models import model_path
 from tests.conftest import backdate, hub_client, wait_for_inference
-from tests.test_liveness_api import challenge_video, initiate  # noqa: F401  (a fixture, shared)
+from tests.test_liveness_api import initiate
 
 CHUNK = 64 * 1024
 
@@ -38,7 +38,7 @@ def session_state(client, session_id: str) -> str | None:
     return None if raw is None else json.loads(raw)["state"]
 
 
-def test_a_streamed_video_gets_the_verdict_of_the_whole_file(api, settings, engine, challenge_video):  # noqa: F811
+def test_a_streamed_video_gets_the_verdict_of_the_whole_file(api, settings, engine, challenge_video):
     session = initiate(api)
     video = challenge_video.read_bytes()
     backdate(api, session["session_id"])  # as if the challenge had been shown while these chunks were recorded
@@ -70,7 +70,7 @@ def test_a_streamed_video_gets_the_verdict_of_the_whole_file(api, settings, engi
     assert again.status_code == 409 and again.json()["error"]["code"] == "session_used"
 
 
-def test_chunks_come_in_order_from_the_session_owner(api, settings, challenge_video):  # noqa: F811
+def test_chunks_come_in_order_from_the_session_owner(api, settings, challenge_video):
     session = initiate(api)
     sid = session["session_id"]
     pieces = chunks_of(challenge_video.read_bytes())
@@ -96,7 +96,7 @@ def test_chunks_come_in_order_from_the_session_owner(api, settings, challenge_vi
     assert bad_index.status_code == 422
 
 
-def test_an_end_before_the_challenge_could_be_shown_gives_the_session_back(api, challenge_video):  # noqa: F811
+def test_an_end_before_the_challenge_could_be_shown_gives_the_session_back(api, challenge_video):
     session = initiate(api)
     sid = session["session_id"]
     none_yet = end(api, sid)
@@ -135,7 +135,7 @@ def test_an_undecodable_stream_is_refused_and_the_session_given_back(api, settin
     assert list((settings.paths.state_dir / "spool").iterdir()) == []
 
 
-def test_a_stream_that_stops_arriving_is_refused_as_stalled(api, settings, challenge_video):  # noqa: F811
+def test_a_stream_that_stops_arriving_is_refused_as_stalled(api, settings, challenge_video):
     from edge.inference.service import STREAM_IDLE_SECONDS
 
     sid = initiate(api)["session_id"]

@@ -50,8 +50,6 @@ class RpcMethod(str, Enum):
 class EventKind(str, Enum):
     MATCH = "match"
     LIVENESS = "liveness"
-    # The same for a video still being uploaded (complete when <video_path>.end exists): scored as it arrives.
-    LIVENESS_STREAM = "liveness-stream"
     ACCESS = "access"
     DOOR = "door"
 

@@ -32,7 +32,6 @@ def end_marker(path: Path) -> Path:
 @dataclass
 class FeedOutcome:
     stalled: bool = False  # no byte and no end marker for idle_timeout seconds
-    copied: int = 0
 
 
 class _Feeder(threading.Thread):
@@ -75,7 +74,6 @@ class _Feeder(threading.Thread):
                 data = self.source.read(COPY_CHUNK)
                 if data:
                     os.write(descriptor, data)  # blocks while the decoder is behind: that is the back-pressure
-                    self.outcome.copied += len(data)
                     last_progress = time.monotonic()
                     continue
                 if finished or os.fstat(self.source.fileno()).st_nlink == 0:  # complete, or abandoned and removed

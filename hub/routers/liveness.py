@@ -5,7 +5,6 @@ Session rules (ownership, single use, giving back a session that was never score
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Annotated
 
@@ -13,8 +12,8 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from edge.bus import RpcMethod
-from edge.bus.messages import LivenessRequest, LivenessResult
-from edge.errors import DependencyUnavailable, ErrorCode, FacematchError, InputError
+from edge.bus.messages import LivenessResult
+from edge.errors import ErrorCode, FacematchError, InputError
 from edge.sessions import Session
 from hub.deps import AnyCaller, Caller, Hub
 from hub.schemas import (
@@ -26,6 +25,7 @@ from hub.schemas import (
     SubmitLivenessResponse,
     error_responses,
 )
+from hub.spool import scoring_request, spool_path, spool_unavailable
 from hub.state import HubState
 
 router = APIRouter(tags=["liveness"])
@@ -83,7 +83,7 @@ async def _score(
     """Spool the upload, claim the session, have it scored, record the outcome."""
     settings = hub.settings
     session_id = session.session_id
-    path = hub.spool / f"{session_id}-{secrets.token_hex(4)}.video"
+    path = spool_path(hub.spool, session_id, "video")
     try:
         size = 0
         try:
@@ -95,18 +95,12 @@ async def _score(
                             f"the video is larger than {settings.http.max_video_size} bytes", ErrorCode.VIDEO_TOO_LARGE
                         )
                     handle.write(chunk)
-        except OSError as exc:  # disk full, read-only, gone: the device's fault, and the session is untouched
-            raise DependencyUnavailable(
-                "spool", f"the upload could not be stored in the spool directory: {exc.strerror}",
-                ErrorCode.SPOOL_UNAVAILABLE,
-            ) from None  # fmt: skip
+        except OSError as exc:  # the session is untouched
+            raise spool_unavailable(exc) from None
         if size == 0:
             raise InputError("the video is empty", ErrorCode.EMPTY_VIDEO)
         await run_in_threadpool(hub.sessions.claim, session_id, caller.id)
-        request = LivenessRequest(
-            video_path=str(path), sequence=list(session.challenge.sequence),
-            area_duration=session.challenge.area_duration, durations=list(session.challenge.lengths),
-        )  # fmt: skip
+        request = scoring_request(path, session.challenge)
         timeout = max(settings.http.request_timeout, LIVENESS_TIMEOUT_FLOOR)
         try:
             result: LivenessResult = await hub.bus.acall(RpcMethod.LIVENESS, request, timeout=timeout)
@@ -161,7 +155,7 @@ async def stream_end(caller: AnyCaller, hub: Hub, session_id: str) -> SubmitLive
     """`processing_time` is the time from this request to the verdict: most of the video was scored while it
     arrived."""
     started = time.perf_counter()
-    _, result = await hub.streams.finish(caller, session_id)
+    result = await hub.streams.finish(caller, session_id)
     return SubmitLivenessResponse(
         **result.model_dump(), session_id=session_id, processing_time=round(time.perf_counter() - started, 4)
     )
