@@ -380,19 +380,25 @@ def test_the_gaze_bench_reports_honest_intervals_and_searches_around_the_shipped
     assert all(p.accuracy_threshold == PARAMS.accuracy_threshold for p in grid)  # the seed's threshold is not tuned
 
 
-def test_leave_one_out_chooses_without_the_held_out_person(monkeypatch):
+def test_leave_one_out_chooses_without_the_held_out_person(monkeypatch, tmp_path):
     import edge.bench.gaze as bench
 
-    looked_at: list[str] = []
+    calls: list[str] = []
+    people = {name: [tmp_path / f"game_video_{k}.mp4"] for k, name in enumerate(("A", "B", "C"))}
+    one = [(synthetic(), Challenge(SEQUENCE, 3.0))]
+    monkeypatch.setattr(bench, "load_recordings", lambda *a, **k: [bench.Recording(p, p, [], []) for p in people])
+    monkeypatch.setattr(bench, "pools", lambda *a, **k: {})
+    monkeypatch.setattr(bench, "draw_challenges", lambda *a, **k: bench.PersonDraws({}, list(one)))
+    monkeypatch.setattr(bench, "draw_photos", lambda *a, **k: None)
 
-    def fake_trials(person_recordings, person_pools, params, duration, trials, rng, vary_lengths=True):
-        looked_at.extend({r.person for r in person_recordings})
-        return bench.Trials(modes={}, random_gaze=[v.validate(synthetic(), Challenge(SEQUENCE, 3.0), params)])
+    def choose(draws, base):
+        calls.append(",".join(draws))
+        return base
 
-    monkeypatch.setattr(bench, "gaze_trials", fake_trials)
-    recordings = [bench.Recording(person, f"{person}-1", [], []) for person in ("A", "B", "C")]
-    bench.choose_params(recordings, {}, ["A", "C"], PARAMS, 3.0, seed=1)
-    assert set(looked_at) == {"A", "C"}
+    monkeypatch.setattr(bench, "choose_params", choose)
+    result = bench.run(people, tmp_path / "landmarker", tmp_path, PARAMS, trials=1, photo_trials=0)
+    assert calls == ["B,C", "A,C", "A,B"]  # each person's rule is chosen on everyone else
+    assert [r.rules["held-out"].chosen_on for r in result.people.values()] == ["B, C", "A, C", "A, B"]
 
 
 def test_the_gaze_bench_cuts_each_window_to_its_drawn_length():

@@ -30,7 +30,7 @@ import random
 import string
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -40,7 +40,7 @@ from pydantic import BaseModel
 from edge.bench.result import BenchError, BenchResult
 from edge.config import Settings
 from edge.liveness.challenge import LENGTH_FACTORS, SEQUENCE_LENGTH, SEQUENCES, Challenge, cell_at
-from edge.liveness.validator import ValidatorParams, validate
+from edge.liveness.validator import LivenessVerdict, ValidatorParams, validate
 from edge.progress import progress
 from edge.vision.embed import Embedding
 from edge.vision.engine import FaceEngine
@@ -422,80 +422,93 @@ SELECTION_TRIALS = 100
 MAX_ATTACK_RATE = 0.01
 
 
+Drawn = list[tuple[list[GazeFrame], Challenge]]  # challenges made once, judged under every rule
+
+
 @dataclass
-class Trials:
-    modes: dict[str, dict[str, object]]
-    random_gaze: list
+class ModeDraws:
+    sequences: int
+    genuine: Drawn
+    replay: Drawn
 
 
-def gaze_trials(
+@dataclass
+class PersonDraws:
+    modes: dict[str, ModeDraws | str]  # a str: why that kind of challenge was skipped
+    random_gaze: Drawn
+    photo_still: Drawn = field(default_factory=list)
+    photo_moved: Drawn = field(default_factory=list)
+
+
+def draw_challenges(
     person_recordings: list[Recording],
     person_pools: dict[str, list[dict[int, list[list[GazeFrame]]]]],
-    params: ValidatorParams,
     duration: float,
     trials: int,
     rng: random.Random,
     vary_lengths: bool = True,
-) -> Trials:
-    """Genuine, replay and random-gaze challenges of one person, judged with ``params``. With ``vary_lengths`` each
-    challenge's windows get lengths drawn as the server draws them (the pools must hold windows of the longest), and
-    a replay, made for another challenge, has its own."""
+) -> PersonDraws:
+    """Genuine, replay and random-gaze challenges of one person. With ``vary_lengths`` each challenge's windows get
+    lengths drawn as the server draws them (the pools must hold windows of the longest), and a replay, made for
+    another challenge, has its own."""
 
     def lengths() -> tuple[float, ...] | None:
         return drawn_lengths(duration, rng) if vary_lengths else None
 
-    modes: dict[str, dict[str, object]] = {}
+    modes: dict[str, ModeDraws | str] = {}
     for mode, mode_pools in person_pools.items():
         designed = column_orders() if mode.startswith("columns") else list(SEQUENCES)
         usable = [(cells, covered_sequences(cells, designed)) for cells in mode_pools]
         usable = [(cells, sequences) for cells, sequences in usable if sequences]
         if not usable:
-            modes[mode] = {"skipped": "the recordings cover no such challenge"}
+            modes[mode] = "the recordings cover no such challenge"
             continue
-        genuine, replays = [], []
+        genuine: Drawn = []
+        replays: Drawn = []
         for _ in range(trials):
             cells, sequences = rng.choice(usable)
             sequence = rng.choice(sequences)
             timing = lengths()
             challenge = Challenge(sequence, duration, timing)
-            shown = join([rng.choice(cells[c]) for c in sequence], duration, timing)
-            genuine.append(validate(shown, challenge, params))
+            genuine.append((join([rng.choice(cells[c]) for c in sequence], duration, timing), challenge))
             others = [s for s in sequences if s != sequence]
             if others:
-                replayed = join([rng.choice(cells[c]) for c in rng.choice(others)], duration, lengths())
-                replays.append(validate(replayed, challenge, params))
-        modes[mode] = {
-            "sequences": len({s for _, sequences in usable for s in sequences}),
-            "genuine": genuine,
-            "replay": replays,
-        }
-    random_gaze = []
+                replays.append(
+                    (join([rng.choice(cells[c]) for c in rng.choice(others)], duration, lengths()), challenge)
+                )
+        modes[mode] = ModeDraws(len({s for _, sequences in usable for s in sequences}), genuine, replays)
+    random_gaze: Drawn = []
     for _ in range(trials):
         rec = rng.choice(person_recordings)
         challenge = Challenge(rng.choice(SEQUENCES), duration, lengths())
         total = challenge.total_duration
         start = rng.uniform(0, rec.frames[-1].t - total)
-        wander = [replace(f, t=f.t - start) for f in rec.frames if start <= f.t < start + total]
-        random_gaze.append(validate(wander, challenge, params))
-    return Trials(modes, random_gaze)
+        random_gaze.append(([replace(f, t=f.t - start) for f in rec.frames if start <= f.t < start + total], challenge))
+    return PersonDraws(modes, random_gaze)
 
 
-def mode_figures(trials: Trials) -> dict[str, ModeFigures]:
-    figures = {}
-    for mode, t in trials.modes.items():
-        if "skipped" in t:
-            figures[mode] = ModeFigures(skipped=str(t["skipped"]))
+def judge(drawn: Drawn, params: ValidatorParams) -> list[LivenessVerdict]:
+    return [validate(frames, challenge, params) for frames, challenge in drawn]
+
+
+def rule_figures(draws: PersonDraws, params: ValidatorParams, chosen_on: str) -> RuleFigures:
+    modes = {}
+    for mode, drawn in draws.modes.items():
+        if isinstance(drawn, str):
+            modes[mode] = ModeFigures(skipped=drawn)
             continue
-        genuine, replays = t["genuine"], t["replay"]
-        reasons: Counter[str] = Counter(r for v in genuine for r in v.reasons)  # type: ignore[attr-defined]
-        figures[mode] = ModeFigures(
-            sequences=int(t["sequences"]),  # type: ignore[call-overload]
-            genuine=tally(genuine),  # type: ignore[arg-type]
-            genuine_mean_accuracy=float(np.mean([v.overall_accuracy for v in genuine])),  # type: ignore[attr-defined]
-            replay=tally(replays),  # type: ignore[arg-type]
-            genuine_fail_reasons=dict(reasons.most_common()),
-        )
-    return figures
+        genuine = judge(drawn.genuine, params)
+        reasons = Counter(r for v in genuine for r in v.reasons)
+        modes[mode] = ModeFigures(
+            sequences=drawn.sequences, genuine=tally(genuine),
+            genuine_mean_accuracy=float(np.mean([v.overall_accuracy for v in genuine])),
+            replay=tally(judge(drawn.replay, params)), genuine_fail_reasons=dict(reasons.most_common()),
+        )  # fmt: skip
+    return RuleFigures(
+        params=shown_params(params), chosen_on=chosen_on, modes=modes,
+        random_gaze=tally(judge(draws.random_gaze, params)),
+        photo_still=tally(judge(draws.photo_still, params)), photo_moved=tally(judge(draws.photo_moved, params)),
+    )  # fmt: skip
 
 
 def params_grid(base: ValidatorParams) -> list[ValidatorParams]:
@@ -506,52 +519,41 @@ def params_grid(base: ValidatorParams) -> list[ValidatorParams]:
     ]
 
 
-def choose_params(
-    recordings: list[Recording],
-    by_person: dict[str, dict[str, list]],
-    people: list[str],
-    base: ValidatorParams,
-    duration: float,
-    seed: int,
-    vary_lengths: bool = True,
-) -> ValidatorParams:
-    """The grid's parameters that pass the most genuine challenges of ``people`` while every attack (replay, random
-    gaze) passes at most MAX_ATTACK_RATE; if none keeps attacks that low, the one with the fewest attacks passing."""
+def choose_params(draws: dict[str, PersonDraws], base: ValidatorParams) -> ValidatorParams:
+    """The grid's parameters that pass the most genuine challenges of the people in ``draws`` while every attack
+    (replay, random gaze) passes at most MAX_ATTACK_RATE; if none keeps attacks that low, the one with the fewest
+    attacks passing."""
 
     def score(params: ValidatorParams) -> tuple[bool, float, float]:
         genuine, attacks = [], []
-        for person in people:
-            rng = random.Random(seed)
-            mine = [r for r in recordings if r.person == person]
-            t = gaze_trials(mine, by_person.get(person, {}), params, duration, SELECTION_TRIALS, rng, vary_lengths)
-            for m in t.modes.values():
-                if "genuine" in m:
-                    genuine.append(tally(m["genuine"]).value)  # type: ignore[arg-type]
-                    attacks.append(tally(m["replay"]).value)  # type: ignore[arg-type]
-            attacks.append(tally(t.random_gaze).value)
-        worst_attack = max(a for a in attacks if a == a)  # nan (no replay possible) ignored
+        for person in draws.values():
+            for drawn in person.modes.values():
+                if not isinstance(drawn, str):
+                    genuine.append(tally(judge(drawn.genuine, params)).value)
+                    attacks.append(tally(judge(drawn.replay, params)).value)
+            attacks.append(tally(judge(person.random_gaze, params)).value)
+        worst_attack = max((a for a in attacks if a == a), default=0.0)  # nan (no replay possible) ignored
         return worst_attack <= MAX_ATTACK_RATE, float(np.mean(genuine)) if genuine else 0.0, -worst_attack
 
     candidates = params_grid(base)
-    scores = [score(p) for p in progress(candidates, f"choosing on {', '.join(people)}")]
+    scores = [score(p) for p in progress(candidates, f"choosing on {', '.join(draws)}")]
     safe = [(s[1], i) for i, s in enumerate(scores) if s[0]]
     best = max(safe)[1] if safe else max(range(len(scores)), key=lambda i: (scores[i][2], scores[i][1]))
     return candidates[best]
 
 
-def photo_verdicts(
-    videos: list[Path], landmarker: Path, params: ValidatorParams, duration: float, photo_trials: int,
-    rng: random.Random, interval: float,
-) -> tuple[list, list]:  # fmt: skip
-    photo_still, photo_moved = [], []
+def draw_photos(
+    draws: PersonDraws, videos: list[Path], landmarker: Path, duration: float, photo_trials: int, rng: random.Random,
+    interval: float,
+) -> None:  # fmt: skip
+    """Photo attacks, tracked frame by frame at the scorer's frame interval (the slow part: ~1.5 s each)."""
     stills = [f.rgb for video in videos for f in read_frames(video, max_frames=1000, interval=1.0)]
-    for _ in range(photo_trials):  # photo attacks are tracked frame by frame, at the scorer's frame interval
+    for _ in range(photo_trials):
         still = rng.choice(stills)
-        for moving, bucket in ((False, photo_still), (True, photo_moved)):
+        for moving, bucket in ((False, draws.photo_still), (True, draws.photo_moved)):
             with GazeTracker(landmarker) as tracker:
                 frames = photo_attack(still, tracker, 3 * duration, moving, rng, interval)
-            bucket.append(validate(frames, Challenge(rng.choice(SEQUENCES), duration), params))
-    return photo_still, photo_moved
+            bucket.append((frames, Challenge(rng.choice(SEQUENCES), duration)))
 
 
 def shown_params(params: ValidatorParams) -> dict[str, float]:
@@ -574,11 +576,17 @@ def run(
 ) -> GazeResult:
     """``people`` is what ``group_by_person`` found; ``interval`` keeps frames at least that many seconds apart, as
     the scorer does. Each person is judged with the shipped ``params`` and (``leave_one_out``, with two people or
-    more) with parameters chosen on everyone else; photos are judged with the held-out rule only when it differs."""
+    more) with parameters chosen on everyone else, on the same challenges."""
     started = time.perf_counter()
     recordings = load_recordings(people, landmarker, cache_dir, screen, interval)
     # With drawn lengths, windows are cut at the longest a window can be, and each challenge trims them to its own.
     by_person = pools(recordings, duration * max(LENGTH_FACTORS) if vary_lengths else duration)
+
+    def drawn_for(person: str, count: int) -> PersonDraws:
+        mine = [r for r in recordings if r.person == person]
+        return draw_challenges(mine, by_person.get(person, {}), duration, count, random.Random(seed), vary_lengths)
+
+    selection = {person: drawn_for(person, SELECTION_TRIALS) for person in people} if leave_one_out else {}
     results: dict[str, object] = {
         "area_duration": duration,
         "drawn_lengths": vary_lengths,
@@ -589,21 +597,14 @@ def run(
         "people": {},
     }
     for person, videos in people.items():
-        rules = {"shipped": (params, "person A (the development person; see docs/LIVENESS.md)")}
-        others = [p for p in people if p != person]
-        if leave_one_out and others:
-            chosen = choose_params(recordings, by_person, others, params, duration, seed, vary_lengths)
-            rules["held-out"] = (chosen, ", ".join(others))
-        figures = {}
-        for rule, (rule_params, chosen_on) in rules.items():
-            rng = random.Random(seed)
-            mine = [r for r in recordings if r.person == person]
-            t = gaze_trials(mine, by_person.get(person, {}), rule_params, duration, trials, rng, vary_lengths)
-            still, moved = photo_verdicts(videos, landmarker, rule_params, duration, photo_trials, rng, interval)
-            figures[rule] = RuleFigures(
-                params=shown_params(rule_params), chosen_on=chosen_on, modes=mode_figures(t),
-                random_gaze=tally(t.random_gaze), photo_still=tally(still), photo_moved=tally(moved),
-            )  # fmt: skip
+        rng = random.Random(seed)
+        mine = [r for r in recordings if r.person == person]
+        draws = draw_challenges(mine, by_person.get(person, {}), duration, trials, rng, vary_lengths)
+        draw_photos(draws, videos, landmarker, duration, photo_trials, rng, interval)
+        figures = {"shipped": rule_figures(draws, params, "person A (the development person; see docs/LIVENESS.md)")}
+        others = {p: d for p, d in selection.items() if p != person}
+        if others:
+            figures["held-out"] = rule_figures(draws, choose_params(others, params), ", ".join(others))
         results["people"][person] = PersonFigures(  # type: ignore[index]
             rules=figures, trials=trials, photo_trials=photo_trials
         )
