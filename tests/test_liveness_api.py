@@ -253,16 +253,17 @@ def bad_videos(data_dir, challenge_video, tmp_path_factory):
         "corrupt": (challenge_video.read_bytes()[:30_000], {"invalid_video", "video_too_short"}),
         "too short": (ffmpeg("short.webm", "-ss", "5", "-t", "3", "-i", str(source), "-an", "-c:v", "libvpx"),
                       {"video_too_short"}),
-        "no face": (ffmpeg("pattern.webm", "-f", "lavfi", "-i", "testsrc=duration=10:size=640x480:rate=30",
+        "no face": (ffmpeg("pattern.webm", "-f", "lavfi", "-i", "testsrc=duration=11.5:size=640x480:rate=30",
                            "-c:v", "libvpx"), {"no_face"}),
-        # Edited timestamps: a 2 s jump in the middle (a segment moved into another window), and a 2.4 s clip
-        # stretched to fill the challenge (3.75 frames a second).
+        # Edited timestamps: a 2 s jump in the middle (a segment moved into another window), and a 2.9 s clip
+        # stretched to fill the challenge (3.75 frames a second). Every clip but "too short" outlasts the longest
+        # drawn challenge (10.8 s), so that the length check never answers first.
         "time jump": (ffmpeg("jump.webm", "-ss", "5", "-t", "10", "-i", str(source), "-an", "-vf",
                              "setpts='if(gte(T,4),PTS+2/TB,PTS)'", "-fps_mode", "passthrough", "-c:v", "libvpx"),
                       {"video_timing"}),
-        "stretched": (ffmpeg("stretched.webm", "-ss", "5", "-t", "2.4", "-i", str(source), "-an", "-vf",
+        "stretched": (ffmpeg("stretched.webm", "-ss", "5", "-t", "2.9", "-i", str(source), "-an", "-vf",
                              "setpts=4*PTS,fps=3.75", "-c:v", "libvpx"), {"video_timing"}),
-        "two faces": (ffmpeg("two.webm", "-ss", "5", "-t", "10", "-i", str(source), "-ss", "5", "-t", "10", "-i",
+        "two faces": (ffmpeg("two.webm", "-ss", "5", "-t", "11.5", "-i", str(source), "-ss", "5", "-t", "11.5", "-i",
                              str(other), "-filter_complex", SIDE_BY_SIDE, "-an", "-c:v", "libvpx"),
                       {"multiple_faces"}),
     }  # fmt: skip
