@@ -155,10 +155,24 @@ def test_events_reach_the_central_broker_and_none_is_lost_across_an_outage(centr
         central.start()
         after = collect(sent - before, 60)
         assert after == sent - before, f"{len(after)} of 25 events queued during the outage arrived"
+        # Both links come back (each bridge retries on its own backoff, up to 30 s apart), so the fleet reaches both
+        # devices again; the tests after this one rely on it.
+        assert_reachable(central, DEVICES, within=75)
     finally:
         worker.stop()
         subscriber.loop_stop()
         subscriber.disconnect()
+
+
+def assert_reachable(central, devices: tuple[str, ...], within: float) -> None:
+    """Each device answers a ping over its bridge within ``within`` seconds."""
+    waiting = set(devices)
+    deadline = time.monotonic() + within
+    with Fleet(central_url(central)) as fleet:
+        while waiting and time.monotonic() < deadline:
+            answered = fleet.send("ping", sorted(waiting), timeout=3)
+            waiting -= {device for device, result in answered.items() if result is not None and result.ok}
+    assert not waiting, f"no answer over the bridge from {sorted(waiting)} within {within:g} s of the outage"
 
 
 # Home Assistant's documented MQTT discovery keys for these two platforms (integrations/sensor.mqtt and

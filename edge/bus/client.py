@@ -42,6 +42,12 @@ from edge.errors import (
 )
 
 log = logging.getLogger(__name__)
+# paho's own account of a lost connection (the socket error, an exception in a callback) is the only record of why it
+# was lost; its per-packet debug lines are not wanted even when the rest of the process logs at DEBUG, ...
+paho_log = logging.getLogger(f"{__name__}.paho")
+paho_log.setLevel(logging.WARNING)
+# ... but not its line on every reconnection attempt while the broker is away (_on_disconnect logs the loss once).
+paho_log.addFilter(lambda record: not record.getMessage().startswith("Client is not connected"))
 
 # The user property that carries an RPC request's deadline (epoch seconds): a worker drops a request that waited
 # past it instead of working for a caller that has given up.
@@ -220,6 +226,7 @@ class Bus:
 
     def _make_client(self) -> mqtt.Client:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
+        client.enable_logger(paho_log)
         if self.address.username:
             client.username_pw_set(self.address.username, self.address.password)
         if self.address.tls:
