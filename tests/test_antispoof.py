@@ -248,6 +248,13 @@ def test_picture_motion_tells_a_picture_from_a_head_and_keeps_quiet_otherwise():
     assert picture_motion(samples("picture", [(0, 0), (1, 0), (0, 1), (1, 1)])) == (None, 0)  # too little motion
     verdict = judge(PresentationEvidence([0.9] * 3, motion_samples=samples("picture", moving)), PRESENTATION)
     assert not verdict.passed and verdict.reasons == [MOVES_AS_PICTURE] and verdict.picture_motion == picture_score
+    # Worked out pair by pair as the samples come (a frame without a face in between makes no pair), the same figure.
+    from edge.vision.motion import MotionPairs
+
+    pairs = MotionPairs()
+    for sample in [*samples("picture", moving[:2]), None, *samples("picture", moving[2:])]:
+        pairs.add(lambda sample=sample: sample)
+    assert pairs.result() == (picture_score, 4)
 
 
 def test_picture_motion_on_a_real_recording_and_a_print_of_it(data_dir, engine, model_settings):

@@ -84,6 +84,8 @@ class PresentationEvidence:
     point_sets: list[np.ndarray] = field(default_factory=list)  # landmarks, every half second
     motion_samples: list[MotionSample] = field(default_factory=list)  # grey frames and face boxes, the same times
     blink_scores: list[float] = field(default_factory=list)  # every tracked frame with a face
+    # picture_motion(motion_samples), when the scorer worked it out as the samples came (edge.vision.motion.MotionPairs)
+    picture_motion: tuple[float | None, int] | None = None
 
 
 @dataclass
@@ -153,7 +155,7 @@ def judge(evidence: PresentationEvidence, params: PresentationParams) -> Present
     enough_screen = len(evidence.screen_spectra) >= params.min_texture_frames
     if screen is not None and enough_screen and screen > params.screen_pattern_threshold:
         reasons.append(SCREEN_PATTERN)
-    follow, _ = picture_motion(evidence.motion_samples)
+    follow, _ = evidence.picture_motion or picture_motion(evidence.motion_samples)
     if follow is not None and follow < params.picture_motion_threshold:
         reasons.append(MOVES_AS_PICTURE)
     ratio = planar_ratio(evidence.point_sets, params)

@@ -18,7 +18,8 @@ the face hardly moved, or when a region has too few trackable points (a blank wa
 from __future__ import annotations
 
 import itertools
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -163,7 +164,40 @@ def picture_motion(samples: list[MotionSample], min_pairs: int = 3) -> tuple[flo
     """Median of ``one_plane_residual`` over consecutive samples, and how many pairs had an opinion."""
     # OpenCV releases the GIL: the pairs are split over the cores, which are free once tracking has ended.
     with ThreadPoolExecutor(PAIR_WORKERS) as pool:
-        scores = [
-            s for s in pool.map(lambda pair: one_plane_residual(*pair), itertools.pairwise(samples)) if s is not None
-        ]
-    return (float(np.median(scores)) if len(scores) >= min_pairs else None), len(scores)
+        return summarise(list(pool.map(lambda pair: one_plane_residual(*pair), itertools.pairwise(samples))), min_pairs)
+
+
+def summarise(scores: list[float | None], min_pairs: int = 3) -> tuple[float | None, int]:
+    """The picture-motion figure of the pairs' scores: their median once enough pairs have an opinion."""
+    opinions = [s for s in scores if s is not None]
+    return (float(np.median(opinions)) if len(opinions) >= min_pairs else None), len(opinions)
+
+
+class MotionPairs:
+    """``picture_motion`` worked out while the samples come in, one pair as soon as its second sample is there (on a
+    thread of its own): at the end of a streamed challenge only the last pair is left to do, not all twenty."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="motion-pairs")  # one: the pairs are made in order
+        self._last: MotionSample | None = None
+        self._scores: list[Future[float | None]] = []
+
+    def add(self, sample: Callable[[], MotionSample | None]) -> None:
+        """The next sample in time, as a call that waits for it (None: the frame had no face, and makes no pair)."""
+        self._scores.append(self._pool.submit(self._pair_with_last, sample))
+
+    def _pair_with_last(self, sample: Callable[[], MotionSample | None]) -> float | None:
+        current = sample()
+        if current is None:
+            return None
+        previous, self._last = self._last, current
+        return None if previous is None else one_plane_residual(previous, current)
+
+    def result(self, min_pairs: int = 3) -> tuple[float | None, int]:
+        try:
+            return summarise([future.result() for future in self._scores], min_pairs)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
