@@ -137,6 +137,12 @@ class LivenessSettings(_Section):
     screen_pattern_threshold: float = Field(
         2.0, ge=0.0, description="moiré peak around the face above which a challenge video is a filmed screen"
     )
+    # The optional learned gaze network reads the rows (docs/LIVENESS.md). Its weights are CC-BY-NC-SA 4.0
+    # (non-commercial): off unless asked for, with `pip install MNN` and `facematch models fetch gaze_net`.
+    gaze_net: bool = Field(
+        False, description="add the gaze network's reading to the iris's for the rows (non-commercial licence)"
+    )
+    gaze_net_interval: float = Field(0.4, ge=0.0, le=2.0, description="seconds between frames the network runs on")
 
 
 class CameraSettings(_Section):

@@ -113,10 +113,11 @@ def fetch_one(spec: ModelSpec, settings: Settings, work: Path, say=print) -> Pat
 
 
 def required_by(settings: Settings) -> set[str]:
-    """The models the configured embedders need (the accurate profile's, or the fast profile's one); the optional
-    ones among them are fetched, verified and checked as if they were defaults."""
+    """The models the configured embedders need (the accurate profile's, or the fast profile's one), and the gaze
+    network when it is on; the optional ones among them are fetched, verified and checked as if they were defaults."""
     matching = settings.matching
-    return set(ACCURATE_EMBEDDERS) if matching.profile == "accurate" else {matching.embedder}
+    needed = set(ACCURATE_EMBEDDERS) if matching.profile == "accurate" else {matching.embedder}
+    return needed | ({"gaze_net"} if settings.liveness.gaze_net else set())
 
 
 def select(names: Iterable[str], everything: bool, required: Iterable[str] = ()) -> list[ModelSpec]:

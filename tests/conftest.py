@@ -106,6 +106,20 @@ def model_settings(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -
 
 
 @pytest.fixture(scope="session")
+def gaze_nets(model_settings: Settings, tmp_path_factory: pytest.TempPathFactory):
+    """The optional gaze network (its MNN runtime and CC-BY-NC-SA weights, fetched by the project's fetcher)."""
+    from edge.vision.gaze_net import GazeNetPool, GazeNetUnavailable
+    from models import load_manifest, model_path
+    from models.fetch import FetchError, fetch_one
+
+    try:
+        fetch_one(load_manifest().models["gaze_net"], model_settings, tmp_path_factory.mktemp("fetch"), lambda _: None)
+        return GazeNetPool(model_path(model_settings.models.dir, "gaze_net"))
+    except (FetchError, GazeNetUnavailable) as exc:
+        pytest.skip(f"the optional gaze network is not available here: {exc}")
+
+
+@pytest.fixture(scope="session")
 def engine(model_settings: Settings):
     from edge.vision.engine import FaceEngine
 

@@ -130,6 +130,44 @@ def test_right_columns_wrong_rows_fail():
     assert not verdict.passed and verdict.reasons == [v.WRONG_ROW]
 
 
+def with_net_rows(frames, sequence, every=2):
+    """The gaze network's reading on every ``every``-th frame: lower row +1, upper row -1 (iris rows untouched)."""
+    rows = {k: cell_position(cell)[0] for k, cell in enumerate(sequence)}
+    return [replace(f, net_y=2.0 * rows[int(f.t // 3.0)] - 1) if i % every == 0 else f for i, f in enumerate(frames)]
+
+
+def test_the_rows_can_be_read_from_the_gaze_network():
+    net_rows = replace(PARAMS, row_source="net")
+    # The iris says upper/lower the wrong way round; the network says it right: only the network's reading counts.
+    frames = with_net_rows(synthetic(sequence=(1, 5, 6)), SEQUENCE)
+    assert v.validate(frames, Challenge(SEQUENCE, 3.0), net_rows).passed
+    assert v.validate(frames, Challenge(SEQUENCE, 3.0), PARAMS).reasons == [v.WRONG_ROW]
+    # The network's rows of another sequence fail as the iris's do.
+    frames = with_net_rows(synthetic(), (1, 5, 6))
+    assert v.validate(frames, Challenge(SEQUENCE, 3.0), net_rows).reasons == [v.WRONG_ROW]
+    # A window with too few network readings: every window falls back to the iris (levels of two sources never mix).
+    sparse = with_net_rows(synthetic(), SEQUENCE, every=15)
+    frames = [replace(f, net_y=-f.net_y) if f.net_y is not None else f for f in sparse]  # net rows inverted
+    assert v.validate(frames, Challenge(SEQUENCE, 3.0), net_rows).passed
+
+
+def test_the_gaze_networks_crops_follow_the_face():
+    from edge.vision.gaze_net import LEFT_CORNERS, LIPS, RIGHT_CORNERS, crops
+
+    rng = np.random.default_rng(1)
+    points = rng.uniform([200, 150], [400, 390], size=(478, 2))  # a face box of 200 x 240 px in a 640 x 480 image
+    points[list(LEFT_CORNERS)] = [[250, 230], [290, 232]]
+    points[list(RIGHT_CORNERS)] = [[320, 232], [360, 230]]
+    face, left, right = crops(points, 640, 480)
+    x, _, w, h = face
+    assert abs(w - h) <= 2 and x <= 250 and x + w >= 360  # squared around the landmarks
+    for (ex, ey, ew, eh), (outer, inner) in ((left, LEFT_CORNERS), (right, RIGHT_CORNERS)):
+        assert ex < points[outer, 0] and ex + ew > points[inner, 0] and ey < 231 < ey + eh
+        assert abs(eh - 0.75 * ew) <= 2
+    points[LIPS, 1] = 500  # the mouth below the image: the network was not made for such faces
+    assert crops(points, 640, 480) is None
+
+
 def test_gaze_that_keeps_leaving_the_area_fails_on_accuracy():
     # In each window the eyes spend the last 40 % of the time on the neighbouring column: the levels still order
     # correctly, but too few frames are on the lit area.
@@ -273,6 +311,53 @@ def test_scores_a_real_recording(data_dir, landmarker):
     assert result["result"] in ("pass", "fail")
     assert len(result["sequence_results"]) == 3 and 80 <= result["frames_processed"] <= 110
     assert all(a["frames_used"] > 10 for a in result["sequence_results"])
+
+
+def test_the_gaze_network_tells_the_rows_of_a_real_recording_apart(data_dir, landmarker, gaze_nets):
+    import csv
+
+    from edge.vision.gaze import GazeTracker
+
+    video = data_dir / "gaze/eyegaze/vertical/game_video_1738773281.mp4"
+    targets = list(csv.DictReader(video.with_name("game_coordinates_1738773281.csv").open()))
+    by_row: dict[int, list[float]] = {0: [], 1: []}
+    with gaze_nets.lend() as net, GazeTracker(landmarker, net) as tracker:
+        for frame in read_frames(video, max_seconds=30, interval=0.2):
+            features = tracker.track(frame.rgb, frame.t, with_net=True)
+            lagged = int((frame.t - 0.4) * 30)  # the eyes follow the target ~0.4 s late; one coordinate row a frame
+            if features.net_y is not None and 0 <= lagged < len(targets):
+                by_row[int(float(targets[lagged]["GameY"]) >= 670)].append(features.net_y)
+    assert len(by_row[0]) > 20 and len(by_row[1]) > 20
+    upper, lower = np.array(by_row[0]), np.array(by_row[1])
+    d_prime = (lower.mean() - upper.mean()) / np.sqrt((lower.var() + upper.var()) / 2)
+    assert d_prime > 1.0, d_prime  # lower on the screen reads lower (the iris alone: ~1 on these recordings)
+
+
+def test_a_challenge_scored_with_the_gaze_network_reads_its_rows_from_it(challenge_video, landmarker, gaze_nets):
+    from edge.inference.liveness import track_video
+
+    tracked = track_video(challenge_video, landmarker, 9.0, nets=gaze_nets, net_interval=0.2)
+    netted = [f.t for f in tracked.frames if f.net_y is not None]
+    assert 35 <= len(netted) <= 46 and min(np.diff(netted)) >= 0.15  # every 0.2 s, one lane or the other
+    plain = track_video(challenge_video, landmarker, 9.0)
+    assert all(f.net_y is None for f in plain.frames) and len(plain.frames) == len(tracked.frames)
+    # As the daemon scores it when liveness.gaze_net is on: the rows from the iris and the network added.
+    from edge.inference.liveness import score_video
+
+    both = replace(PARAMS, row_source="both")
+    result = score_video(challenge_video, [1, 5, 6], 3.0, landmarker, both, nets=gaze_nets, net_interval=0.2)
+    assert result.result in ("pass", "fail") and len(result.sequence_results) == 3
+
+
+def test_the_gaze_network_switched_on_without_its_weights_stops_the_daemon_with_the_fix(tmp_path):
+    from edge.config import load_settings
+    from edge.inference.liveness import gaze_nets
+    from models import ModelMissing
+
+    settings = load_settings(environ={"FACEMATCH_LIVENESS__GAZE_NET": "true", "FACEMATCH_MODELS__DIR": str(tmp_path)})
+    with pytest.raises(ModelMissing, match="facematch models fetch gaze_net"):
+        gaze_nets(settings)
+    assert gaze_nets(load_settings(environ={})) is None  # off by default: nothing loaded
 
 
 def test_a_photo_held_in_front_of_the_camera_fails(data_dir, landmarker, tmp_path):

@@ -40,11 +40,12 @@ from pydantic import BaseModel
 from edge.bench.result import BenchError, BenchResult
 from edge.config import Settings
 from edge.liveness.challenge import LENGTH_FACTORS, SEQUENCE_LENGTH, SEQUENCES, Challenge, cell_at
-from edge.liveness.validator import LivenessVerdict, ValidatorParams, validate
+from edge.liveness.validator import ROW_SOURCES, LivenessVerdict, ValidatorParams, validate
 from edge.progress import progress
 from edge.vision.embed import Embedding
 from edge.vision.engine import FaceEngine
 from edge.vision.gaze import GazeFrame, GazeTracker
+from edge.vision.gaze_net import GazeNet
 from edge.vision.video import read_frames
 
 GAME_WIDTH, GAME_HEIGHT = 2560, 1340
@@ -70,13 +71,14 @@ class Recording:
     cells: list[int]  # target cell of each frame
 
 
-def load_recording(video: Path, landmarker: Path, cache_dir: Path) -> list[GazeFrame]:
+def load_recording(video: Path, landmarker: Path, cache_dir: Path, net: GazeNet | None = None) -> list[GazeFrame]:
+    """Every frame's features (with ``net``, the gaze network's on every frame too), cached."""
     # The cache is named by the features' version too: v2 added the face's brightness.
-    cache = cache_dir / f"{video.stem}-{video.stat().st_size}-v2.json"
+    cache = cache_dir / f"{video.stem}-{video.stat().st_size}-v2{'-net' if net else ''}.json"
     if cache.exists():
         return [GazeFrame(**row) for row in json.loads(cache.read_text())]
-    with GazeTracker(landmarker) as tracker:
-        frames = [tracker.track(f.rgb, f.t) for f in read_frames(video, max_frames=100_000)]
+    with GazeTracker(landmarker, net) as tracker:
+        frames = [tracker.track(f.rgb, f.t, with_net=True) for f in read_frames(video, max_frames=100_000)]
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps([f.to_dict() for f in frames]))
     return frames
@@ -131,16 +133,17 @@ def group_by_person(
 
 
 def load_recordings(
-    people: dict[str, list[Path]], landmarker: Path, cache_dir: Path, screen: tuple[int, int], interval: float = 0.0
-) -> list[Recording]:
+    people: dict[str, list[Path]], landmarker: Path, cache_dir: Path, screen: tuple[int, int], interval: float = 0.0,
+    net: GazeNet | None = None, net_interval: float = 0.0,
+) -> list[Recording]:  # fmt: skip
     """Every session's gaze frames and target cells, keeping frames at least ``interval`` seconds apart (as the
-    scorer does)."""
+    scorer does), and the gaze network's figures on kept frames at least ``net_interval`` apart."""
     width, height = screen
     recordings = []
     pending = [(person, video) for person, videos in people.items() for video in videos]
     for person, video in progress(pending, "gaze recordings", unit="video"):
         rows = list(csv.DictReader(coordinates_of(video).open()))
-        frames = load_recording(video, landmarker, cache_dir)
+        frames = load_recording(video, landmarker, cache_dir, net)
         n = min(len(frames), len(rows))
         cells = []
         for row in rows[:n]:
@@ -148,8 +151,12 @@ def load_recordings(
             y = min(max(float(row["GameY"]), 0), height - 1)
             cells.append(cell_at(int(y // (height / 2)), int(x // (width / 3))))
         keep = decimate([f.t for f in frames[:n]], interval)
+        kept = [frames[i] for i in keep]
+        if net is not None:
+            netted = set(decimate([f.t for f in kept], net_interval))
+            kept = [f if i in netted else replace(f, net_x=None, net_y=None) for i, f in enumerate(kept)]
         name = video.stem.removeprefix("game_video_")
-        recordings.append(Recording(person, name, [frames[i] for i in keep], [cells[i] for i in keep]))
+        recordings.append(Recording(person, name, kept, [cells[i] for i in keep]))
     return recordings
 
 
@@ -224,12 +231,15 @@ def decimate(times: list[float], interval: float) -> list[int]:
 
 
 def photo_attack(
-    frame_rgb: np.ndarray, tracker: GazeTracker, seconds: float, moving: bool, rng: random.Random, interval: float
-) -> list[GazeFrame]:
+    frame_rgb: np.ndarray, tracker: GazeTracker, seconds: float, moving: bool, rng: random.Random, interval: float,
+    net_interval: float = 0.0,
+) -> list[GazeFrame]:  # fmt: skip
     height, width = frame_rgb.shape[:2]
     frames = []
     phase = [rng.uniform(0, 6.28) for _ in range(4)]
-    for i in decimate([i / 30 for i in range(int(seconds * 30))], interval):
+    kept = decimate([i / 30 for i in range(int(seconds * 30))], interval)
+    netted = {kept[k] for k in decimate([i / 30 for i in kept], net_interval)}
+    for i in kept:
         t = i / 30
         if moving:  # a hand: slow sway of a few percent, tilt of a few degrees, breathing-like scale
             dx = 0.04 * width * np.sin(0.7 * t + phase[0])
@@ -241,7 +251,7 @@ def photo_attack(
         matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, scale)
         matrix[:, 2] += (dx, dy)
         warped = cv2.warpAffine(frame_rgb, matrix, (width, height), borderMode=cv2.BORDER_REFLECT)
-        frames.append(tracker.track(warped, t))
+        frames.append(tracker.track(warped, t, with_net=i in netted))
     return frames
 
 
@@ -386,6 +396,14 @@ def add_parser(bench: argparse._SubParsersAction) -> None:
         "--screen", type=screen_size, default=(GAME_WIDTH, GAME_HEIGHT), metavar="WxH",
         help="the size of the target window the coordinates refer to (EyeGaze: 2560x1340)",
     )  # fmt: skip
+    parser.add_argument(
+        "--rows", choices=ROW_SOURCES, default=None,
+        help="where the rows are read: the iris; the optional gaze network (CC-BY-NC-SA weights: facematch models "
+             "fetch gaze_net); or both added (default: as configured, liveness.gaze_net)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--net-interval", type=float, default=None, help="seconds between frames the network runs on (default: config)"
+    )
     parser.set_defaults(bench_main=main)
 
 
@@ -394,12 +412,18 @@ def main(args: argparse.Namespace, settings: Settings) -> GazeResult:
     from models import model_path
 
     params, _ = scoring_params(settings.liveness)
+    net = None
+    net_interval = settings.liveness.gaze_net_interval if args.net_interval is None else args.net_interval
+    if args.rows is not None:
+        params = replace(params, row_source=args.rows)
+    if params.row_source != "iris":
+        net = GazeNet(model_path(settings.models.dir, "gaze_net"))
     people = people_in(args.data, settings)
     return run(
         people, model_path(settings.models.dir, "face_landmarker"), settings.paths.state_dir / "cache" / "gaze",
         params, settings.liveness.area_duration, args.trials, args.photo_trials,
         interval=FRAME_INTERVAL if args.interval is None else args.interval, screen=args.screen,
-        leave_one_out=args.leave_one_out, vary_lengths=args.vary_lengths,
+        leave_one_out=args.leave_one_out, vary_lengths=args.vary_lengths, net=net, net_interval=net_interval,
     )  # fmt: skip
 
 
@@ -544,15 +568,15 @@ def choose_params(draws: dict[str, PersonDraws], base: ValidatorParams) -> Valid
 
 def draw_photos(
     draws: PersonDraws, videos: list[Path], landmarker: Path, duration: float, photo_trials: int, rng: random.Random,
-    interval: float,
+    interval: float, net: GazeNet | None = None, net_interval: float = 0.0,
 ) -> None:  # fmt: skip
     """Photo attacks, tracked frame by frame at the scorer's frame interval (the slow part: ~1.5 s each)."""
     stills = [f.rgb for video in videos for f in read_frames(video, max_frames=1000, interval=1.0)]
     for _ in range(photo_trials):
         still = rng.choice(stills)
         for moving, bucket in ((False, draws.photo_still), (True, draws.photo_moved)):
-            with GazeTracker(landmarker) as tracker:
-                frames = photo_attack(still, tracker, 3 * duration, moving, rng, interval)
+            with GazeTracker(landmarker, net) as tracker:
+                frames = photo_attack(still, tracker, 3 * duration, moving, rng, interval, net_interval)
             bucket.append((frames, Challenge(rng.choice(SEQUENCES), duration)))
 
 
@@ -573,12 +597,14 @@ def run(
     screen: tuple[int, int] = (GAME_WIDTH, GAME_HEIGHT),
     leave_one_out: bool = True,
     vary_lengths: bool = True,
+    net: GazeNet | None = None,
+    net_interval: float = 0.0,
 ) -> GazeResult:
     """``people`` is what ``group_by_person`` found; ``interval`` keeps frames at least that many seconds apart, as
     the scorer does. Each person is judged with the shipped ``params`` and (``leave_one_out``, with two people or
     more) with parameters chosen on everyone else, on the same challenges."""
     started = time.perf_counter()
-    recordings = load_recordings(people, landmarker, cache_dir, screen, interval)
+    recordings = load_recordings(people, landmarker, cache_dir, screen, interval, net, net_interval)
     # With drawn lengths, windows are cut at the longest a window can be, and each challenge trims them to its own.
     by_person = pools(recordings, duration * max(LENGTH_FACTORS) if vary_lengths else duration)
 
@@ -600,7 +626,7 @@ def run(
         rng = random.Random(seed)
         mine = [r for r in recordings if r.person == person]
         draws = draw_challenges(mine, by_person.get(person, {}), duration, trials, rng, vary_lengths)
-        draw_photos(draws, videos, landmarker, duration, photo_trials, rng, interval)
+        draw_photos(draws, videos, landmarker, duration, photo_trials, rng, interval, net, net_interval)
         figures = {"shipped": rule_figures(draws, params, "person A (the development person; see docs/LIVENESS.md)")}
         others = {p: d for p, d in selection.items() if p != person}
         if others:

@@ -27,10 +27,10 @@ def main() -> int:
     try:
         engine = FaceEngine(settings)
         model_path(settings.models.dir, "face_landmarker")  # the liveness RPC needs it: refuse to start without
+        service = InferenceService(settings, engine)  # with the optional gaze network when configured
     except (ModelMissing, CalibrationMissing) as exc:
         daemon.log.error("%s", exc)
         return 3
-    service = InferenceService(settings, engine)
     bus = Bus(settings, Component.INFERENCE)
     store = Store(redis_url(settings))
     try:
@@ -42,7 +42,7 @@ def main() -> int:
     flow = None
     if settings.door.flow and settings.camera.source != "none":
         landmarker = model_path(settings.models.dir, "face_landmarker")
-        flow = DoorFlow(settings, engine, gallery, store, bus, landmarker)
+        flow = DoorFlow(settings, engine, gallery, store, bus, landmarker, service.gaze_nets)
     connected = bus.start(wait=BROKER_WAIT)
     if flow is not None:
         flow.start()

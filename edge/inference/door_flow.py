@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import secrets
 import threading
 import time
@@ -54,6 +55,7 @@ from edge.store.audit import Audit
 from edge.vision.embed import cosine
 from edge.vision.engine import FaceEngine
 from edge.vision.gaze import GazeFrame, GazeTracker
+from edge.vision.gaze_net import GazeNetPool
 from edge.vision.types import Face
 
 log = logging.getLogger("facematch.door")
@@ -91,6 +93,7 @@ class WalkUp:
     identity_misses: int = 0
     live: list[float] = field(default_factory=list)  # passive anti-spoofing's live probability, sampled
     last_pad: float = 0.0
+    last_net: float = -math.inf  # the gaze network's last reading (when it is on)
     marks: dict[str, float] = field(default_factory=dict)  # device-clock times of its steps
 
     @property
@@ -106,8 +109,9 @@ def rules_of(settings: Settings) -> FlowRules:
 
 class DoorFlow:
     def __init__(self, settings: Settings, engine: FaceEngine, gallery: GalleryService, store: Store, bus: Bus,
-                 landmarker: object):  # fmt: skip
+                 landmarker: object, gaze_nets: GazeNetPool | None = None):  # fmt: skip
         self.settings = settings
+        self.gaze_nets = gaze_nets
         self.engine = engine
         self.gallery = gallery
         self.store = store
@@ -129,6 +133,7 @@ class DoorFlow:
         self._lock = threading.RLock()  # frames and the clock thread take turns
         self._stop = threading.Event()
         self._tracker: GazeTracker | None = None
+        self._borrowed = contextlib.ExitStack()  # the gaze network the tracker holds
         self._subscription: Subscription | None = None
         self._clock_thread: threading.Thread | None = None
         self._renew = store.client.register_script(_RENEW)
@@ -160,6 +165,7 @@ class DoorFlow:
             if self._tracker is not None:
                 self._tracker.close()
                 self._tracker = None
+                self._borrowed.close()
 
     def _clock(self) -> None:
         while not self._stop.wait(CLOCK_EVERY):
@@ -333,7 +339,11 @@ class DoorFlow:
             walkup.live.append(self.engine.pad.score(image, faces[0]).live_probability)
         if walkup.start_time <= sighting.t < walkup.end_time:
             tracker = self._gaze_tracker()
-            frame = tracker.track(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), sighting.t - walkup.started)
+            # Spaced as the web challenge's readings are (edge/inference/liveness.py).
+            with_net = sighting.t - walkup.last_net >= 0.9 * self.settings.liveness.gaze_net_interval
+            if with_net:
+                walkup.last_net = sighting.t
+            frame = tracker.track(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), sighting.t - walkup.started, with_net)
             walkup.frames.append(dataclasses.replace(frame, t=sighting.t - walkup.start_time))
         if sighting.t >= walkup.end_time:
             self._finish_challenge(walkup, None)
@@ -466,7 +476,9 @@ class DoorFlow:
 
     def _gaze_tracker(self) -> GazeTracker:
         if self._tracker is None:
-            self._tracker = GazeTracker(self.landmarker)  # type: ignore[arg-type]
+            # The flow's one tracker keeps a network of the pool for good (one challenge at a time per device).
+            net = self._borrowed.enter_context(self.gaze_nets.lend()) if self.gaze_nets else None
+            self._tracker = GazeTracker(self.landmarker, net)  # type: ignore[arg-type]
         return self._tracker
 
 

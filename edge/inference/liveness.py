@@ -5,6 +5,8 @@ One call, ``score_video``, for the inference daemon's ``liveness`` RPC and for `
 
 from __future__ import annotations
 
+import contextlib
+import math
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -15,7 +17,7 @@ import cv2
 import numpy as np
 
 from edge.bus.messages import AntiSpoofing, AreaResult, LivenessResult, Reason
-from edge.config import LivenessSettings
+from edge.config import LivenessSettings, Settings
 from edge.errors import ErrorCode, FacematchError
 from edge.liveness import presentation as pad
 from edge.liveness import validator
@@ -24,8 +26,9 @@ from edge.liveness.presentation import PresentationEvidence, PresentationParams,
 from edge.liveness.validator import LivenessVerdict, ValidatorParams, validate
 from edge.vision.engine import FaceEngine
 from edge.vision.gaze import GazeFrame, GazeTracker
+from edge.vision.gaze_net import GazeNetPool, GazeNetUnavailable
 from edge.vision.moire import face_spectrum
-from edge.vision.motion import MotionSample
+from edge.vision.motion import MotionPairs, MotionSample
 from edge.vision.stream import growing_file
 from edge.vision.video import Frame, VideoError, read_frames
 
@@ -76,9 +79,10 @@ class Tracked:
 
 
 def track_frame(
-    tracker: GazeTracker, frame: Frame, engine: FaceEngine | None, want_pad: bool, want_points: bool
-) -> FrameResult:
-    result = FrameResult(tracker.track(frame.rgb, frame.t))
+    tracker: GazeTracker, frame: Frame, engine: FaceEngine | None, want_pad: bool, want_points: bool,
+    want_net: bool = False,
+) -> FrameResult:  # fmt: skip
+    result = FrameResult(tracker.track(frame.rgb, frame.t, with_net=want_net))
     if want_points and tracker.last_points is not None:
         result.points = tracker.last_points
         low, high = result.points.min(axis=0), result.points.max(axis=0)
@@ -99,15 +103,30 @@ def track_video(
     max_seconds: float,
     interval: float = FRAME_INTERVAL,
     engine: FaceEngine | None = None,
+    nets: GazeNetPool | None = None,
+    net_interval: float = 0.0,
 ) -> Tracked:
-    """Gaze features of the frames up to ``max_seconds``; with ``engine``, anti-spoofing samples too."""
+    """Gaze features of the frames up to ``max_seconds``; with ``engine``, anti-spoofing samples too; with ``nets``,
+    the gaze network's reading on frames at least ``net_interval`` seconds apart."""
     started = time.perf_counter()
     tracked = Tracked()
-    next_pad, next_motion = 0.0, 0.0
-    trackers = [GazeTracker(landmarker) for _ in range(LANES)]
+    with contextlib.ExitStack() as borrowed:
+        lent = [borrowed.enter_context(nets.lend()) if nets else None for _ in range(LANES)]
+        trackers = [GazeTracker(landmarker, net) for net in lent]
+        _track_frames(path, max_seconds, interval, engine, trackers, tracked, net_interval if nets else None)
+    tracked.seconds = time.perf_counter() - started
+    return tracked
+
+
+def _track_frames(
+    path: Path, max_seconds: float, interval: float, engine: FaceEngine | None, trackers: list[GazeTracker],
+    tracked: Tracked, net_interval: float | None,
+) -> None:  # fmt: skip
+    next_pad, next_motion, last_net = 0.0, 0.0, -math.inf
     lanes = [ThreadPoolExecutor(1, thread_name_prefix=f"landmarks-{i}") for i in range(LANES)]
     in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
     futures: list[Future[FrameResult]] = []
+    pairs = MotionPairs()  # the picture-motion cue, pair by pair while the frames come (a stream's end waits less)
     try:
         for index, frame in enumerate(read_frames(path, max_seconds=max_seconds, interval=interval)):
             # Both only feed the anti-spoofing verdict, which needs the engine.
@@ -117,26 +136,47 @@ def track_video(
                 next_pad = frame.t + ANTISPOOF_INTERVAL
             if want_points:
                 next_motion = frame.t + MOTION_INTERVAL
+            # The same spacing as `bench gaze` gives the network's readings (0.9: jitter in the timestamps).
+            want_net = net_interval is not None and frame.t - last_net >= 0.9 * net_interval
+            if want_net:
+                last_net = frame.t
             in_flight.acquire()
             lane = index % LANES
-            future = lanes[lane].submit(track_frame, trackers[lane], frame, engine, want_pad, want_points)
+            future = lanes[lane].submit(track_frame, trackers[lane], frame, engine, want_pad, want_points, want_net)
             future.add_done_callback(lambda _: in_flight.release())
             futures.append(future)
+            if want_points:
+                pairs.add(lambda done=future: done.result().motion)
         for future in futures:
             tracked.add(future.result())
+        tracked.presentation.picture_motion = pairs.result()
     finally:
+        pairs.close()
         for lane in lanes:
             lane.shutdown(wait=True, cancel_futures=True)
         for tracker in trackers:
             tracker.close()
-    tracked.seconds = time.perf_counter() - started
-    return tracked
+
+
+def gaze_nets(settings: Settings) -> GazeNetPool | None:
+    """The gaze network when configured (``liveness.gaze_net``), loaded now: a missing runtime or weights file stops
+    the daemon at start with the fix, rather than failing each challenge."""
+    if not settings.liveness.gaze_net:
+        return None
+    from models import ModelMissing, model_path
+
+    try:
+        return GazeNetPool(model_path(settings.models.dir, "gaze_net"))
+    except GazeNetUnavailable as exc:
+        raise ModelMissing(f"liveness.gaze_net is on, but {exc}") from None
 
 
 def scoring_params(liveness: LivenessSettings) -> tuple[ValidatorParams, PresentationParams]:
     """The validator's and the anti-spoofing verdict's settings, as configured."""
     return (
-        ValidatorParams(accuracy_threshold=liveness.accuracy_threshold),
+        ValidatorParams(
+            accuracy_threshold=liveness.accuracy_threshold, row_source="both" if liveness.gaze_net else "iris"
+        ),
         PresentationParams(
             texture_threshold=liveness.video_antispoof_threshold,
             screen_pattern_threshold=liveness.screen_pattern_threshold,
@@ -245,6 +285,8 @@ def score_video(
     presentation_params: PresentationParams | None = None,
     durations: list[float] | None = None,
     stream_idle: float | None = None,
+    nets: GazeNetPool | None = None,
+    net_interval: float = 0.0,
 ) -> LivenessResult:
     """The result of /submit-liveness for a video whose first frame is the start of the first window.
 
@@ -255,11 +297,11 @@ def score_video(
     challenge = Challenge(tuple(sequence), area_duration, tuple(durations) if durations else None)
     seconds = challenge.total_duration + RECORDING_TAIL
     if stream_idle is None:
-        tracked = track_video(path, landmarker, seconds, engine=engine)
+        tracked = track_video(path, landmarker, seconds, engine=engine, nets=nets, net_interval=net_interval)
     else:
         with growing_file(path, stream_idle) as (pipe, feed):
             try:
-                tracked = track_video(pipe, landmarker, seconds, engine=engine)
+                tracked = track_video(pipe, landmarker, seconds, engine=engine, nets=nets, net_interval=net_interval)
             except VideoError:
                 if not feed.stalled:
                     raise

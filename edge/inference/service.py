@@ -20,7 +20,7 @@ from edge.config import Settings
 from edge.errors import ErrorCode, InputError
 from edge.inference.gallery import GalleryService
 from edge.inference.images import decode_field, refusal
-from edge.inference.liveness import score_video, scoring_params
+from edge.inference.liveness import gaze_nets, score_video, scoring_params
 from edge.liveness.challenge import SequenceError, check_issued
 from edge.vision.decode import return_large_buffers_to_the_system
 from edge.vision.engine import FaceAnalysis, FaceEngine
@@ -42,6 +42,7 @@ class InferenceService:
         self.engine = engine
         # The two images of one request are decoded, detected and embedded side by side (2 cores).
         self._images = ThreadPoolExecutor(2, thread_name_prefix="image")
+        self.gaze_nets = gaze_nets(settings)
         self.loaded_at = time.time()
 
     def close(self) -> None:
@@ -77,7 +78,7 @@ class InferenceService:
             models={
                 "detector": self.engine.detector.name,
                 "embedding": self.engine.model_id,
-                "eye_tracker": "mediapipe-face-landmarker",
+                "eye_tracker": "mediapipe-face-landmarker" + ("+gazefollower-mgazenet" if self.gaze_nets else ""),
                 "antispoofing": "minifasnet-v2+v1se",
             },
             runs_on=self.engine.runs_on(),
@@ -109,7 +110,7 @@ class InferenceService:
             return score_video(
                 path, request.sequence, request.area_duration,
                 model_path(self.settings.models.dir, "face_landmarker"), params, self.engine, presentation,
-                request.durations, stream_idle,
+                request.durations, stream_idle, self.gaze_nets, self.settings.liveness.gaze_net_interval,
             )  # fmt: skip
         except VideoError as exc:
             raise InputError(f"video: {exc}", ErrorCode(exc.code)) from None

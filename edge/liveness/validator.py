@@ -85,6 +85,14 @@ class ValidatorParams:
     min_step: float = 0.25  # each switch must move h the right way by this share of the minimum gain per column
     smooth: int = 7  # running median over frames (0.7 s at the scorer's 10 frames/s): removes landmark jitter
     min_row_gap: float = 0.0  # v margin between lower and upper row windows
+    # Where the rows are read: "iris" (the landmarks); "net" (the optional gaze network, on the frames it ran on);
+    # "both": the iris level plus net_weight x the network's. With fewer than min_net_frames network readings in a
+    # window, every window is read from the iris. net_weight puts the two on one scale: per frame, one row moves the
+    # iris by 0.017-0.032 (sd 0.018-0.029) and the network by 1.4-2.7 (sd 0.7-1.5) on the EyeGaze recordings (both
+    # people: a design value, not tuned on the bench's results).
+    row_source: str = "iris"
+    min_net_frames: int = 3
+    net_weight: float = 0.02
     # Below these the eyes cannot be read, whatever they did: the answer is "try again". Design values, not tuned: the
     # EyeGaze recordings (all passing) have eyes 18-22 px wide, where one column moves the iris by 1-2 px; at 12 px a
     # column is under a pixel. Luma 40 of 255 is a face in a dark room (the recordings' faces: see docs/LIVENESS.md).
@@ -150,6 +158,20 @@ def vertical(frame: GazeFrame) -> float:
     return frame.iris_y - 0.1 * frame.look_y
 
 
+ROW_SOURCES = ("iris", "net", "both")
+
+
+def row_levels(counted: list[list[GazeFrame]], params: ValidatorParams) -> np.ndarray:
+    """Each window's vertical gaze level, from one source for all windows (levels of two sources do not compare)."""
+    iris = np.array([np.median([vertical(f) for f in c]) for c in counted])
+    if params.row_source in ("net", "both"):
+        netted = [[f.net_y for f in c if f.net_y is not None] for c in counted]
+        if all(len(n) >= params.min_net_frames for n in netted):
+            net = np.array([np.median(n) for n in netted])
+            return net if params.row_source == "net" else iris + params.net_weight * net
+    return iris
+
+
 def running_median(values: np.ndarray, width: int) -> np.ndarray:
     if width <= 1 or len(values) < width:
         return values
@@ -201,7 +223,7 @@ def validate(frames: list[GazeFrame], challenge: Challenge, params: ValidatorPar
     rows = np.array([w.row for w in windows], dtype=float)
     h_frames = [np.array([horizontal(f) for f in c]) for c in counted]
     h_med = np.array([np.median(h) for h in h_frames])
-    v_med = np.array([np.median([vertical(f) for f in c]) for c in counted])
+    v_med = row_levels(counted, params)
 
     # Horizontal: the gain per column, from the challenge's own windows.
     gain = float(np.polyfit(columns, h_med, 1)[0]) if np.ptp(columns) > 0 else 0.0

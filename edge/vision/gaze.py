@@ -17,8 +17,12 @@ import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edge.vision.gaze_net import GazeNet
 
 # Landmark indices of the 478-point mesh. "Image-left eye" is the subject's right eye.
 IMAGE_LEFT_EYE = {"left": 33, "right": 133, "top": 159, "bottom": 145, "iris": 468}
@@ -49,6 +53,10 @@ class GazeFrame:
     face_y: float = 0.0
     eye_width: float = 0.0  # pixels, mean of both eyes
     brightness: float | None = None  # mean luma (0-255) over the face's landmarks' box; None: not measured
+    # The optional gaze network's outputs (edge/vision/gaze_net.py); None: not run on this frame. net_y grows as the
+    # gaze moves down the screen.
+    net_x: float | None = None
+    net_y: float | None = None
 
     @property
     def usable(self) -> bool:
@@ -175,8 +183,10 @@ def _held_stderr() -> Iterator[None]:
 class GazeTracker:
     """One FaceLandmarker in VIDEO mode: frames of one video, in order, with increasing timestamps."""
 
-    def __init__(self, model: Path):
+    def __init__(self, model: Path, gaze_net: GazeNet | None = None):
+        """With ``gaze_net``, ``track(..., with_net=True)`` runs the gaze network on that frame too."""
         self._mp, vision, base_options = _import_mediapipe()
+        self._net = gaze_net
         options = vision.FaceLandmarkerOptions(
             base_options=base_options(model_asset_path=str(model)),
             running_mode=vision.RunningMode.VIDEO,
@@ -190,7 +200,7 @@ class GazeTracker:
         # The 478 landmarks (pixels) of the last frame with exactly one face, for the motion cues of anti-spoofing.
         self.last_points: np.ndarray | None = None
 
-    def track(self, rgb: np.ndarray, t: float) -> GazeFrame:
+    def track(self, rgb: np.ndarray, t: float, with_net: bool = False) -> GazeFrame:
         stamp = max(round(t * 1000), self._last_ms + 1)  # MediaPipe wants strictly increasing timestamps
         self._last_ms = stamp
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
@@ -203,6 +213,10 @@ class GazeTracker:
         features = features_from_result(result, t, width, height)
         if self.last_points is not None:
             features = replace(features, brightness=face_brightness(rgb, self.last_points))
+            if with_net and self._net is not None:
+                estimate = self._net.estimate(rgb, self.last_points)
+                if estimate is not None:
+                    features = replace(features, net_x=estimate[0], net_y=-estimate[1])
         return features
 
     def close(self) -> None:
