@@ -484,6 +484,9 @@ def test_leave_one_out_chooses_without_the_held_out_person(monkeypatch, tmp_path
     result = bench.run(people, tmp_path / "landmarker", tmp_path, PARAMS, trials=1, photo_trials=0)
     assert calls == ["B,C", "A,C", "A,B"]  # each person's rule is chosen on everyone else
     assert [r.rules["held-out"].chosen_on for r in result.people.values()] == ["B, C", "A, C", "A, B"]
+    # The per-person calibration is measured beside (each person here has one session: nothing to test it on).
+    assert result.calibration is not None and set(result.calibration.skipped) == {"A", "B", "C"}
+    assert "per-person gaze calibration" in result.report()
 
 
 def test_the_gaze_bench_cuts_each_window_to_its_drawn_length():

@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel
 
+from edge.bench.gaze_results import GazeCalibrationResult
 from edge.bench.result import BenchError, BenchResult
 from edge.config import Settings
 from edge.liveness.challenge import LENGTH_FACTORS, SEQUENCE_LENGTH, SEQUENCES, Challenge, cell_at
@@ -328,6 +329,9 @@ class GazeResult(BenchResult):
     modes: dict[str, str]
     grid: dict[str, list[float]]
     people: dict[str, PersonFigures]
+    # Beside the calibration-free figures: a per-person calibration learnt on one session and tested on the others
+    # (`bench gaze-calibration`, run on the same recordings).
+    calibration: GazeCalibrationResult | None = None
     seconds: float
 
     def report(self) -> str:
@@ -364,6 +368,8 @@ class GazeResult(BenchResult):
                     "  " + "; ".join(f"{name} {a.text()} (retry {a.retry_text()})" for name, a in attacks if a)
                 )
         lines.append("(genuine should be high, every attack low; only a person's held-out rule is evidence for them)")
+        if self.calibration is not None:
+            lines.append(self.calibration.report())
         return "\n".join(lines)
 
 
@@ -599,10 +605,12 @@ def run(
     vary_lengths: bool = True,
     net: GazeNet | None = None,
     net_interval: float = 0.0,
+    calibration_trials: int = 200,
 ) -> GazeResult:
     """``people`` is what ``group_by_person`` found; ``interval`` keeps frames at least that many seconds apart, as
     the scorer does. Each person is judged with the shipped ``params`` and (``leave_one_out``, with two people or
-    more) with parameters chosen on everyone else, on the same challenges."""
+    more) with parameters chosen on everyone else, on the same challenges. With ``calibration_trials``, a
+    per-person calibration is measured beside them (``bench gaze-calibration``)."""
     started = time.perf_counter()
     recordings = load_recordings(people, landmarker, cache_dir, screen, interval, net, net_interval)
     # With drawn lengths, windows are cut at the longest a window can be, and each challenge trims them to its own.
@@ -634,5 +642,9 @@ def run(
         results["people"][person] = PersonFigures(  # type: ignore[index]
             rules=figures, trials=trials, photo_trials=photo_trials
         )
+    if calibration_trials:
+        from edge.bench import gaze_calibration  # it builds on this module
+
+        results["calibration"] = gaze_calibration.run(recordings, params, duration, calibration_trials)
     results["seconds"] = time.perf_counter() - started
     return GazeResult.model_validate(results)

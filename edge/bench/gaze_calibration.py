@@ -13,13 +13,10 @@ genuine passes with replays and random gaze at most 1 %; failing that, the fewes
 from __future__ import annotations
 
 import argparse
-import math
 import random
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
-
-from pydantic import BaseModel
 
 from edge.bench.gaze import (
     GAME_HEIGHT,
@@ -30,8 +27,9 @@ from edge.bench.gaze import (
     load_recordings,
     people_in,
     screen_size,
+    wilson,
 )
-from edge.bench.result import BenchResult
+from edge.bench.gaze_results import FREE, GazeCalibrationResult, PersonResult, Rates
 from edge.config import Settings
 from edge.liveness.challenge import SEQUENCES, Challenge
 from edge.liveness.person import calibrate, params_for
@@ -39,70 +37,18 @@ from edge.liveness.validator import ValidatorParams, validate
 
 GAIN_SHARES = (0.3, 0.5, 0.7)
 ROW_GAP_SHARES = (0.0, 0.3, 0.5)
-FREE = "calibration-free"
-
-
-def wilson(successes: int, n: int) -> tuple[float, float]:
-    """95 % Wilson interval of a rate."""
-    if n == 0:
-        return (0.0, 1.0)
-    p, z = successes / n, 1.96
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-class Rates(BaseModel):
-    genuine: float
-    genuine_ci: tuple[float, float]
-    replay: float
-    replay_ci: tuple[float, float]
-    random: float
-    random_ci: tuple[float, float]
-    trials: int
 
 
 def rates(outcomes: dict[str, list[bool]]) -> Rates:
     def one(kind: str) -> tuple[float, tuple[float, float]]:
         values = outcomes[kind]
-        return (sum(values) / len(values) if values else 0.0), wilson(sum(values), len(values))
+        if not values:  # no challenge of this kind: nothing is known
+            return 0.0, (0.0, 1.0)
+        return sum(values) / len(values), wilson(sum(values), len(values))
 
     (g, gci), (r, rci), (w, wci) = one("genuine"), one("replay"), one("random")
     return Rates(genuine=g, genuine_ci=gci, replay=r, replay_ci=rci, random=w, random_ci=wci,
                  trials=len(outcomes["genuine"]))  # fmt: skip
-
-
-class PersonResult(BaseModel):
-    person: str
-    sessions: int
-    chosen_on_others: str
-    free: Rates
-    calibrated: Rates
-    calibrations: list[dict[str, float | None]]
-
-
-class GazeCalibrationResult(BenchResult):
-    area_duration: float
-    people: list[PersonResult]
-    skipped: dict[str, str]
-    every_config: dict[str, dict[str, Rates]]  # reported only (--json): choosing on these would be tuning on the data
-
-    def report(self) -> str:
-        lines = [f"per-person gaze calibration (learnt on one session, tested on the others; windows of "
-                 f"{self.area_duration:g} s); genuine / replay / random-gaze pass rates, 95 % intervals:"]  # fmt: skip
-
-        def row(label: str, r: Rates) -> str:
-            return (f"  {label:<34} genuine {r.genuine:6.1%} [{r.genuine_ci[0]:.0%}-{r.genuine_ci[1]:.0%}]  replay "
-                    f"{r.replay:5.1%} [{r.replay_ci[0]:.0%}-{r.replay_ci[1]:.0%}]  random {r.random:5.1%} "
-                    f"[{r.random_ci[0]:.0%}-{r.random_ci[1]:.0%}]  ({r.trials} each)")  # fmt: skip
-
-        for p in self.people:
-            lines.append(f"person {p.person} ({p.sessions} sessions):")
-            lines.append(row(FREE, p.free))
-            lines.append(row(f"calibrated, {p.chosen_on_others}", p.calibrated))
-        for person, why in self.skipped.items():
-            lines.append(f"person {person}: skipped ({why})")
-        return "\n".join(lines)
 
 
 def add_parser(bench: argparse._SubParsersAction) -> None:
