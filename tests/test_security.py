@@ -174,7 +174,9 @@ def test_when_one_image_fails_the_other_download_is_cancelled(settings, inferenc
         })  # fmt: skip
         assert response.status_code == 400 and response.json()["error"]["image"] == "image1"
         assert response.json()["error"]["code"] == "url_fetch_failed"
-        assert time.monotonic() - started < 2
+        # The answer did not wait for the other download (a 30 s trickle); the bound is loose because a busy CI
+        # machine once took 2.3 s for what takes ~0.6 s here.
+        assert time.monotonic() - started < 10
         assert closed.wait(5), "the slow download was left running after the answer"
 
 
