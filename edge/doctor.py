@@ -112,6 +112,19 @@ def check_onnxruntime(settings: Settings) -> Check:
     return Check("onnxruntime", OK, f"{detail}; using {', '.join(settings.models.onnx_providers)}")
 
 
+def check_gaze_net(settings: Settings) -> Check | None:
+    """The optional gaze network's runtime, when the network is switched on (its weights are a model check)."""
+    if not settings.liveness.gaze_net:
+        return None
+    from edge.vision.gaze_net import GazeNetUnavailable, import_mnn
+
+    try:
+        mnn = import_mnn()
+    except GazeNetUnavailable as exc:
+        return Check("gaze network", FAIL, str(exc), "pip install -e .[gaze-net] (or set liveness.gaze_net: false)")
+    return Check("gaze network", OK, f"MNN {mnn.version()}; weights licensed CC-BY-NC-SA 4.0 (non-commercial use)")
+
+
 def check_models(settings: Settings) -> list[Check]:
     try:
         from models.manifest import load_manifest
@@ -239,6 +252,7 @@ def run_checks(settings: Settings) -> list[Check]:
         check_onnxruntime(settings),
     ]
     checks += check_models(settings)
+    checks += [check for check in (check_gaze_net(settings),) if check is not None]
     checks += [check_api_keys(settings), check_inference_worker(settings), check_hub(settings)]
     checks += [check_camera(settings), check_display()]
     return checks

@@ -84,3 +84,18 @@ def test_doctor_never_shows_passwords():
     )
     text = " ".join(f"{c.detail} {c.fix}" for c in run_checks(settings))
     assert "s3cret" not in text and "pw9" not in text
+
+
+def test_doctor_checks_the_gaze_networks_runtime_only_when_it_is_on(monkeypatch):
+    from edge import doctor
+    from edge.vision import gaze_net
+
+    assert doctor.check_gaze_net(load_settings(environ={})) is None  # off by default: nothing to check
+    on = load_settings(environ={"FACEMATCH_LIVENESS__GAZE_NET": "true"})
+
+    def missing():
+        raise gaze_net.GazeNetUnavailable("the gaze network needs the MNN runtime: pip install MNN")
+
+    monkeypatch.setattr(gaze_net, "import_mnn", missing)
+    check = doctor.check_gaze_net(on)
+    assert check is not None and check.level == doctor.FAIL and "gaze-net" in check.fix

@@ -34,7 +34,7 @@ class GazeNetUnavailable(RuntimeError):
     pass
 
 
-def _import_mnn():
+def import_mnn():
     try:
         # MNN prints the CPU's features on stdout when it is imported: kept out of the product's output.
         with contextlib.redirect_stdout(io.StringIO()), _quiet_fd1():
@@ -96,7 +96,7 @@ class GazeNet:
     """One loaded network; ``estimate`` gives its two gaze outputs for one frame (not thread-safe: one per tracker)."""
 
     def __init__(self, weights: Path, threads: int = 1):
-        mnn = _import_mnn()
+        mnn = import_mnn()
         if not weights.exists():
             raise GazeNetUnavailable(
                 f"the gaze network's weights are missing: {weights} (facematch models fetch gaze_net)"
