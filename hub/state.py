@@ -75,8 +75,13 @@ class HubState:
         self.match_slots = Slots("/match", settings.http.max_inflight_match)
         self.liveness_slots = Slots("/submit-liveness", settings.http.max_inflight_liveness)
         self.streams = Streams(self)
+        self._started = self._closed = False
 
     def start(self) -> None:
+        """Once: a second start (an ASGI server or test tool running the lifespan again) changes nothing."""
+        if self._started:
+            return
+        self._started = True
         self.spool.mkdir(parents=True, exist_ok=True)
         self.sweep_pending()
         self.commands.start()
@@ -86,6 +91,9 @@ class HubState:
         self.bus.start(wait=3.0)
 
     async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         await self.streams.close()
         await self.images.close()
         self.bus.stop()

@@ -436,3 +436,16 @@ def test_a_request_whose_worker_dies_is_answered_by_another(buses, settings):
             if worker:
                 worker.kill()
                 worker.wait()
+
+
+def test_starting_a_started_bus_keeps_its_connection(buses):
+    # An ASGI lifespan run twice (schemathesis starts the app's lifespan itself) started the hub's bus again, which
+    # closed the live socket under the network thread and reconnected ~1 s later: the hub fuzz test lost the broker
+    # in CI ("failed to receive on socket: self._sock is None").
+    hub = buses(Component.HUB)
+    assert hub.start(wait=5)
+    before = hub._client.socket().getsockname()
+    assert hub.start(wait=5)
+    time.sleep(2.5)
+    now = hub._client.socket()
+    assert hub.connected and now is not None and now.getsockname() == before  # the same TCP connection

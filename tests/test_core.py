@@ -1,6 +1,7 @@
 """The core contract: daemon lifecycle, error catalogue, credentials that take effect at once, shared rate limits,
 offline docs, clear messages, configuration by one rule, and the CLI's own words."""
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -463,3 +464,20 @@ def test_every_module_imports_on_its_own():
     done = run_python(script)
     count, *failures = done.stdout.strip().splitlines()
     assert int(count) > 40 and not failures, failures
+
+
+def test_a_lifespan_run_twice_leaves_the_hub_as_it_was(settings):
+    # schemathesis runs an ASGI app's lifespan itself, on top of the TestClient's: the second start must not
+    # reconnect the bus (it dropped the connection under the network thread) nor subscribe anything twice.
+    client = hub_client(settings)
+    try:
+        hub = client.app.state.hub
+        assert hub.bus.wait_connected(5)
+        before = hub.bus._client.socket().getsockname()
+        subscriptions = len(hub.bus._subscriptions)
+        hub.start()
+        time.sleep(2.0)
+        assert hub.bus._client.socket().getsockname() == before and len(hub.bus._subscriptions) == subscriptions
+    finally:
+        client.__exit__(None, None, None)
+    asyncio.run(client.app.state.hub.aclose())  # and a second close is harmless

@@ -217,6 +217,7 @@ class Bus:
         self._pending: dict[bytes, _Pending] = {}
         self._lock = threading.Lock()
         self._connected = threading.Event()
+        self._started = False
         self._stopping = False
         self._reply_topic = self.topics.rpc_reply(self.client_id)
         self._status_topic = self.topics.status(self.component, self.instance)
@@ -244,7 +245,11 @@ class Bus:
         return self._connected.is_set()
 
     def start(self, wait: float | None = None) -> bool:
-        """Connect in the background; with ``wait``, block up to that many seconds for the connection."""
+        """Connect in the background; with ``wait``, block up to that many seconds for the connection. Starting a
+        started bus only waits: connecting again would drop the live connection under its network thread."""
+        if self._started:
+            return self._connected.wait(wait) if wait else self.connected
+        self._started = True
         self._refresh_login()
         self._client.connect_async(self.address.host, self.address.port, keepalive=self.settings.mqtt.keepalive)
         self._client.loop_start()
