@@ -74,8 +74,8 @@ class Recording:
 
 def load_recording(video: Path, landmarker: Path, cache_dir: Path, net: GazeNet | None = None) -> list[GazeFrame]:
     """Every frame's features (with ``net``, the gaze network's on every frame too), cached."""
-    # The cache is named by the features' version too: v2 added the face's brightness.
-    cache = cache_dir / f"{video.stem}-{video.stat().st_size}-v2{'-net' if net else ''}.json"
+    # The cache is named by the features' version too: v2 added the face's brightness, net2 the network's reading.
+    cache = cache_dir / f"{video.stem}-{video.stat().st_size}-v2{'-net2' if net else ''}.json"
     if cache.exists():
         return [GazeFrame(**row) for row in json.loads(cache.read_text())]
     with GazeTracker(landmarker, net) as tracker:
@@ -155,7 +155,7 @@ def load_recordings(
         kept = [frames[i] for i in keep]
         if net is not None:
             netted = set(decimate([f.t for f in kept], net_interval))
-            kept = [f if i in netted else replace(f, net_x=None, net_y=None) for i, f in enumerate(kept)]
+            kept = [f if i in netted else replace(f, net_y=None) for i, f in enumerate(kept)]
         name = video.stem.removeprefix("game_video_")
         recordings.append(Recording(person, name, kept, [cells[i] for i in keep]))
     return recordings

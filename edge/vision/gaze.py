@@ -53,9 +53,8 @@ class GazeFrame:
     face_y: float = 0.0
     eye_width: float = 0.0  # pixels, mean of both eyes
     brightness: float | None = None  # mean luma (0-255) over the face's landmarks' box; None: not measured
-    # The optional gaze network's outputs (edge/vision/gaze_net.py); None: not run on this frame. net_y grows as the
-    # gaze moves down the screen.
-    net_x: float | None = None
+    # The optional gaze network's vertical output (edge/vision/gaze_net.py), growing as the gaze moves down the screen;
+    # None: not run on this frame. (Its horizontal output is weaker than the iris and not kept.)
     net_y: float | None = None
 
     @property
@@ -216,7 +215,7 @@ class GazeTracker:
             if with_net and self._net is not None:
                 estimate = self._net.estimate(rgb, self.last_points)
                 if estimate is not None:
-                    features = replace(features, net_x=estimate[0], net_y=-estimate[1])
+                    features = replace(features, net_y=-estimate[1])
         return features
 
     def close(self) -> None:

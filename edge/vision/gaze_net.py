@@ -95,14 +95,15 @@ def _patch(rgb: np.ndarray, rect: tuple[int, int, int, int], size: int) -> np.nd
 class GazeNet:
     """One loaded network; ``estimate`` gives its two gaze outputs for one frame (not thread-safe: one per tracker)."""
 
-    def __init__(self, weights: Path, threads: int = 1):
+    def __init__(self, weights: Path):
         mnn = import_mnn()
         if not weights.exists():
             raise GazeNetUnavailable(
                 f"the gaze network's weights are missing: {weights} (facematch models fetch gaze_net)"
             )
         with _quiet_fd1():  # MNN says "MNN use low precision" on stdout
-            runtime = mnn.nn.create_runtime_manager(({"precision": "low", "backend": 0, "numThread": threads},))
+            # One thread: the scorer's tracking lanes already use a core each.
+            runtime = mnn.nn.create_runtime_manager(({"precision": "low", "backend": 0, "numThread": 1},))
             self._module = mnn.nn.load_module_from_file(
                 str(weights), ["face", "left", "right", "rect"], ["output_0"], runtime_manager=runtime
             )

@@ -38,7 +38,6 @@ TRIM_FLOOR_PX = 0.5  # tracker noise: a point this close to the fit is never tri
 MIN_POINTS = 10  # trackable points each region needs
 FLOW = {"winSize": (15, 15), "maxLevel": 2}
 BACKTRACK_PX = 0.7
-PAIR_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -162,9 +161,10 @@ def _plane_residuals(start: np.ndarray, end: np.ndarray) -> np.ndarray | None:
 
 def picture_motion(samples: list[MotionSample], min_pairs: int = 3) -> tuple[float | None, int]:
     """Median of ``one_plane_residual`` over consecutive samples, and how many pairs had an opinion."""
-    # OpenCV releases the GIL: the pairs are split over the cores, which are free once tracking has ended.
-    with ThreadPoolExecutor(PAIR_WORKERS) as pool:
-        return summarise(list(pool.map(lambda pair: one_plane_residual(*pair), itertools.pairwise(samples))), min_pairs)
+    pairs = MotionPairs()
+    for sample in samples:
+        pairs.add(lambda sample=sample: sample)
+    return pairs.result(min_pairs)
 
 
 def summarise(scores: list[float | None], min_pairs: int = 3) -> tuple[float | None, int]:
