@@ -16,7 +16,14 @@ from display.state import DisplayModel, Kind, Screen
 from edge import clock
 from edge.bus import Bus, Component, Presence
 from edge.bus.client import Message
-from edge.bus.messages import AccessEvent, ChallengeEnd, ChallengeStart, DoorIndicator, HighlightDrawn
+from edge.bus.messages import (
+    AccessEvent,
+    ChallengeEnd,
+    ChallengeStart,
+    DoorIndicator,
+    GazeCalibrationEvent,
+    HighlightDrawn,
+)
 from edge.daemon import Daemon
 
 WATCHDOG_EVERY = 1.0
@@ -47,9 +54,14 @@ class Display:
         return receive
 
     def _on_event(self, message: Message) -> None:
-        if message.topic.endswith("/events/access") and not message.retain:
+        if message.retain:
+            return
+        if message.topic.endswith("/events/access"):
             with self.lock:
                 self.model.on_access(AccessEvent.model_validate_json(message.payload), clock.now())
+        elif message.topic.endswith("/events/calibration"):
+            with self.lock:
+                self.model.on_calibration(GazeCalibrationEvent.model_validate_json(message.payload), clock.now())
 
     def _on_indicator(self, message: Message) -> None:
         if not message.retain:
@@ -122,6 +134,8 @@ class Display:
         if folder is None:
             return
         name = "challenge-lit" if screen.kind is Kind.CHALLENGE and screen.lit_cell else screen.kind.value
+        if screen.title.startswith("Calibration"):
+            name = f"calibration-{name}"
         if name in self.shots:
             return
         import pygame

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 
-from edge.bus.messages import AccessEvent, ChallengeEnd, ChallengeStart, DoorIndicator
+from edge.bus.messages import AccessEvent, ChallengeEnd, ChallengeStart, DoorIndicator, GazeCalibrationEvent
 
 RESULT_SECONDS = 4.0
 
@@ -25,6 +25,17 @@ DENIAL_TEXT = {
     "accuracy_below_threshold": ("Your eyes did not follow the lit squares", "Look at each lit square in turn."),
 }
 DEFAULT_DENIAL = ("Not accepted", "Please try again, or ask for help.")
+# What the person being calibrated reads when it did not work, by reason code.
+CALIBRATION_TEXT = {
+    "face_left": "Stay in front of the camera until every square has been lit.",
+    "second_face": "Only the person being enrolled should be in view.",
+    "identity_changed": "Only the person being enrolled should be in view.",
+    "gaze_did_not_move": "Keep your head still and move your eyes to each lit square.",
+    "gaze_row_mismatch": "Look at the upper squares, then at the lower ones, with your eyes only.",
+    "another_person": "The face in view is not the person being enrolled.",
+    "not_recognised": "The face in view was not recognised: check the enrolment photos.",
+    "no_face": "Nobody stood in front of the camera in time.",
+}
 
 
 class Kind(str, Enum):
@@ -50,7 +61,7 @@ class Screen:
 class DisplayModel:
     components: dict[str, bool] = field(default_factory=dict)  # component -> any instance online
     challenge: ChallengeStart | None = None
-    result: AccessEvent | None = None
+    result: Screen | None = None  # a decision or a calibration's outcome, shown until result_until
     result_until: float = 0.0
     indicator: str | None = None
     indicator_until: float = 0.0
@@ -67,7 +78,16 @@ class DisplayModel:
 
     def on_access(self, event: AccessEvent, now: float) -> None:
         self.challenge = None
-        self.result = event
+        self.result = _result_screen(event)
+        self.result_until = now + RESULT_SECONDS
+
+    def on_calibration(self, event: GazeCalibrationEvent, now: float) -> None:
+        self.challenge = None
+        if event.result == "saved":
+            self.result = Screen(Kind.RESULT, "Calibration saved", "Thank you", granted=True)
+        else:
+            detail = next((CALIBRATION_TEXT[r] for r in event.reasons if r in CALIBRATION_TEXT), "Please try again.")
+            self.result = Screen(Kind.RESULT, "Calibration not saved", detail, granted=False)
         self.result_until = now + RESULT_SECONDS
 
     def on_indicator(self, indicator: DoorIndicator, now: float) -> None:
@@ -89,16 +109,19 @@ class DisplayModel:
 
     def _screen(self, now: float) -> Screen:
         if self.result is not None and now < self.result_until:
-            return _result_screen(self.result)
+            return self.result
         start = self.challenge
         if start is not None:
             first, last = start.windows[0].start, start.windows[-1].end
+            calibrating = start.purpose == "calibration"
             if now < first:
-                return Screen(Kind.COUNTDOWN, "Get ready", "Look at each square when it lights up",
+                title = "Calibration: get ready" if calibrating else "Get ready"
+                return Screen(Kind.COUNTDOWN, title, "Keep your head still and look at each square when it lights up",
                               countdown=first - now, progress=0.0)  # fmt: skip
             if now < last:
                 lit = next((w.cell for w in start.windows if w.start <= now < w.end), None)
-                return Screen(Kind.CHALLENGE, "Look at the lit square", "", lit_cell=lit,
+                return Screen(Kind.CHALLENGE, "Calibration: look at the lit square" if calibrating
+                              else "Look at the lit square", "", lit_cell=lit,
                               progress=(now - first) / (last - first))  # fmt: skip
             return Screen(Kind.CHALLENGE, "Checking…", "", progress=1.0)
         return self._idle()

@@ -143,6 +143,18 @@ class LivenessSettings(_Section):
         False, description="add the gaze network's reading to the iris's for the rows (non-commercial licence)"
     )
     gaze_net_interval: float = Field(0.4, ge=0.0, le=2.0, description="seconds between frames the network runs on")
+    # A subject's gaze calibration, taken on the device after enrolment (`POST /subjects/{id}/gaze-calibration`),
+    # asks that person's challenges for a share of their own eye movement. Measured on the recordings here, every share
+    # cost genuine passes (docs/LIVENESS.md, "Per-person calibration"), so it is off; the shares are the bench's pair.
+    person_calibration: bool = Field(
+        False, description="the door flow's challenge uses the identified subject's gaze calibration when it has one"
+    )
+    calibration_gain_share: float = Field(
+        0.5, ge=0.0, le=1.0, description="a challenge's eye movement per column must reach this share of the person's"
+    )
+    calibration_row_gap_share: float = Field(
+        0.5, ge=0.0, le=1.0, description="the rows must lie this share of the person's row gap apart"
+    )
 
 
 class CameraSettings(_Section):

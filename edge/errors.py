@@ -66,6 +66,9 @@ class ErrorCode(str, Enum):
     CREDENTIAL_RETIRED = (
         "credential_retired", 409, "the card number was a deleted subject's; send reuse_credential to give it again"
     )  # fmt: skip
+    CALIBRATION_BUSY = (
+        "calibration_busy", 409, "the device already has another subject's gaze calibration waiting; try again later"
+    )  # fmt: skip
     SESSION_USED = "session_used", 409, "the liveness session was already scored or is being scored"
     STREAM_OUT_OF_ORDER = (
         "stream_out_of_order", 409, "a chunk of a streamed challenge video is not the next one, or the stream is over"

@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,28 @@ def _photo_line(photo: dict[str, Any]) -> str:
 
 def _print_subject(subject: dict[str, Any]) -> None:
     print(f"{subject['subject_id']}  {subject['name']}  faces {subject['faces']}  negatives {subject['negatives']}")
+
+
+def _calibrate(client: httpx.Client, subject_id: str, wait: float) -> None:
+    """Queue a gaze calibration and follow it until it is saved or failed (or ``wait`` seconds pass)."""
+    path = f"/subjects/{subject_id}/gaze-calibration"
+    _call(client, "POST", path)
+    print("calibration requested: the person stands at the camera and looks at each square as it lights up")
+    deadline, said = time.monotonic() + wait, None
+    while time.monotonic() < deadline:
+        request = _call(client, "GET", path).json()["request"] or {}
+        state = request.get("state")
+        if state != said:
+            said = state
+            print(f"  {state}" + (f": {', '.join(request['reasons'])}" if request.get("reasons") else ""))
+        if state == "saved":
+            result = request["result"]
+            print(f"saved: gain {result['gain']:.4f} per column, row gap {result['row_gap']:.4f}")
+            return
+        if state == "failed":
+            raise CliError(f"calibration failed: {', '.join(request.get('reasons') or ['unknown'])}")
+        time.sleep(0.5)
+    raise CliError(f"no outcome within {wait:.0f} s; `facematch subjects calibrate` can be run again")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -122,6 +145,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"  needs new photos (no face for this model): {subject['name']} ({subject['subject_id']})")
             if body.get("reembed_pending"):
                 print(f"  {body['reembed_pending']}")
+        elif command == "calibrate":
+            _calibrate(client, args.subject_id, args.wait)
         elif command == "reembed":
             body = _call(client, "POST", "/gallery/reembed").json()
             print(f"model {body['model']}: {sum(body['reembedded'].values())} faces of {len(body['reembedded'])} "
@@ -160,6 +185,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--photo", type=Path, help="a photo of the person who is not the subject")
     commands.add_parser("export", help="the whole gallery to a zip archive").add_argument("file", type=Path)
     commands.add_parser("import", help="a gallery archive (same ids are replaced)").add_argument("file", type=Path)
+    calibrate = commands.add_parser(
+        "calibrate", help="the person's gaze calibration on this device (they look at each lit cell on the display)"
+    )
+    calibrate.add_argument("subject_id")
+    calibrate.add_argument("--wait", type=float, default=150.0, help="seconds to follow it (default 150)")
     commands.add_parser("reembed", help="after a profile or model change: embed kept photos; list who needs new ones")
     commands.add_parser("keygen", help="a new key file for encrypting the gallery at rest").add_argument(
         "path", type=Path

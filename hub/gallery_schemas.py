@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -69,6 +69,18 @@ class SubjectSummary(BaseModel):
     faces: int
     faces_for_model: int | None = Field(None, description="faces usable by the configured embedding model")
     negatives: int
+    gaze_calibration: GazeCalibration | None = Field(
+        None, description="the person's gaze calibration, when one was taken (POST /subjects/{id}/gaze-calibration)"
+    )
+
+
+class GazeCalibration(BaseModel):
+    """What a gaze calibration learnt: only what carries over between sessions (docs/LIVENESS.md)."""
+
+    gain: float | None = Field(None, description="the person's eye movement per column (iris position)")
+    row_gap: float | None = Field(None, description="the person's eye movement from the upper to the lower row")
+    measured: float | None = Field(None, description="when (epoch seconds)")
+    device_id: str | None = Field(None, description="the device it was taken on")
 
 
 class FaceSummary(BaseModel):
@@ -143,3 +155,32 @@ class ImportResponse(BaseModel):
         default_factory=list, description="subjects without a face for this device's model and without a photo"
     )
     reembed_pending: str | None = Field(None, description="why re-embedding could not run now")
+
+
+class GazeCalibrationRequestState(BaseModel):
+    state: Literal["requested", "waiting", "running", "saved", "failed"] = Field(
+        ...,
+        description="requested: queued for the device's door flow; waiting: for the person's face; running: "
+        "the cells are being lit; saved or failed (reasons say why: not_taken — no door flow took the request; "
+        "no_face, another_person, not_recognised, face_left, gaze_did_not_move, …)",
+    )
+    device_id: str
+    reasons: list[str] = Field(default_factory=list)
+    requested: float
+    updated: float
+    result: GazeCalibration | None = None
+
+
+class GazeCalibrationResponse(BaseModel):
+    success: bool = True
+    subject_id: str
+    stored: GazeCalibration | None = Field(None, description="the calibration kept with the subject")
+    request: GazeCalibrationRequestState | None = Field(None, description="the last request's state (kept 1 h)")
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"success": True, "subject_id": "3f2a9c41d7e84b0f", "stored": None,
+                          "request": {"state": "waiting", "device_id": "front-door", "reasons": [],
+                                      "requested": 1795000000.0, "updated": 1795000001.2, "result": None}}]
+        }
+    }  # fmt: skip

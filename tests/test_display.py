@@ -16,7 +16,7 @@ import pytest
 from display.state import DisplayModel, Kind
 from edge import clock
 from edge.bus import Bus, Component, EventKind
-from edge.bus.messages import AccessEvent, ChallengeStart, ChallengeWindow, HighlightDrawn
+from edge.bus.messages import AccessEvent, ChallengeStart, ChallengeWindow, GazeCalibrationEvent, HighlightDrawn
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +49,23 @@ def test_denials_say_why_and_what_to_do_and_idle_says_what_is_missing():
     assert "camera" in model.screen(100.0).detail
     model.on_presence("inference", False)
     assert "recognition service" in model.screen(100.0).detail
+
+
+def test_the_enrolment_calibration_is_shown_as_such_with_its_outcome():
+    model = DisplayModel()
+    start = challenge(100.0, cells=(1, 2, 3, 6, 5, 4)).model_copy(update={"purpose": "calibration"})
+    model.on_start(start)
+    assert model.screen(99.5).title.startswith("Calibration")
+    lit = model.screen(103.5)
+    assert lit.kind is Kind.CHALLENGE and lit.lit_cell == 6 and lit.title.startswith("Calibration")
+    model.on_calibration(GazeCalibrationEvent(device_id="d", subject_id="s", result="saved", gain=0.07), now=106.1)
+    saved = model.screen(106.2)
+    assert saved.kind is Kind.RESULT and saved.granted and saved.title == "Calibration saved"
+    model.on_calibration(GazeCalibrationEvent(device_id="d", subject_id="s", result="failed",
+                                              reasons=["gaze_did_not_move"]), now=120.0)  # fmt: skip
+    failed = model.screen(120.1)
+    assert not failed.granted and failed.title == "Calibration not saved" and "move your eyes" in failed.detail
+    assert model.screen(130.0).kind is Kind.IDLE
 
 
 DRAW_GRID = """

@@ -129,6 +129,40 @@ def test_rename_and_delete_erase_everything(api, lfw, settings):
     assert api.delete(f"/subjects/{sid}").status_code == 404
 
 
+def test_a_gaze_calibration_is_asked_for_followed_and_forgotten_over_http(api, lfw, settings):
+    import redis
+
+    from edge.store import keys
+
+    sid = enroll(api, "Gerhard Schroeder", [photo(lfw, "Gerhard_Schroeder", 0)])["subject_id"]
+    other = enroll(api, "Colin Powell", [photo(lfw, "Colin_Powell", 0)])["subject_id"]
+    path = f"/subjects/{sid}/gaze-calibration"
+    assert api.get(path).json() == {"success": True, "subject_id": sid, "stored": None, "request": None}
+    refused = api.post(path)  # no door flow runs (no camera here)
+    assert refused.status_code == 501 and refused.json()["error"]["code"] == "not_supported"
+    assert "door flow" in refused.json()["error"]["message"]
+    unknown = api.post("/subjects/nobody/gaze-calibration")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_subject"
+    lock = keys.door_flow_lock(settings.device_id)
+    with redis.Redis.from_url(settings.redis.url) as client:
+        client.set(lock, "a-worker", px=30_000)  # as the worker running the device's door flow holds it
+        try:
+            queued = api.post(path)
+            assert queued.status_code == 202 and queued.json()["request"]["state"] == "requested"
+            assert client.get(keys.gaze_calibration_request(settings.device_id)) == sid.encode()
+            busy = api.post(f"/subjects/{other}/gaze-calibration")
+            assert busy.status_code == 409 and busy.json()["error"]["code"] == "calibration_busy"
+            assert api.get(path).json()["request"]["device_id"] == settings.device_id
+        finally:
+            client.delete(lock)
+    api.worker.gallery.gallery.set_gaze(sid, {"gain": 0.07, "row_gap": 0.03, "measured": 1.0, "device_id": "d"})
+    assert api.get(f"/subjects/{sid}").json()["subject"]["gaze_calibration"]["gain"] == 0.07
+    assert api.delete(path).status_code == 200 and api.get(path).json()["stored"] is None
+    assert api.delete(f"/subjects/{sid}").status_code == 200
+    blob = b"\n".join(every_key_and_value(settings.redis.url))
+    assert sid.encode() not in blob  # the request and its queue went with the person
+
+
 def test_export_then_import_restores_identification(api, lfw):
     sid = enroll(api, "Jean Chretien", [photo(lfw, "Jean_Chretien", 0), photo(lfw, "Jean_Chretien", 1)])["subject_id"]
     exported = api.get("/gallery/export")

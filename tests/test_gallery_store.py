@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import time
 import uuid
 import zipfile
 
@@ -19,6 +20,7 @@ from edge.identify.openset import Candidate, OpenSetPolicy, Outcome, Why, decide
 from edge.services import free_port, redis_service
 from edge.store import Store, keys
 from edge.store.archive import ArchiveError, export_gallery, import_gallery
+from edge.store.calibrations import CalibrationBusy, GazeCalibrations
 from edge.store.gallery import FaceRecord, Gallery, GalleryLocked, SubjectNotFound
 from edge.store.sealing import Sealer, create_key_file
 from edge.vision.calibration import Calibration
@@ -26,7 +28,7 @@ from edge.vision.calibration import Calibration
 MODEL = "test-model"
 DIM = 16
 GALLERY_PATTERNS = ("fm:subject*", "fm:faces:*", "fm:negatives:*", "fm:image:*", "fm:gallery:*", "fm:identifications",
-                    "fm:probe:*", "fm:credentials*")  # fmt: skip
+                    "fm:probe:*", "fm:credentials*", "fm:gaze-calibration*")  # fmt: skip
 
 
 def clear_gallery(url: str) -> None:
@@ -120,6 +122,8 @@ def test_delete_erases_every_trace(gallery, settings):
     gallery.record_identification(entry, {MODEL: unit(rng)}, probe_ttl=600, keep=10)
     gallery.record_identification({"identification_id": "ident-2", "subject_id": keep, "name": "Somebody Else"},
                                   {MODEL: unit(rng)}, probe_ttl=600, keep=10)  # fmt: skip
+    gallery.set_gaze(sid, {"gain": 0.0731, "row_gap": 0.0412, "measured": 1.0, "device_id": "door-x"})
+    GazeCalibrations(gallery.store).request(sid, "door-x")  # a second calibration asked for, still queued
     gallery.delete_subject(sid)
     blob = b"\n".join(every_key_and_value(settings.redis.url))
     for trace in (sid.encode(), b"Erika", b"photo-of-erika", b"ident-1"):
@@ -128,6 +132,54 @@ def test_delete_erases_every_trace(gallery, settings):
     assert [i["identification_id"] for i in gallery.recent_identifications(10)] == ["ident-2"]
     with pytest.raises(SubjectNotFound):
         gallery.delete_subject(sid)
+    assert GazeCalibrations(gallery.store).take("door-x") is None  # the queued request went with the person
+
+
+def test_a_gaze_calibration_is_kept_with_the_subject_sealed_and_carried_by_export(store, tmp_path, settings):
+    key = tmp_path / "gallery.key"
+    create_key_file(key)
+    gallery = Gallery(store, Sealer.from_file(key))
+    sid = gallery.create_subject("Calibrated")
+    assert gallery.gaze_of(sid) is None and gallery.get(sid).summary()["gaze_calibration"] is None
+    learnt = {"gain": 0.0731, "row_gap": 0.0412, "measured": 1795000000.0, "device_id": "door-x"}
+    gallery.set_gaze(sid, learnt)
+    assert gallery.gaze_of(sid) == learnt and gallery.get(sid).summary()["gaze_calibration"] == learnt
+    assert b"0.0731" not in b"\n".join(every_key_and_value(settings.redis.url))  # sealed like the embeddings
+    with pytest.raises(GalleryLocked):
+        Gallery(store).gaze_of(sid)
+    archive = io.BytesIO()
+    export_gallery(gallery, archive, "door-x")
+    gallery.set_gaze(sid, None)
+    assert gallery.gaze_of(sid) is None
+    archive.seek(0)
+    import_gallery(gallery, archive)
+    assert gallery.gaze_of(sid) == learnt
+
+
+def test_a_calibration_finishing_after_the_erasure_writes_nothing_back(gallery, settings):
+    sid = gallery.create_subject("Gone Meanwhile")
+    gallery.delete_subject(sid)
+    with pytest.raises(SubjectNotFound):
+        gallery.set_gaze(sid, {"gain": 0.05, "row_gap": 0.03})
+    assert sid.encode() not in b"\n".join(every_key_and_value(settings.redis.url))
+
+
+def test_calibration_requests_are_a_queue_of_one_per_device_and_expire_as_failed(gallery):
+    requests = GazeCalibrations(gallery.store)
+    first, second = gallery.create_subject("First"), gallery.create_subject("Second")
+    assert requests.request(first, "door-x")["state"] == "requested"
+    assert requests.request(first, "door-x")["state"] == "requested"  # asking twice is harmless
+    with pytest.raises(CalibrationBusy) as info:
+        requests.request(second, "door-x")
+    assert info.value.status == 409
+    assert requests.request(second, "door-y")["state"] == "requested"  # another device has its own queue
+    assert requests.take("door-x") == first and requests.take("door-x") is None
+    requests.update(first, "door-x", "waiting", expires=time.time() - 1)  # its worker died while waiting
+    assert requests.status(first)["state"] == "failed" and requests.status(first)["reasons"] == ["interrupted"]
+    requests.update(second, "door-y", "requested", expires=time.time() - 1)  # no door flow ever took it
+    assert requests.status(second)["reasons"] == ["not_taken"]
+    requests.update(first, "door-x", "saved", result={"gain": 0.05, "row_gap": 0.03})
+    assert requests.status(first)["state"] == "saved"
 
 
 def test_an_enrolment_that_never_finished_is_swept_and_leaves_no_trace(gallery, settings):

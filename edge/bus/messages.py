@@ -293,6 +293,9 @@ class ChallengeStart(Payload):
     start_time: float = Field(..., description="epoch seconds, one clock for the whole device")
     grid: tuple[int, int] = (2, 3)
     windows: list[ChallengeWindow]
+    purpose: Literal["access", "calibration"] = Field(
+        "access", description="calibration: an enrolled person's gaze calibration, not a door decision"
+    )
 
 
 class HighlightDrawn(Payload):
@@ -333,6 +336,17 @@ class LivenessEvent(Event):
     )
     overall_accuracy: float
     reasons: list[str] = Field(default_factory=list)
+    calibrated: bool = Field(False, description="judged with the subject's own gaze calibration")
+
+
+class GazeCalibrationEvent(Event):
+    """``events/calibration``: how a subject's gaze calibration on the device went."""
+
+    subject_id: str
+    result: Literal["saved", "failed"]
+    reasons: list[str] = Field(default_factory=list)
+    gain: float | None = Field(None, description="the person's eye movement per column")
+    row_gap: float | None = Field(None, description="the person's eye movement between the rows")
 
 
 class AccessEvent(Event):

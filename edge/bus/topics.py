@@ -52,6 +52,7 @@ class EventKind(str, Enum):
     LIVENESS = "liveness"
     ACCESS = "access"
     DOOR = "door"
+    CALIBRATION = "calibration"
 
 
 def rpc_route(method: RpcMethod, host: str | None = None) -> str:

@@ -38,6 +38,7 @@ from edge.bus.messages import (
     ChallengeStart,
     ChallengeWindow,
     DoorCommand,
+    GazeCalibrationEvent,
     LivenessEvent,
     Reason,
 )
@@ -48,10 +49,13 @@ from edge.identify.openset import Outcome
 from edge.inference.gallery import GalleryService
 from edge.inference.liveness import scoring_params
 from edge.liveness.challenge import Challenge, draw_durations, generate_sequence
-from edge.liveness.validator import validate
+from edge.liveness.person import PersonGaze, calibrate, params_for
+from edge.liveness.validator import ValidatorParams, validate
 from edge.policy import AccessPolicy
 from edge.store import SessionConflict, SessionState, Store, StoreUnavailable, keys
 from edge.store.audit import Audit
+from edge.store.calibrations import WAIT_SECONDS, GazeCalibrations
+from edge.store.gallery import SubjectNotFound
 from edge.vision.embed import cosine
 from edge.vision.engine import FaceEngine
 from edge.vision.gaze import GazeFrame, GazeTracker
@@ -70,6 +74,10 @@ CLOCK_EVERY = 0.05
 IDENTITY_CHECK_EVERY = 1.0
 # Anti-spoofing samples one frame this often during a challenge (~10 ms each).
 PAD_EVERY = 0.5
+# A gaze calibration lights every cell once: both rows, each column, in a snake so the eyes never cross the grid.
+CALIBRATION_CELLS = (1, 2, 3, 6, 5, 4)
+# How often an idle flow looks for a calibration request.
+CALIBRATION_POLL = 0.5
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end
@@ -95,10 +103,20 @@ class WalkUp:
     last_pad: float = 0.0
     last_net: float = -math.inf  # the gaze network's last reading (when it is on)
     marks: dict[str, float] = field(default_factory=dict)  # device-clock times of its steps
+    purpose: str = "access"  # or "calibration": an enrolled person's gaze calibration, no door decision
 
     @property
     def end_time(self) -> float:
         return self.start_time + (self.challenge.total_duration if self.challenge else 0.0)
+
+
+@dataclass
+class CalibrationJob:
+    """A gaze calibration taken from the device's queue, waiting for its person's face."""
+
+    subject_id: str
+    deadline: float
+    last_reason: str = "no_face"
 
 
 def rules_of(settings: Settings) -> FlowRules:
@@ -138,6 +156,9 @@ class DoorFlow:
         self._clock_thread: threading.Thread | None = None
         self._renew = store.client.register_script(_RENEW)
         self.decisions = 0
+        self.calibrations = GazeCalibrations(store)
+        self.calibration: CalibrationJob | None = None
+        self._last_poll = 0.0
         # Per walk-up, device-clock times of its steps (for `facematch bench live`): the last few only.
         self.milestones: list[tuple[str, dict[str, float]]] = []
 
@@ -227,7 +248,7 @@ class DoorFlow:
             self.last_face = captured
         if self.state is State.COOLDOWN:
             gone = captured - self.last_face > self.rules.face_lost_seconds
-            if captured >= self.cooldown_until or (gone and not faces):
+            if captured >= self.cooldown_until or (gone and not faces) or self.calibration is not None:
                 self.state = State.IDLE
                 self.steady.reset()
             return
@@ -246,7 +267,10 @@ class DoorFlow:
         if steady:
             live = self.steady_live[-self.rules.steady_frames :]
             self.steady.reset()
-            self._walk_up(image, faces[0], captured, live)
+            if self.calibration is not None:
+                self._calibration_walk_up(image, faces[0], captured)
+            else:
+                self._walk_up(image, faces[0], captured, live)
 
     # -- a walk-up --------------------------------------------------------------------------------------------
 
@@ -299,30 +323,38 @@ class DoorFlow:
 
     def _start_challenge(self, walkup: WalkUp, timings: dict[str, float]) -> None:
         area = self.settings.liveness.area_duration
-        walkup.challenge = Challenge(tuple(generate_sequence()), area, draw_durations(area))
+        calibrating = walkup.purpose == "calibration"
+        if calibrating:
+            walkup.challenge = Challenge(CALIBRATION_CELLS, area)
+        else:
+            walkup.challenge = Challenge(tuple(generate_sequence()), area, draw_durations(area))
         walkup.session_id = str(uuid.uuid4())
         # The start is drawn too (lead + 0..1 s in 0.1 s steps): nothing about the schedule is known in advance.
         walkup.start_time = clock.now() + self.settings.door.challenge_lead + secrets.randbelow(11) / 10
         walkup.watch = ChallengeWatch(self.rules, last_face=walkup.started, last_frame=walkup.started)
         walkup.last_identity_check = walkup.started
-        document = {"sequence": list(walkup.challenge.sequence), "area_duration": area,
-                    "durations": list(walkup.challenge.lengths), "key": f"door:{self.device}",
-                    "walkup_id": walkup.walkup_id, "start_time": walkup.start_time}  # fmt: skip
-        self.store.create_session(walkup.session_id, document, self.settings.redis.session_ttl)
-        self.store.client.set(keys.walkup_current(self.device), json.dumps({
-            "walkup_id": walkup.walkup_id, "session_id": walkup.session_id, "subject_id": walkup.subject_id,
-        }), ex=self.settings.redis.session_ttl)  # fmt: skip
+        if calibrating:  # no door decision hangs on it: a calibration a restart cut short is reported as such
+            self.calibrations.update(walkup.subject_id or "", self.device, "running", expires=walkup.end_time + 30)
+        else:
+            document = {"sequence": list(walkup.challenge.sequence), "area_duration": area,
+                        "durations": list(walkup.challenge.lengths), "key": f"door:{self.device}",
+                        "walkup_id": walkup.walkup_id, "start_time": walkup.start_time}  # fmt: skip
+            self.store.create_session(walkup.session_id, document, self.settings.redis.session_ttl)
+            self.store.client.set(keys.walkup_current(self.device), json.dumps({
+                "walkup_id": walkup.walkup_id, "session_id": walkup.session_id, "subject_id": walkup.subject_id,
+            }), ex=self.settings.redis.session_ttl)  # fmt: skip
         windows = [ChallengeWindow(cell=w.cell, start=walkup.start_time + w.start, end=walkup.start_time + w.end)
                    for w in walkup.challenge.windows()]  # fmt: skip
         start = ChallengeStart(session_id=walkup.session_id, sequence=list(walkup.challenge.sequence),
-                               area_duration=area, start_time=walkup.start_time, windows=windows)  # fmt: skip
+                               area_duration=area, start_time=walkup.start_time, windows=windows,
+                               purpose=walkup.purpose)  # fmt: skip
         self.bus.publish(self.bus.topics.challenge_start, start.to_bytes(), qos=1)
         walkup.marks["challenge_start"] = clock.now()
         walkup.marks["last_window_end"] = walkup.end_time
         self.state = State.CHALLENGE
-        log.info("walk-up %s: %s identified (%.0f ms); challenge %s starts in %.1f s", walkup.walkup_id[:8],
-                 walkup.name, 1000 * sum(timings.values()), walkup.challenge.sequence,
-                 self.settings.door.challenge_lead)  # fmt: skip
+        log.info("walk-up %s: %s identified (%.0f ms); %s %s starts in %.1f s", walkup.walkup_id[:8],
+                 walkup.name, 1000 * sum(timings.values()), "gaze calibration" if calibrating else "challenge",
+                 walkup.challenge.sequence, walkup.start_time - clock.now())  # fmt: skip
 
     def _challenge_frame(self, image: np.ndarray, faces: list[Face], sighting: Sighting) -> None:
         walkup = self.walkup
@@ -358,10 +390,11 @@ class DoorFlow:
         return Abort.IDENTITY_CHANGED if walkup.identity_misses >= 2 else None
 
     def _on_clock(self) -> None:
+        now = clock.now()
+        self._poll_calibration(now)
         walkup = self.walkup
         if self.state is not State.CHALLENGE or walkup is None or walkup.watch is None:
             return
-        now = clock.now()
         if now < walkup.start_time:
             return
         abort = walkup.watch.on_clock(now)
@@ -372,12 +405,16 @@ class DoorFlow:
 
     def _finish_challenge(self, walkup: WalkUp, abort: Abort | None) -> None:
         assert walkup.challenge is not None and walkup.session_id is not None
+        if walkup.purpose == "calibration":
+            self._finish_calibration(walkup, abort)
+            return
         started = time.perf_counter()
         outcome = "fail"
+        calibrated = False
         if abort is not None:
             passed, accuracy, reasons = False, 0.0, [abort.value]
         else:
-            params, _ = scoring_params(self.settings.liveness)
+            params, calibrated = self.validator_params(walkup.subject_id)
             verdict = validate(walkup.frames, walkup.challenge, params)
             passed, accuracy, reasons = verdict.passed, verdict.overall_accuracy, list(verdict.reasons)
             outcome = verdict.outcome
@@ -387,7 +424,7 @@ class DoorFlow:
         timings = {"validate": time.perf_counter() - started}
         liveness = LivenessEvent(device_id=self.device, session_id=walkup.session_id, result=result, outcome=outcome,
                                  overall_accuracy=round(accuracy, 4), reasons=reasons, model=self.engine.model_id,
-                                 timings=timings)  # fmt: skip
+                                 timings=timings, calibrated=calibrated)  # fmt: skip
         end = ChallengeEnd(session_id=walkup.session_id, result="aborted" if abort else result,
                            reasons=[Reason(code=r, message=_message(r)) for r in reasons])  # fmt: skip
         if self._claim(walkup):
@@ -397,6 +434,113 @@ class DoorFlow:
         else:
             self._already_decided(walkup)
         self._complete_session(walkup.session_id, result, accuracy)
+
+    def validator_params(self, subject_id: str | None) -> tuple[ValidatorParams, bool]:
+        """The validator's settings for this person's challenge, and whether their own gaze calibration set them
+        (``liveness.person_calibration``; without a calibration, or when it cannot be read, the calibration-free
+        rule)."""
+        params, _ = scoring_params(self.settings.liveness)
+        liveness = self.settings.liveness
+        if not liveness.person_calibration or subject_id is None:
+            return params, False
+        try:
+            gaze = self.gallery.gallery.gaze_of(subject_id)
+        except Exception as exc:  # an unreadable calibration falls back, and says so
+            log.warning("gaze calibration of %s not used: %s", subject_id, exc)
+            return params, False
+        if gaze is None:
+            return params, False
+        person = PersonGaze.from_dict(gaze)
+        return params_for(person, params, liveness.calibration_gain_share, liveness.calibration_row_gap_share), True
+
+    # -- gaze calibration -------------------------------------------------------------------------------------
+
+    def _poll_calibration(self, now: float) -> None:
+        job = self.calibration
+        if job is not None:
+            if self.state is not State.CHALLENGE and now > job.deadline:
+                self.calibration = None
+                self._calibration_done(job.subject_id, None, [job.last_reason], None)
+            return
+        if self.state is State.CHALLENGE or not self.holds_lock or now - self._last_poll < CALIBRATION_POLL:
+            return
+        self._last_poll = now
+        subject_id = self.calibrations.take(self.device)
+        if subject_id is None:
+            return
+        self.calibration = CalibrationJob(subject_id, now + WAIT_SECONDS)
+        self.calibrations.update(subject_id, self.device, "waiting", expires=time.time() + WAIT_SECONDS + 5)
+        log.info("gaze calibration of %s: waiting for the person's face", subject_id)
+
+    def _calibration_walk_up(self, image: np.ndarray, face: Face, captured: float) -> None:
+        """A steady face while a calibration waits: it starts when the face is the subject's, and only then."""
+        job = self.calibration
+        assert job is not None
+        started = time.perf_counter()
+        self.gallery.index.sync(self.gallery.gallery)
+        embedding = self.engine.embedder.embed(image, face)
+        decision, names = self.gallery.decide(embedding.vector)
+        if decision.outcome is not Outcome.IDENTIFIED or decision.subject_id != job.subject_id:
+            job.last_reason = "another_person" if decision.outcome is Outcome.IDENTIFIED else "not_recognised"
+            self.state = State.IDLE
+            return
+        walkup = WalkUp(uuid.uuid4().hex, captured, subject_id=job.subject_id, name=names[job.subject_id],
+                        probe=embedding, purpose="calibration", marks={"steady": captured})  # fmt: skip
+        self.walkup = walkup
+        self._start_challenge(walkup, {"identify": time.perf_counter() - started})
+
+    def _finish_calibration(self, walkup: WalkUp, abort: Abort | None) -> None:
+        """Learn the person's gain and row gap from the six windows (edge/liveness/person.py) and keep them with
+        the subject; no door decision is made."""
+        assert walkup.challenge is not None and walkup.subject_id is not None
+        self.calibration = None
+        params, _ = scoring_params(self.settings.liveness)
+        reasons = [abort.value] if abort is not None else []
+        person = None
+        if abort is None:
+            windows = [(w.cell, [dataclasses.replace(f, t=f.t - w.start) for f in walkup.frames
+                                 if w.start <= f.t < w.end]) for w in walkup.challenge.windows()]  # fmt: skip
+            person = calibrate(windows, settle=params.settle)
+            if person.gain is None or person.row_gap is None:
+                reasons = ["not_enough_frames"]
+            elif person.gain < params.min_gain:
+                reasons = ["gaze_did_not_move"]
+            elif person.row_gap <= 0:
+                reasons = ["gaze_row_mismatch"]
+        self._calibration_done(walkup.subject_id, None if reasons else person, reasons,
+                               "aborted" if abort else None, session_id=walkup.session_id)  # fmt: skip
+        self.walkup = None
+        self.state = State.COOLDOWN
+        self.cooldown_until = clock.now() + self.settings.door.rewalk_seconds
+
+    def _calibration_done(self, subject_id: str, person: PersonGaze | None, reasons: list[str],
+                          end: str | None, session_id: str | None = None) -> None:  # fmt: skip
+        """Store what was learnt, record the request's state, and say so on the bus (the display shows it)."""
+        result = None
+        erased = False
+        if person is not None:
+            result = {**person.to_dict(), "measured": time.time(), "device_id": self.device}
+            try:
+                self.gallery.gallery.set_gaze(subject_id, result)
+            except SubjectNotFound:
+                erased = True
+        else:
+            erased = not self.store.client.exists(keys.subject(subject_id))
+        if erased:  # erased while it ran: nothing of the person is written back
+            result, reasons = None, ["unknown_subject"]
+        state = "saved" if result is not None else "failed"
+        if not erased:
+            self.calibrations.update(subject_id, self.device, state, reasons=reasons, result=result)
+        if session_id is not None:
+            outcome = end or ("pass" if result is not None else "fail")
+            message = ChallengeEnd(session_id=session_id, result=outcome,  # type: ignore[arg-type]
+                                   reasons=[Reason(code=r, message=_message(r)) for r in reasons])  # fmt: skip
+            self.bus.publish(self.bus.topics.challenge_end, message.to_bytes(), qos=1)
+        event = GazeCalibrationEvent(device_id=self.device, subject_id=subject_id, result=state, reasons=reasons,
+                                     gain=person.gain if result else None, row_gap=person.row_gap if result else None,
+                                     model=self.engine.model_id)  # fmt: skip
+        self.bus.publish(self.bus.topics.event(EventKind.CALIBRATION), event.to_bytes(), qos=1)
+        log.info("gaze calibration of %s: %s%s", subject_id, state, f" ({', '.join(reasons)})" if reasons else "")
 
     # -- decisions --------------------------------------------------------------------------------------------
 

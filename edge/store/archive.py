@@ -87,7 +87,7 @@ def export_gallery(gallery: Gallery, target: IO[bytes], device_id: str) -> int:
                 "subject_id": subject.subject_id, "name": subject.name, "metadata": subject.metadata,
                 "credential": subject.credential,
                 "created": subject.created, "updated": subject.updated, "faces": faces,
-                "negatives": [_face_doc(n, None) for n in subject.negatives],
+                "negatives": [_face_doc(n, None) for n in subject.negatives], "gaze": subject.gaze,
             }  # fmt: skip
             lines.write(json.dumps(doc).encode() + b"\n")
             count += 1
@@ -133,6 +133,15 @@ def _face(doc: dict[str, Any], images: dict[str, bytes]) -> tuple[FaceRecord, by
     return face, image
 
 
+def _gaze(doc: Any) -> dict[str, Any] | None:
+    """A subject's gaze calibration as exported: numbers (or null) only, nothing else carried in."""
+    if doc is None:
+        return None
+    if not isinstance(doc, dict) or not all(v is None or isinstance(v, int | float | str) for v in doc.values()):
+        raise ValueError("gaze is not a calibration")
+    return {str(k): v for k, v in doc.items()}
+
+
 def read_archive(source: Path | IO[bytes]) -> tuple[dict[str, Any], list[tuple[Subject, dict[str, bytes]]]]:
     """The manifest and every subject (with the photos of its faces by face id), checked against the checksums."""
     try:
@@ -164,7 +173,7 @@ def read_archive(source: Path | IO[bytes]) -> tuple[dict[str, Any], list[tuple[S
             subject = Subject(
                 doc["subject_id"], str(doc["name"]), dict(doc.get("metadata", {})), float(doc["created"]),
                 float(doc["updated"]), [f for f, _ in faces], negatives,
-                int(doc["credential"]) if doc.get("credential") is not None else None,
+                int(doc["credential"]) if doc.get("credential") is not None else None, _gaze(doc.get("gaze")),
             )  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
             raise ArchiveError(f"line {number} of subjects.jsonl is malformed ({exc})") from None

@@ -33,6 +33,18 @@ from edge.store.sealing import Sealer, SealError
 REMOVALS_KEPT = 10_000
 
 
+_SET_FIELD_IF_EXISTS = """
+if redis.call('exists', KEYS[1]) == 0 then return 0 end
+redis.call('hset', KEYS[1], ARGV[1], ARGV[2], 'updated', ARGV[3])
+return 1
+"""
+_DROP_FIELD_IF_EXISTS = """
+if redis.call('exists', KEYS[1]) == 0 then return 0 end
+redis.call('hdel', KEYS[1], ARGV[1])
+return 1
+"""
+
+
 class SubjectNotFound(GalleryError):
     def __init__(self, subject_id: str):
         super().__init__(f"no subject {subject_id!r} is enrolled", ErrorCode.UNKNOWN_SUBJECT)
@@ -88,6 +100,7 @@ class Subject:
     faces: list[FaceRecord] = field(default_factory=list)
     negatives: list[FaceRecord] = field(default_factory=list)
     credential: int | None = None
+    gaze: dict[str, Any] | None = None  # the person's gaze calibration (edge.liveness.person), when one was taken
 
     def summary(self, model_id: str | None = None) -> dict[str, Any]:
         return {
@@ -100,6 +113,7 @@ class Subject:
             "faces": len(self.faces),
             "faces_for_model": (sum(1 for f in self.faces if model_id in f.embeddings) if model_id else None),
             "negatives": len(self.negatives),
+            "gaze_calibration": self.gaze,
         }
 
 
@@ -157,6 +171,22 @@ class Gallery:
             except SealError as exc:
                 raise GalleryLocked(str(exc)) from None
         return np.frombuffer(data, dtype=np.float32).copy()
+
+    def _encode_gaze(self, subject_id: str, gaze: dict[str, Any]) -> bytes:
+        data = json.dumps(gaze).encode()
+        return b"sealed:" + self.sealer.seal(data, f"{subject_id}/gaze") if self.sealer else data
+
+    def _decode_gaze(self, subject_id: str, raw: bytes | None) -> dict[str, Any] | None:
+        if not raw:
+            return None
+        if raw.startswith(b"sealed:"):
+            if self.sealer is None:
+                raise GalleryLocked("the gallery is encrypted and no key file is configured (gallery.key_file)")
+            try:
+                raw = self.sealer.open(raw[len(b"sealed:") :], f"{subject_id}/gaze")
+            except SealError as exc:
+                raise GalleryLocked(str(exc)) from None
+        return json.loads(raw)
 
     def _encode_face(self, subject_id: str, face: FaceRecord) -> str:
         return json.dumps({
@@ -281,7 +311,7 @@ class Gallery:
         return int(raw) if raw else None
 
     def update_subject(self, subject_id: str, name: str | None = None, metadata: dict[str, Any] | None = None) -> int:
-        self._require(subject_id)
+        self.require(subject_id)
         fields: dict[str, Any] = {"updated": time.time()}
         if name is not None:
             fields["name"] = name
@@ -289,8 +319,33 @@ class Gallery:
             fields["metadata"] = json.dumps(metadata)
         return self._commit(subject_id, lambda pipe: pipe.hset(keys.subject(subject_id), mapping=fields))
 
+    def set_gaze(self, subject_id: str, gaze: dict[str, Any] | None) -> None:
+        """Keep (or with None, drop) the subject's gaze calibration. Only on a subject that still exists: a
+        calibration finishing after an erasure must not leave a trace of the person behind."""
+        if gaze is None:
+            written = self._guard(lambda: self._redis.eval(_DROP_FIELD_IF_EXISTS, 1, keys.subject(subject_id), "gaze"))
+        else:
+            data = self._encode_gaze(subject_id, gaze)
+            written = self._guard(lambda: self._redis.eval(_SET_FIELD_IF_EXISTS, 1, keys.subject(subject_id), "gaze",
+                                                           data, time.time()))  # fmt: skip
+        if not written:
+            raise SubjectNotFound(subject_id)
+
+    def gaze_of(self, subject_id: str) -> dict[str, Any] | None:
+        """The subject's gaze calibration, or None (also for a subject that does not exist)."""
+        return self._decode_gaze(subject_id, self._guard(lambda: self._redis.hget(keys.subject(subject_id), "gaze")))
+
+    def _calibration_queued_on(self, subject_id: str) -> list[str]:
+        """The device queue that holds a calibration request for this subject (to erase with it), if any."""
+        raw = self._guard(lambda: self._redis.get(keys.gaze_calibration_status(subject_id)))
+        device = json.loads(raw).get("device_id") if raw else None
+        queue = keys.gaze_calibration_request(device) if device else None
+        if queue and self._guard(lambda: self._redis.get(queue)) == subject_id.encode():
+            return [queue]
+        return []
+
     def add_face(self, subject_id: str, face: FaceRecord, image: bytes | None = None, *, negative: bool = False) -> int:
-        self._require(subject_id)
+        self.require(subject_id)
         keep = image is not None and self.keep_images and not negative
         face.has_image = keep
         encoded = self._encode_face(subject_id, face)
@@ -315,7 +370,7 @@ class Gallery:
         return self._commit(subject_id, lambda pipe: pipe.hset(keys.faces(subject_id), face_id, encoded))
 
     def remove_face(self, subject_id: str, face_id: str) -> int:
-        self._require(subject_id)
+        self.require(subject_id)
         if not self._guard(lambda: self._redis.hexists(keys.faces(subject_id), face_id)):
             raise FaceNotFound(subject_id, face_id)
 
@@ -328,13 +383,15 @@ class Gallery:
 
     def delete_subject(self, subject_id: str) -> int:
         """Erase the subject: metadata, faces, negatives, photos, recent identifications naming it, their probes."""
-        self._require(subject_id)
+        self.require(subject_id)
         face_ids = [f.decode() for f in self._guard(lambda: self._redis.hkeys(keys.faces(subject_id)))]
         mentions = self._identifications_naming(subject_id)
         credential = self.credential_of(subject_id)
+        queued_on = self._calibration_queued_on(subject_id)
 
         def write(pipe: redis.client.Pipeline) -> None:
             pipe.delete(keys.subject(subject_id), keys.faces(subject_id), keys.negatives(subject_id))
+            pipe.delete(keys.gaze_calibration_status(subject_id), *queued_on)
             pipe.hdel(keys.audit_names(), keys.audit_pseudonym(subject_id))  # the audit keeps a pseudonym, not the name
             if credential is not None:  # the number is kept apart, linked to nobody, so it is not given again
                 pipe.hdel(keys.credentials(), credential)
@@ -374,6 +431,7 @@ class Gallery:
                 "name": subject.name, "metadata": json.dumps(subject.metadata),
                 "created": subject.created, "updated": time.time(),
                 **({"credential": subject.credential} if subject.credential is not None else {}),
+                **({"gaze": self._encode_gaze(sid, subject.gaze)} if subject.gaze else {}),
             })  # fmt: skip
             if subject.credential is not None:
                 pipe.hset(keys.credentials(), subject.credential, sid)
@@ -390,7 +448,8 @@ class Gallery:
 
     # -- reads ------------------------------------------------------------------------------------------------
 
-    def _require(self, subject_id: str) -> None:
+    def require(self, subject_id: str) -> None:
+        """Raise SubjectNotFound unless the subject exists."""
         if not self._guard(lambda: self._redis.exists(keys.subject(subject_id))):
             raise SubjectNotFound(subject_id)
 
@@ -448,6 +507,7 @@ class Gallery:
                 sorted((self._decode_face(subject_id, k.decode(), v) for k, v in faces.items()), key=_created),
                 sorted((self._decode_face(subject_id, k.decode(), v) for k, v in negatives.items()), key=_created),
                 int(meta[b"credential"]) if meta.get(b"credential") else None,
+                self._decode_gaze(subject_id, meta.get(b"gaze")),
             )
         return subjects
 

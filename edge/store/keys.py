@@ -126,5 +126,16 @@ def walkup_decided(walkup_id: str) -> str:
     return f"{PREFIX}walkup:{walkup_id}"
 
 
+def gaze_calibration_request(device_id: str) -> str:
+    """The subject id whose gaze calibration the device's door flow runs next (a short TTL: a queue of one)."""
+    return f"{PREFIX}gaze-calibration-request:{device_id}"
+
+
+def gaze_calibration_status(subject_id: str) -> str:
+    """The last gaze calibration asked for a subject (JSON: device, state, reasons, times; a TTL). Erased with the
+    subject; what was learnt is kept in the subject's own hash."""
+    return f"{PREFIX}gaze-calibration:{subject_id}"
+
+
 # Prefix of the rate-limit counters (kept by the `limits` library, shared by every hub process).
 RATE_LIMIT_PREFIX = f"{PREFIX}rate"

@@ -33,11 +33,14 @@ from edge.bus.messages import (
 )
 from edge.errors import DependencyUnavailable, ErrorCode, FacematchError, InputError
 from edge.identify.index import announce_change
+from edge.store import keys
 from edge.store.archive import export_gallery, import_gallery
+from edge.store.calibrations import GazeCalibrations
 from hub.deps import Hub, KeyHolder
 from hub.gallery_schemas import (
     DeletedResponse,
     EnrollResponse,
+    GazeCalibrationResponse,
     IdentificationsResponse,
     IdentifyHttpRequest,
     IdentifyResponse,
@@ -200,6 +203,55 @@ def delete_subject(subject_id: str, caller: KeyHolder, hub: Hub) -> DeletedRespo
     version = hub.gallery.delete_subject(subject_id)
     announce_change(hub.bus, version, subject_id)
     return DeletedResponse(deleted=subject_id)
+
+
+def _calibration(hub: HubState, subject_id: str) -> GazeCalibrationResponse:
+    request = GazeCalibrations(hub.store).status(subject_id)
+    return GazeCalibrationResponse(subject_id=subject_id, stored=hub.gallery.gaze_of(subject_id),
+                                   request=request)  # fmt: skip
+
+
+@router.post(
+    "/subjects/{subject_id}/gaze-calibration",
+    status_code=202,
+    summary="Calibrate the person's gaze on the device: they stand at the camera and look at each lit cell",
+    description="Queues a calibration for the device's door flow, which waits up to a minute for this person's face, "
+    "lights the six cells one after the other on the display and keeps what it learnt with the subject (deleted "
+    "with it). Poll `GET` for the outcome. The door flow uses it only with `liveness.person_calibration` on: "
+    "measured on the recordings here it cost genuine passes, so it is off by default (docs/LIVENESS.md).",
+    response_model=GazeCalibrationResponse,
+    responses=error_responses(403, 404, 409, 501, *COMMON_ERRORS),
+)
+def request_gaze_calibration(subject_id: str, caller: KeyHolder, hub: Hub) -> GazeCalibrationResponse:
+    hub.gallery.require(subject_id)
+    device = hub.settings.device_id
+    if not hub.store.client.exists(keys.door_flow_lock(device)):
+        raise FacematchError("no door flow runs on this device: a calibration needs the camera (camera.source) and "
+                             "the inference daemon's door flow (door.flow)", ErrorCode.NOT_SUPPORTED)  # fmt: skip
+    GazeCalibrations(hub.store).request(subject_id, device)
+    return _calibration(hub, subject_id)
+
+
+@router.get(
+    "/subjects/{subject_id}/gaze-calibration",
+    summary="The person's stored gaze calibration and the state of the last request",
+    response_model=GazeCalibrationResponse,
+    responses=error_responses(403, 404, *COMMON_ERRORS),
+)
+def get_gaze_calibration(subject_id: str, caller: KeyHolder, hub: Hub) -> GazeCalibrationResponse:
+    hub.gallery.require(subject_id)
+    return _calibration(hub, subject_id)
+
+
+@router.delete(
+    "/subjects/{subject_id}/gaze-calibration",
+    summary="Forget the person's gaze calibration (their challenges use the calibration-free rule again)",
+    response_model=DeletedResponse,
+    responses=error_responses(403, 404, *COMMON_ERRORS),
+)
+def delete_gaze_calibration(subject_id: str, caller: KeyHolder, hub: Hub) -> DeletedResponse:
+    hub.gallery.set_gaze(subject_id, None)
+    return DeletedResponse(deleted=f"{subject_id}/gaze-calibration")
 
 
 @router.post(
