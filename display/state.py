@@ -35,6 +35,7 @@ CALIBRATION_TEXT = {
     "another_person": "The face in view is not the person being enrolled.",
     "not_recognised": "The face in view was not recognised: check the enrolment photos.",
     "no_face": "Nobody stood in front of the camera in time.",
+    "camera_missing": "The camera is not delivering pictures.",
 }
 
 

@@ -162,7 +162,7 @@ class GazeCalibrationRequestState(BaseModel):
         ...,
         description="requested: queued for the device's door flow; waiting: for the person's face; running: "
         "the cells are being lit; saved or failed (reasons say why: not_taken — no door flow took the request; "
-        "no_face, another_person, not_recognised, face_left, gaze_did_not_move, …)",
+        "no_face, camera_missing, another_person, not_recognised, face_left, gaze_did_not_move, …)",
     )
     device_id: str
     reasons: list[str] = Field(default_factory=list)

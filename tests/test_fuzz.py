@@ -40,9 +40,11 @@ def _operations() -> list[str]:
 
 # Invalid input is generated where there is input to spoil: a GET or DELETE has only path and query strings, any
 # bytes are a valid body for the archive import (its checks are tested in test_gallery_*), the re-embedding takes
-# no input at all, and a stream's end takes only its session id (any string: an unknown one is a 404).
+# no input at all, and a stream's end and a gaze calibration request take only an id in the path (any string: an
+# unknown one is a 404).
 NOTHING_TO_SPOIL = ("GET ", "DELETE ", "POST /gallery/import", "POST /gallery/reembed",
-                    "POST /submit-liveness/stream/{session_id}/end")  # fmt: skip
+                    "POST /submit-liveness/stream/{session_id}/end",
+                    "POST /subjects/{subject_id}/gaze-calibration")  # fmt: skip
 CASES = [(label, mode) for label in _operations() for mode in ("positive", "negative")
          if mode == "positive" or not label.startswith(NOTHING_TO_SPOIL)]  # fmt: skip
 

@@ -220,6 +220,9 @@ def test_the_operator_page_enrols_identifies_marks_and_deletes(playwright, up_st
         page.screenshot(path=str(ARTIFACTS / "operator-identified.png"), full_page=True)
         page.click("#identifications button.not-this")
         page.wait_for_function("document.getElementById('message').textContent.startsWith('Noted')")
+        # A gaze calibration is asked of the device's door flow (its outcome: tests/test_device_mode.py).
+        page.click("#subjects tr:has-text('Camera Person') button.calibrate")
+        page.wait_for_function("document.getElementById('message').textContent.includes('look at each square')")
         # Delete Tony Blair (the confirmation is accepted).
         page.click("#subjects tr:has-text('Tony Blair') button.delete")
         page.wait_for_function("document.querySelectorAll('#subjects tbody tr').length === 1")

@@ -115,6 +115,7 @@ class CalibrationJob:
     """A gaze calibration taken from the device's queue, waiting for its person's face."""
 
     subject_id: str
+    started: float
     deadline: float
     last_reason: str = "no_face"
 
@@ -145,6 +146,7 @@ class DoorFlow:
         self.walkup: WalkUp | None = None
         self.cooldown_until = 0.0
         self.last_face = 0.0
+        self.last_frame = 0.0
         self.steady_live: list[float] = []
         self.holds_lock = False
         self._last_renew = 0.0
@@ -231,6 +233,7 @@ class DoorFlow:
         image = cv2.imdecode(np.frombuffer(message.payload, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             return
+        self.last_frame = captured
         with self._lock:
             try:
                 self._on_image(image, captured)
@@ -460,7 +463,8 @@ class DoorFlow:
         if job is not None:
             if self.state is not State.CHALLENGE and now > job.deadline:
                 self.calibration = None
-                self._calibration_done(job.subject_id, None, [job.last_reason], None)
+                reason = job.last_reason if self.last_frame >= job.started else "camera_missing"
+                self._calibration_done(job.subject_id, None, [reason], None)
             return
         if self.state is State.CHALLENGE or not self.holds_lock or now - self._last_poll < CALIBRATION_POLL:
             return
@@ -468,7 +472,7 @@ class DoorFlow:
         subject_id = self.calibrations.take(self.device)
         if subject_id is None:
             return
-        self.calibration = CalibrationJob(subject_id, now + WAIT_SECONDS)
+        self.calibration = CalibrationJob(subject_id, now, now + WAIT_SECONDS)
         self.calibrations.update(subject_id, self.device, "waiting", expires=time.time() + WAIT_SECONDS + 5)
         log.info("gaze calibration of %s: waiting for the person's face", subject_id)
 

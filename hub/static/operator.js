@@ -160,13 +160,38 @@ async function loadSubjects() {
       try { await api(`/subjects/${encodeURIComponent(s.subject_id)}`, { method: "DELETE" }); refresh(); }
       catch (error) { say(error.message); }
     });
+    const calibrate = el("button", detail.gaze_calibration ? "Recalibrate gaze" : "Calibrate gaze",
+      { type: "button", class: "small calibrate" });
+    calibrate.addEventListener("click", () => calibrateGaze(s));
     const cell = el("td");
-    cell.append(remove);
+    cell.append(calibrate, " ", remove);
     row.append(cell);
     rows.append(row);
   }
   $("prev").disabled = offset === 0;
   $("next").disabled = offset + PAGE >= body.total;
+}
+
+// The person's gaze calibration runs on the device: they stand at its camera while its display lights each square.
+async function calibrateGaze(subject) {
+  const path = `/subjects/${encodeURIComponent(subject.subject_id)}/gaze-calibration`;
+  try {
+    await api(path, { method: "POST" });
+  } catch (error) { say(error.message); return; }
+  say(`Ask ${subject.name} to stand at the door's camera and look at each square as it lights up.`);
+  const until = Date.now() + 150_000;
+  while (Date.now() < until) {
+    await new Promise((done) => setTimeout(done, 1000));
+    let request;
+    try { request = (await api(path)).request || {}; } catch (error) { say(error.message); return; }
+    if (request.state === "saved") { say(`Gaze calibration saved for ${subject.name}.`); refresh(); return; }
+    if (request.state === "failed") {
+      say(`Gaze calibration for ${subject.name} did not work: ${request.reasons.join(", ").replaceAll("_", " ")}.`);
+      return;
+    }
+    if (request.state === "running") say(`Calibrating ${subject.name}: the squares are lit on the door's display.`);
+  }
+  say(`No outcome yet for ${subject.name}; check again later.`);
 }
 
 $("prev").addEventListener("click", () => { offset = Math.max(0, offset - PAGE); loadSubjects(); });
