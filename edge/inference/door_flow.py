@@ -23,6 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 import cv2
@@ -45,7 +46,7 @@ from edge.bus.messages import (
 from edge.camera.publisher import CAPTURE_TIME
 from edge.config import Settings
 from edge.flow.machine import ABORT_MESSAGES, Abort, ChallengeWatch, FlowRules, Sighting, State, Steadiness
-from edge.identify.openset import Outcome
+from edge.identify.openset import Decision, Outcome
 from edge.inference.gallery import GalleryService
 from edge.inference.liveness import scoring_params
 from edge.liveness.challenge import Challenge, draw_durations, generate_sequence
@@ -56,7 +57,7 @@ from edge.store import SessionConflict, SessionState, Store, StoreUnavailable, k
 from edge.store.audit import Audit
 from edge.store.calibrations import WAIT_SECONDS, GazeCalibrations
 from edge.store.gallery import SubjectNotFound
-from edge.vision.embed import cosine
+from edge.vision.embed import Embedding, cosine
 from edge.vision.engine import FaceEngine
 from edge.vision.gaze import GazeFrame, GazeTracker
 from edge.vision.gaze_net import GazeNetPool
@@ -91,7 +92,7 @@ class WalkUp:
     subject_id: str | None = None
     name: str | None = None
     score: float | None = None
-    probe: object | None = None  # the identification's embedding, for the identity check
+    probe: Embedding | None = None  # the identification's embedding, for the identity check
     challenge: Challenge | None = None
     session_id: str | None = None
     start_time: float = 0.0
@@ -118,6 +119,16 @@ class CalibrationJob:
     started: float
     deadline: float
     last_reason: str = "no_face"
+    last_try: float = 0.0  # when a face in the cooldown after a decision was last identified
+
+
+class Identified(NamedTuple):
+    """A steady face's 1:N identification."""
+
+    embedding: Embedding
+    decision: Decision
+    names: dict[str, str]
+    seconds: float
 
 
 def rules_of(settings: Settings) -> FlowRules:
@@ -251,9 +262,11 @@ class DoorFlow:
             self.last_face = captured
         if self.state is State.COOLDOWN:
             gone = captured - self.last_face > self.rules.face_lost_seconds
-            if captured >= self.cooldown_until or (gone and not faces) or self.calibration is not None:
+            if captured >= self.cooldown_until or (gone and not faces):
                 self.state = State.IDLE
                 self.steady.reset()
+            elif self.calibration is not None:
+                self._calibration_in_cooldown(image, faces, sighting)
             return
         if self.state is State.CHALLENGE:
             self._challenge_frame(image, faces, sighting)
@@ -270,10 +283,12 @@ class DoorFlow:
         if steady:
             live = self.steady_live[-self.rules.steady_frames :]
             self.steady.reset()
+            identified = None
             if self.calibration is not None:
-                self._calibration_walk_up(image, faces[0], captured)
-            else:
-                self._walk_up(image, faces[0], captured, live)
+                identified = self._identify(image, faces[0])
+                if self._calibration_walk_up(identified, captured):
+                    return
+            self._walk_up(image, faces[0], captured, live, identified)  # anyone else walks up as always
 
     # -- a walk-up --------------------------------------------------------------------------------------------
 
@@ -287,17 +302,22 @@ class DoorFlow:
         zone = self.settings.door.policy.timezone
         return datetime.now(ZoneInfo(zone)) if zone else datetime.now().astimezone()
 
-    def _walk_up(self, image: np.ndarray, face: Face, captured: float, live: list[float]) -> None:
+    def _identify(self, image: np.ndarray, face: Face) -> Identified:
         started = time.perf_counter()
+        self.gallery.index.sync(self.gallery.gallery)
+        embedding = self.engine.embedder.embed(image, face)
+        decision, names = self.gallery.decide(embedding.vector)
+        return Identified(embedding, decision, names, time.perf_counter() - started)
+
+    def _walk_up(self, image: np.ndarray, face: Face, captured: float, live: list[float],
+                 identified: Identified | None = None) -> None:  # fmt: skip
         walkup = WalkUp(uuid.uuid4().hex, captured, live=list(live), last_pad=captured, marks={"steady": captured})
         self.walkup = walkup
         if self.policy.lockout.locked(clock.now()):
             self._decide(walkup, "denied", ["locked_out"], {})
             return
-        self.gallery.index.sync(self.gallery.gallery)
-        embedding = self.engine.embedder.embed(image, face)
-        decision, names = self.gallery.decide(embedding.vector)
-        timings = {"identify": time.perf_counter() - started}
+        embedding, decision, names, seconds = identified or self._identify(image, face)
+        timings = {"identify": seconds}
         if decision.outcome is not Outcome.IDENTIFIED or decision.subject_id is None:
             best = decision.candidates[0] if decision.candidates else None
             self._decide(
@@ -388,7 +408,7 @@ class DoorFlow:
         lenient bar: the head turns during the challenge) ends the challenge."""
         assert walkup.probe is not None and self.engine.calibration is not None
         now = self.engine.embedder.embed(image, face)
-        same = cosine(now, walkup.probe) >= self.engine.calibration.cosine_for(0.4)  # type: ignore[arg-type]
+        same = cosine(now, walkup.probe) >= self.engine.calibration.cosine_for(0.4)
         walkup.identity_misses = 0 if same else walkup.identity_misses + 1
         return Abort.IDENTITY_CHANGED if walkup.identity_misses >= 2 else None
 
@@ -476,22 +496,31 @@ class DoorFlow:
         self.calibrations.update(subject_id, self.device, "waiting", expires=time.time() + WAIT_SECONDS + 5)
         log.info("gaze calibration of %s: waiting for the person's face", subject_id)
 
-    def _calibration_walk_up(self, image: np.ndarray, face: Face, captured: float) -> None:
-        """A steady face while a calibration waits: it starts when the face is the subject's, and only then."""
+    def _calibration_in_cooldown(self, image: np.ndarray, faces: list[Face], sighting: Sighting) -> None:
+        """The person to calibrate may be the one just decided: they need not wait out the cooldown (anyone else
+        does, so that nobody is decided twice). Meanwhile a steady face is identified at most once a second."""
         job = self.calibration
         assert job is not None
-        started = time.perf_counter()
-        self.gallery.index.sync(self.gallery.gallery)
-        embedding = self.engine.embedder.embed(image, face)
-        decision, names = self.gallery.decide(embedding.vector)
+        if not self.steady.update(sighting) or sighting.t - job.last_try < IDENTITY_CHECK_EVERY:
+            return
+        job.last_try = sighting.t
+        self.steady.reset()
+        self._calibration_walk_up(self._identify(image, faces[0]), sighting.t)
+
+    def _calibration_walk_up(self, identified: Identified, captured: float) -> bool:
+        """A steady face while a calibration waits: it starts (True) when the face is the subject's, and only then;
+        anyone else is not calibrated."""
+        job = self.calibration
+        assert job is not None
+        decision = identified.decision
         if decision.outcome is not Outcome.IDENTIFIED or decision.subject_id != job.subject_id:
             job.last_reason = "another_person" if decision.outcome is Outcome.IDENTIFIED else "not_recognised"
-            self.state = State.IDLE
-            return
-        walkup = WalkUp(uuid.uuid4().hex, captured, subject_id=job.subject_id, name=names[job.subject_id],
-                        probe=embedding, purpose="calibration", marks={"steady": captured})  # fmt: skip
+            return False
+        walkup = WalkUp(uuid.uuid4().hex, captured, subject_id=job.subject_id, name=identified.names[job.subject_id],
+                        probe=identified.embedding, purpose="calibration", marks={"steady": captured})  # fmt: skip
         self.walkup = walkup
-        self._start_challenge(walkup, {"identify": time.perf_counter() - started})
+        self._start_challenge(walkup, {"identify": identified.seconds})
+        return True
 
     def _finish_calibration(self, walkup: WalkUp, abort: Abort | None) -> None:
         """Learn the person's gain and row gap from the six windows (edge/liveness/person.py) and keep them with
