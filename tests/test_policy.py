@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 import pytest
@@ -112,6 +113,10 @@ def test_the_flow_applies_the_policy_before_any_door_command(make_device, data_d
     device.start_camera()
     access = AccessEvent.model_validate_json(device.wait_for("/events/access").payload)
     assert access.decision == "denied" and access.reasons == ["not_allowed"] and access.subject_id == sid
-    entry = Audit(device.store, 1).recent(1)[0]
-    assert entry["decision"] == "denied" and entry["reasons"] == ["not_allowed"]
+    # The audit entry is written just after the event is published: wait for this event's own entry.
+    deadline, entry = time.monotonic() + 5, None
+    while entry is None and time.monotonic() < deadline:
+        entry = next((e for e in Audit(device.store, 1).recent(20) if e["event_id"] == access.event_id), None)
+        time.sleep(0.05)
+    assert entry is not None and entry["decision"] == "denied" and entry["reasons"] == ["not_allowed"]
     assert not any(m.topic.endswith("/door/command") for m in device.seen + list(device.heard.queue))
