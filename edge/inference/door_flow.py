@@ -484,7 +484,7 @@ class DoorFlow:
             if self.state is not State.CHALLENGE and now > job.deadline:
                 self.calibration = None
                 reason = job.last_reason if self.last_frame >= job.started else "camera_missing"
-                self._calibration_done(job.subject_id, None, [reason], None)
+                self._calibration_done(job.subject_id, None, [reason])
             return
         if self.state is State.CHALLENGE or not self.holds_lock or now - self._last_poll < CALIBRATION_POLL:
             return
@@ -540,15 +540,16 @@ class DoorFlow:
                 reasons = ["gaze_did_not_move"]
             elif person.row_gap <= 0:
                 reasons = ["gaze_row_mismatch"]
-        self._calibration_done(walkup.subject_id, None if reasons else person, reasons,
-                               "aborted" if abort else None, session_id=walkup.session_id)  # fmt: skip
+        self._calibration_done(walkup.subject_id, None if reasons else person, reasons, walkup.session_id,
+                               aborted=abort is not None)  # fmt: skip
         self.walkup = None
         self.state = State.COOLDOWN
         self.cooldown_until = clock.now() + self.settings.door.rewalk_seconds
 
     def _calibration_done(self, subject_id: str, person: PersonGaze | None, reasons: list[str],
-                          end: str | None, session_id: str | None = None) -> None:  # fmt: skip
-        """Store what was learnt, record the request's state, and say so on the bus (the display shows it)."""
+                          session_id: str | None = None, *, aborted: bool = False) -> None:  # fmt: skip
+        """Store what was learnt (``person``; None: nothing), record the request's state, and say so on the bus (the
+        display shows it); ``session_id`` names the calibration's lit cells when they were shown."""
         result = None
         erased = False
         if person is not None:
@@ -565,8 +566,8 @@ class DoorFlow:
         if not erased:
             self.calibrations.update(subject_id, self.device, state, reasons=reasons, result=result)
         if session_id is not None:
-            outcome = end or ("pass" if result is not None else "fail")
-            message = ChallengeEnd(session_id=session_id, result=outcome,  # type: ignore[arg-type]
+            outcome = "aborted" if aborted else "pass" if result is not None else "fail"
+            message = ChallengeEnd(session_id=session_id, result=outcome,
                                    reasons=[Reason(code=r, message=_message(r)) for r in reasons])  # fmt: skip
             self.bus.publish(self.bus.topics.challenge_end, message.to_bytes(), qos=1)
         event = GazeCalibrationEvent(device_id=self.device, subject_id=subject_id, result=state, reasons=reasons,
