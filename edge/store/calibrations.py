@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import redis
@@ -41,11 +42,8 @@ class GazeCalibrations:
     def _redis(self) -> redis.Redis:
         return self.store.client
 
-    def _guard(self, action: Any) -> Any:
-        try:
-            return action()
-        except redis.RedisError as exc:
-            raise self.store._fail(exc) from exc
+    def _guard(self, action: Callable[[], Any]) -> Any:
+        return self.store.guard(action)
 
     def request(self, subject_id: str, device_id: str) -> dict[str, Any]:
         """Queue a calibration of ``subject_id`` on ``device_id``; asking again for the same subject is harmless."""

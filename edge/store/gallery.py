@@ -148,10 +148,7 @@ class Gallery:
         return self.store.client
 
     def _guard(self, action: Callable[[], Any]) -> Any:
-        try:
-            return action()
-        except redis.RedisError as exc:
-            raise self.store._fail(exc) from exc
+        return self.store.guard(action)
 
     # -- encoding ---------------------------------------------------------------------------------------------
 
@@ -161,15 +158,18 @@ class Gallery:
             data = self.sealer.seal(data, context)
         return base64.b64encode(data).decode()
 
+    def _open(self, sealed: bytes, context: str) -> bytes:
+        if self.sealer is None:
+            raise GalleryLocked("the gallery is encrypted and no key file is configured (gallery.key_file)")
+        try:
+            return self.sealer.open(sealed, context)
+        except SealError as exc:
+            raise GalleryLocked(str(exc)) from None
+
     def _decode_vector(self, text: str, context: str, sealed: bool) -> np.ndarray:
         data = base64.b64decode(text)
         if sealed:
-            if self.sealer is None:
-                raise GalleryLocked("the gallery is encrypted and no key file is configured (gallery.key_file)")
-            try:
-                data = self.sealer.open(data, context)
-            except SealError as exc:
-                raise GalleryLocked(str(exc)) from None
+            data = self._open(data, context)
         return np.frombuffer(data, dtype=np.float32).copy()
 
     def _encode_gaze(self, subject_id: str, gaze: dict[str, Any]) -> bytes:
@@ -180,12 +180,7 @@ class Gallery:
         if not raw:
             return None
         if raw.startswith(b"sealed:"):
-            if self.sealer is None:
-                raise GalleryLocked("the gallery is encrypted and no key file is configured (gallery.key_file)")
-            try:
-                raw = self.sealer.open(raw[len(b"sealed:") :], f"{subject_id}/gaze")
-            except SealError as exc:
-                raise GalleryLocked(str(exc)) from None
+            raw = self._open(raw[len(b"sealed:") :], f"{subject_id}/gaze")
         return json.loads(raw)
 
     def _encode_face(self, subject_id: str, face: FaceRecord) -> str:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
 from edge.config import redact
 from edge.errors import RedisUnavailable
 from edge.store import keys
+
+T = TypeVar("T")
 
 
 class StoreUnavailable(RedisUnavailable):
@@ -42,6 +45,13 @@ class Store:
 
     def _fail(self, exc: Exception) -> StoreUnavailable:
         return StoreUnavailable(f"Redis at {redact(self.url)} is unreachable: {exc}")
+
+    def guard(self, action: Callable[[], T]) -> T:
+        """Run ``action``; a Redis failure becomes :class:`StoreUnavailable` (503 naming Redis)."""
+        try:
+            return action()
+        except redis.RedisError as exc:
+            raise self._fail(exc) from exc
 
     def ping(self) -> bool:
         """True when Redis answers; never raises."""
