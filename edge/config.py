@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 from pydantic_settings.exceptions import SettingsError
 
 from edge.atomic import write_atomic
+from edge.vision.model_id import ACCURATE_EMBEDDERS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = PROJECT_ROOT / "config.yaml"
@@ -100,11 +101,24 @@ class ApiSettings(_Section):
 class MatchingSettings(_Section):
     similarity_threshold: float = Field(0.6, ge=0.0, le=1.0)
     detector: Literal["yunet", "mtcnn"] = "yunet"
-    # fast: one embedder (`embedder`); accurate: SFace and FaceNet fused (FaceNet's weights were trained on
-    # MS-Celeb-1M, withdrawn by Microsoft in 2019: check its terms before commercial use). README: "Profiles".
+    # fast: one embedder (`embedder`); accurate: the embedders of `accurate_embedders` fused. Licences differ
+    # (README, "Matching profiles"): FaceNet's weights were trained on MS-Celeb-1M, withdrawn by Microsoft in 2019;
+    # InsightFace's MobileFaceNet (mbf) is for non-commercial research only.
     profile: Literal["fast", "accurate"] = "fast"
-    embedder: Literal["sface", "facenet", "dlib"] = Field("sface", description="the fast profile's embedder")
+    embedder: Literal["sface", "facenet", "mbf", "dlib"] = Field("sface", description="the fast profile's embedder")
+    accurate_embedders: list[Literal["sface", "facenet", "mbf"]] = Field(
+        default_factory=lambda: list(ACCURATE_EMBEDDERS),
+        min_length=2,
+        description="what the accurate profile fuses; each combination needs its fitted fusion (facematch calibrate)",
+    )
     flip_embedding: bool = Field(True, description="embed the face and its mirror image (more accurate, ~2× slower)")
+
+    @field_validator("accurate_embedders")
+    @classmethod
+    def _each_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("list each embedder once")
+        return value
 
 
 class GallerySettings(_Section):

@@ -20,7 +20,6 @@ import httpx
 from edge.atomic import copy_atomic
 from edge.config import PROJECT_ROOT, Settings
 from edge.progress import bar as progress_bar
-from edge.vision.model_id import ACCURATE_EMBEDDERS
 from models.derive import dequantize, keras_to_onnx
 from models.manifest import ModelSpec, Source, load_manifest, sha256_of
 
@@ -116,7 +115,7 @@ def required_by(settings: Settings) -> set[str]:
     """The models the configured embedders need (the accurate profile's, or the fast profile's one), and the gaze
     network when it is on; the optional ones among them are fetched, verified and checked as if they were defaults."""
     matching = settings.matching
-    needed = set(ACCURATE_EMBEDDERS) if matching.profile == "accurate" else {matching.embedder}
+    needed = set(matching.accurate_embedders) if matching.profile == "accurate" else {matching.embedder}
     return needed | ({"gaze_net"} if settings.liveness.gaze_net else set())
 
 
@@ -170,8 +169,9 @@ def verify(settings: Settings) -> int:
 
 
 def list_models(settings: Settings) -> int:
+    accurate = settings.matching.accurate_embedders
     for spec in load_manifest().models.values():
         present = "fetched" if (settings.models.dir / spec.file).exists() else "-"
-        default = "default" if spec.default else "accurate" if spec.name in ACCURATE_EMBEDDERS else "optional"
+        default = "default" if spec.default else "accurate" if spec.name in accurate else "optional"
         print(f"{spec.name:<16} {spec.role:<14} {default:<9} {spec.size / 1e6:6.1f} MB  {present:<8} {spec.license}")
     return 0

@@ -16,6 +16,22 @@ def test_manifest_pins_every_model():
         assert any(s.kind == "url" for s in spec.sources), f"{name} has no canonical URL"
 
 
+@pytest.mark.parametrize("name", ["mbf", "gaze_net"])
+def test_non_commercial_weights_are_never_fetched_by_default_and_say_so(name, capsys):
+    from models.fetch import list_models, required_by
+
+    spec = load_manifest().models[name]
+    assert not spec.default and "non-commercial" in spec.license.lower()
+    default = load_settings(environ={})
+    assert name not in required_by(default)
+    list_models(default)
+    (line,) = [row for row in capsys.readouterr().out.splitlines() if row.startswith(f"{name} ")]
+    assert "non-commercial" in line
+    if name == "mbf":  # only the accurate profile asks for it, and `models list` names that profile
+        accurate = load_settings(environ={"FACEMATCH_MATCHING__PROFILE": "accurate"})
+        assert "mbf" in required_by(accurate) and " accurate " in line
+
+
 def spec_for(content: bytes, **extra) -> ModelSpec:
     return ModelSpec(
         name="toy", role="test", file="toy.bin", sha256=hashlib.sha256(content).hexdigest(), size=len(content),

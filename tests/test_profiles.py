@@ -1,17 +1,18 @@
-"""Matching profiles: ``fast`` (SFace) and ``accurate`` (SFace and FaceNet fused). The fusion is z-score fusion in one
-cosine; a template records its profile and is never compared with another profile's; /match and the gallery follow
-the configured profile."""
+"""Matching profiles: ``fast`` (SFace) and ``accurate`` (SFace, FaceNet and MobileFaceNet fused). The fusion is
+z-score fusion in one cosine; a template records its profile and is never compared with another profile's; /match
+and the gallery follow the configured profile."""
 
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 import pytest
 
 from edge.bench.lfw import profile_settings
 from edge.vision.fusion import Fusion, FusionMissing
-from edge.vision.model_id import ACCURATE_PARTS, configured_model_id
+from edge.vision.model_id import accurate_parts, configured_model_id
 
 
 def _unit(rng: np.random.Generator, n: int = 128) -> np.ndarray:
@@ -44,17 +45,30 @@ def test_refitted_weights_make_another_model_id_and_a_missing_fusion_says_how_to
         Fusion.load(("x", "y"), tmp_path)
 
 
-def test_the_shipped_fusion_was_fitted_on_view_1_and_names_the_accurate_profile_templates():
-    fusion = Fusion.load(ACCURATE_PARTS)
-    assert "View 1" in fusion.meta["source"] and "View 2 pairs excluded" in fusion.meta["source"]
+@pytest.mark.parametrize("embedders", [None, ["sface", "facenet"]])
+def test_each_shipped_fusion_was_fitted_on_view_1_and_names_its_templates(embedders):
+    """The default three-part fusion, and the licence-cleaner two-part one an operator may choose instead."""
     from edge.config import load_settings
-
-    settings = load_settings(environ={"FACEMATCH_MATCHING__PROFILE": "accurate"})
-    assert configured_model_id(settings) == fusion.model_id
-    assert configured_model_id(load_settings(environ={})) == "sface-2021dec-flip"
     from edge.vision.calibration import Calibration
 
+    environ = {"FACEMATCH_MATCHING__PROFILE": "accurate"}
+    if embedders:
+        environ["FACEMATCH_MATCHING__ACCURATE_EMBEDDERS"] = json.dumps(embedders)
+    settings = load_settings(environ=environ)
+    fusion = Fusion.load(accurate_parts(settings.matching.accurate_embedders))
+    assert len(fusion.parts) == len(embedders or ["sface", "facenet", "mbf"])
+    assert "View 1" in fusion.meta["source"] and "View 2 pairs excluded" in fusion.meta["source"]
+    assert configured_model_id(settings) == fusion.model_id
+    assert configured_model_id(load_settings(environ={})) == "sface-2021dec-flip"
     assert Calibration.load(fusion.model_id).meta["source"].startswith("LFW View 1")  # 0.6 keeps its meaning
+
+
+@pytest.mark.parametrize("embedders", [["sface"], ["sface", "sface"], ["sface", "arcface"]])
+def test_an_accurate_profile_needs_two_known_embedders_each_once(embedders):
+    from edge.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="accurate_embedders"):
+        load_settings(environ={"FACEMATCH_MATCHING__ACCURATE_EMBEDDERS": json.dumps(embedders)})
 
 
 # -- the accurate engine, /match and the gallery with real faces ----------------------------------------------------
@@ -62,15 +76,19 @@ def test_the_shipped_fusion_was_fitted_on_view_1_and_names_the_accurate_profile_
 
 @pytest.fixture(scope="module")
 def accurate_settings(model_settings, shared_dir, tmp_path_factory):
-    """The model settings with the accurate profile, FaceNet fetched (and converted) by the project's fetcher."""
+    """The model settings with the accurate profile, its embedders fetched (FaceNet converted) by the project's
+    fetcher."""
     from models.derive import keras_to_onnx
     from models.fetch import FetchError, fetch_one, select
 
-    (spec,) = select(["facenet"], everything=False)
-    try:
-        keras_to_onnx(fetch_one(spec, model_settings, tmp_path_factory.mktemp("fetch"), say=lambda _: None))
-    except FetchError as exc:
-        pytest.skip(f"FaceNet cannot be fetched here: {exc}")
+    work = tmp_path_factory.mktemp("fetch")
+    for spec in select(model_settings.matching.accurate_embedders, everything=False):
+        try:
+            fetched = fetch_one(spec, model_settings, work, say=lambda _: None)
+        except FetchError as exc:
+            pytest.skip(f"{spec.name} cannot be fetched here: {exc}")
+        if spec.name == "facenet":
+            keras_to_onnx(fetched)
     return profile_settings(model_settings, "accurate")
 
 
@@ -81,14 +99,15 @@ def accurate_engine(accurate_settings):
     return FaceEngine(accurate_settings)
 
 
-def test_the_accurate_engine_makes_one_unit_template_from_both_embedders(accurate_engine, lfw):
+def test_the_accurate_engine_makes_one_unit_template_from_its_embedders(accurate_engine, lfw):
     from tests.conftest import read_bgr
 
-    assert accurate_engine.embedder_dimension == 256 and accurate_engine.model_id.startswith("fused-")
+    dimension = accurate_engine.embedder_dimension
+    assert dimension == 128 + 128 + 512 and accurate_engine.model_id.startswith("fused-sface+facenet+mbf-")
     assert "+" in accurate_engine.runs_on()["embedding"]
     powell = [accurate_engine.analyze(read_bgr(p)).embedding for p in sorted((lfw / "Colin_Powell").glob("*.jpg"))[:2]]
     blair = accurate_engine.analyze(read_bgr(sorted((lfw / "Tony_Blair").glob("*.jpg"))[0])).embedding
-    assert all(e is not None and e.vector.shape == (256,) for e in (*powell, blair))
+    assert all(e is not None and e.vector.shape == (dimension,) for e in (*powell, blair))
     same = accurate_engine.compare(powell[0], powell[1])[1]
     different = accurate_engine.compare(powell[0], blair)[1]
     assert same >= 0.6 > different, (same, different)

@@ -189,7 +189,11 @@ def test_calibration_fit_on_synthetic_scores():
 
 @pytest.mark.parametrize(
     ("embedder", "models", "model_id"),
-    [("dlib", ["dlib_resnet", "dlib_shape5"], "dlib-resnet-v1"), ("facenet", ["facenet"], "facenet-msceleb-flip")],
+    [
+        ("dlib", ["dlib_resnet", "dlib_shape5"], "dlib-resnet-v1"),
+        ("facenet", ["facenet"], "facenet-msceleb-flip"),
+        ("mbf", ["mbf"], "mbf-w600k-flip"),
+    ],
 )
 def test_other_embedders_are_selectable_and_calibrated(model_settings, faces_dir, tmp_path, embedder, models, model_id):
     if embedder == "dlib":

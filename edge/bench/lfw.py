@@ -28,7 +28,6 @@ from edge.vision.calibration import Calibration
 from edge.vision.decode import decode_image
 from edge.vision.engine import FaceEngine
 from edge.vision.fusion import Fusion
-from edge.vision.model_id import ACCURATE_EMBEDDERS
 from edge.vision.quality import BLOCKING, NO_FACE
 
 
@@ -362,7 +361,7 @@ def calibrate(settings: Settings, lfw_dir: Path, impostor_images: int = 3000, se
     meta = {"source": source, "created": time.strftime("%Y-%m-%d")}
     if settings.matching.profile == "accurate":
         tables = []
-        for embedder in ACCURATE_EMBEDDERS:
+        for embedder in settings.matching.accurate_embedders:
             engine = FaceEngine(profile_settings(settings, "fast", embedder), calibrated=False)
             tables.append((engine.model_id, embed_images(engine, images_dir, names, settings.http.max_image_dimension)))
         fusion = Fusion.fit(tuple(m for m, _ in tables), [_impostor_cosines(t, sample, view2) for _, t in tables],

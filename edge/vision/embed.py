@@ -53,9 +53,34 @@ class SFaceEmbedder:
     def embed(self, image: np.ndarray, face: Face) -> Embedding:
         crop = cv2.cvtColor(align(image, face.landmarks, self.input_size), cv2.COLOR_BGR2RGB)
         crops = [crop, crop[:, ::-1]] if self.flip else [crop]
-        blob = np.stack(crops).astype(np.float32).transpose(0, 3, 1, 2)
-        vector = self._session.run(None, {self._input: blob})[0].sum(axis=0).astype(np.float32)
-        return Embedding(self.model_id, vector / max(float(np.linalg.norm(vector)), 1e-12))
+        vector = self._vectors(np.stack(crops).astype(np.float32).transpose(0, 3, 1, 2)).sum(axis=0)
+        return Embedding(self.model_id, (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32))
+
+    def _vectors(self, blob: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: blob})[0]
+
+
+class MobileFaceNetEmbedder(SFaceEmbedder):
+    """InsightFace's MobileFaceNet trained on WebFace600K (``w600k_mbf``, buffalo_s): the same 112×112 ArcFace-aligned
+    RGB crop as SFace, scaled to [-1, 1] -> 512-d. **Its weights are for non-commercial research only.**
+
+    With ``flip``, the sum of the face's and its mirror image's unit vectors. The file declares a batch of one, so the
+    two crops run one after the other (same cost; a batch of two works but ONNX Runtime warns on every call).
+    """
+
+    dimension = 512
+
+    def __init__(self, model: Path, providers: list[Provider], flip: bool = True):
+        self.flip = flip
+        self.model_id = model_id_for("mbf", flip)
+        self._session = create_session(model, providers)
+        self._input = self._session.get_inputs()[0].name
+        self.runs_on = f"ONNX Runtime ({running_on(self._session)})"
+
+    def _vectors(self, blob: np.ndarray) -> np.ndarray:
+        scaled = (blob - 127.5) / 127.5
+        vectors = np.concatenate([self._session.run(None, {self._input: one[None]})[0] for one in scaled])
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 class FaceNetEmbedder:
@@ -117,7 +142,7 @@ class FusedEmbedder:
     """The ``accurate`` profile: each part embeds the same detected face (aligning it its own way), and the fusion
     joins their unit vectors into one template (``edge.vision.fusion``)."""
 
-    def __init__(self, parts: list[SFaceEmbedder | FaceNetEmbedder], fusion: Fusion):
+    def __init__(self, parts: list[SFaceEmbedder | FaceNetEmbedder | MobileFaceNetEmbedder], fusion: Fusion):
         ids = tuple(p.model_id for p in parts)
         if ids != fusion.parts:
             raise ValueError(f"the fusion was fitted for {fusion.parts}, not {ids}")

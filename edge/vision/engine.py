@@ -12,9 +12,16 @@ from edge.config import Settings
 from edge.vision.antispoof import MiniFasNetEnsemble, PadResult
 from edge.vision.calibration import Calibration
 from edge.vision.detect import Detector, MtcnnDetector, YuNetDetector
-from edge.vision.embed import DlibEmbedder, Embedding, FaceNetEmbedder, FusedEmbedder, SFaceEmbedder, cosine
+from edge.vision.embed import (
+    DlibEmbedder,
+    Embedding,
+    FaceNetEmbedder,
+    FusedEmbedder,
+    MobileFaceNetEmbedder,
+    SFaceEmbedder,
+    cosine,
+)
 from edge.vision.fusion import Fusion
-from edge.vision.model_id import ACCURATE_EMBEDDERS
 from edge.vision.onnx import Provider, configured_providers
 from edge.vision.quality import QualityLimits, QualityReport, assess
 from edge.vision.types import Face
@@ -38,7 +45,7 @@ class FaceAnalysis:
         }
 
 
-Embedder = SFaceEmbedder | FaceNetEmbedder | DlibEmbedder | FusedEmbedder
+Embedder = SFaceEmbedder | FaceNetEmbedder | MobileFaceNetEmbedder | DlibEmbedder | FusedEmbedder
 
 
 def make_detector(name: str, models_dir: Path) -> Detector:
@@ -48,17 +55,18 @@ def make_detector(name: str, models_dir: Path) -> Detector:
 
 
 def make_embedder(settings: Settings, providers: list[Provider]) -> Embedder:
-    """The configured profile's embedder: ``accurate`` fuses SFace and FaceNet; ``fast`` is ``matching.embedder``."""
+    """The configured profile's embedder: ``accurate`` fuses ``matching.accurate_embedders``; ``fast`` is
+    ``matching.embedder``."""
     models_dir, flip = settings.models.dir, settings.matching.flip_embedding
+    kinds = {"sface": SFaceEmbedder, "facenet": FaceNetEmbedder, "mbf": MobileFaceNetEmbedder}
     if settings.matching.profile == "accurate":
-        kinds = {"sface": SFaceEmbedder, "facenet": FaceNetEmbedder}
-        parts = [kinds[name](model_path(models_dir, name), providers, flip=True) for name in ACCURATE_EMBEDDERS]
+        names = settings.matching.accurate_embedders
+        parts = [kinds[name](model_path(models_dir, name), providers, flip=True) for name in names]
         return FusedEmbedder(parts, Fusion.load(tuple(p.model_id for p in parts)))
-    if settings.matching.embedder == "facenet":
-        return FaceNetEmbedder(model_path(models_dir, "facenet"), providers, flip=flip)
     if settings.matching.embedder == "dlib":
         return DlibEmbedder(model_path(models_dir, "dlib_resnet"), model_path(models_dir, "dlib_shape5"))
-    return SFaceEmbedder(model_path(models_dir, "sface"), providers, flip=flip)
+    name = settings.matching.embedder
+    return kinds[name](model_path(models_dir, name), providers, flip=flip)
 
 
 class FaceEngine:

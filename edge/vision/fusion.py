@@ -20,7 +20,6 @@ import numpy as np
 
 from edge.atomic import write_atomic
 from edge.vision.calibration import CALIBRATION_DIR
-from edge.vision.model_id import ACCURATE_PARTS
 
 
 class FusionMissing(Exception):
@@ -66,7 +65,7 @@ class Fusion:
         return write_atomic(self.path_for(self.parts, folder), json.dumps(document, indent=1) + "\n")
 
     @classmethod
-    def load(cls, parts: tuple[str, ...] = ACCURATE_PARTS, folder: Path = CALIBRATION_DIR) -> Fusion:
+    def load(cls, parts: tuple[str, ...], folder: Path = CALIBRATION_DIR) -> Fusion:
         path = cls.path_for(parts, folder)
         try:
             document = json.loads(path.read_text())

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from edge.config import Settings
 
-MODEL_IDS = {"sface": "sface-2021dec", "facenet": "facenet-msceleb", "dlib": "dlib-resnet-v1"}
-# The embedders the accurate profile fuses, each with its mirror image (their model ids: ACCURATE_PARTS).
-ACCURATE_EMBEDDERS = ("sface", "facenet")
+MODEL_IDS = {"sface": "sface-2021dec", "facenet": "facenet-msceleb", "mbf": "mbf-w600k", "dlib": "dlib-resnet-v1"}
+# The embedders the accurate profile fuses by default (`matching.accurate_embedders`), each with its mirror image.
+ACCURATE_EMBEDDERS = ("sface", "facenet", "mbf")
 
 
 def model_id_for(embedder: str, flip: bool) -> str:
@@ -17,7 +17,9 @@ def model_id_for(embedder: str, flip: bool) -> str:
     return MODEL_IDS[embedder] + ("-flip" if flip and embedder != "dlib" else "")
 
 
-ACCURATE_PARTS = tuple(model_id_for(name, flip=True) for name in ACCURATE_EMBEDDERS)
+def accurate_parts(embedders: tuple[str, ...] | list[str] = ACCURATE_EMBEDDERS) -> tuple[str, ...]:
+    """The model ids of the accurate profile's parts (each embedded with its mirror image)."""
+    return tuple(model_id_for(name, flip=True) for name in embedders)
 
 
 def configured_model_id(settings: Settings) -> str:
@@ -25,5 +27,5 @@ def configured_model_id(settings: Settings) -> str:
     if settings.matching.profile == "accurate":
         from edge.vision.fusion import Fusion
 
-        return Fusion.load().model_id
+        return Fusion.load(accurate_parts(settings.matching.accurate_embedders)).model_id
     return model_id_for(settings.matching.embedder, settings.matching.flip_embedding)
