@@ -382,3 +382,67 @@ def test_card_numbers_are_unique_and_not_given_again_after_a_delete_without_sayi
     assert gallery.get(again).credential == 1001
     numbers = {gallery.get(gallery.create_subject(f"E{i}")).credential for i in range(5)}
     assert len(numbers) == 5 and 1001 not in numbers
+
+
+def _fused(rng: np.random.Generator, first: np.ndarray, rest: np.ndarray) -> np.ndarray:
+    """A template shaped like the accurate profile's: unit parts, concatenated, scaled to one unit vector."""
+    joined = np.concatenate([first / np.linalg.norm(first), rest / np.linalg.norm(rest)])
+    return (joined / np.linalg.norm(joined)).astype(np.float32)
+
+
+def test_a_large_fused_gallery_is_searched_in_two_stages_that_only_ever_lower_scores():
+    from edge.identify.index import Entry
+
+    rng = np.random.default_rng(8)
+    subjects, first, rest = 3000, 16, 48
+    parts = [(rng.standard_normal(first), rng.standard_normal(rest)) for _ in range(subjects)]
+    empty = np.zeros((0, first + rest), np.float32)
+    entries = {}
+    for i, p in enumerate(parts):  # every third subject has a second, unrelated face enrolled first
+        faces = [_fused(rng, rng.standard_normal(first), rng.standard_normal(rest))] if i % 3 == 0 else []
+        entries[f"s{i}"] = Entry(f"s{i}", np.stack([*faces, _fused(rng, *p)]), empty)
+    exact = GalleryIndex(MODEL, first + rest)
+    staged = GalleryIndex(MODEL, first + rest, first_stage=first, two_stage_rows=1000, min_kept=1)
+    for index in (exact, staged):
+        index.load_all(dict(entries), 1)
+    assert staged._pack().leading is not None and exact._pack().leading is None
+    small = GalleryIndex(MODEL, first + rest, first_stage=first)  # under the default two_stage_rows: one stage
+    small.load_all(dict(entries), 1)
+    assert small._pack().leading is None
+    # Enrolled people, seen again with some noise in both parts: the same subject and score as the exact search.
+    for i in range(0, subjects, 150):
+        a, b = parts[i]
+        probe = _fused(rng, a + 0.5 * rng.standard_normal(first), b + 0.5 * rng.standard_normal(rest))
+        want, got = exact.search(probe, k=1)[0].candidate, staged.search(probe, k=1)[0].candidate
+        assert got.subject_id == want.subject_id == f"s{i}" and got.cosine == pytest.approx(want.cosine, abs=1e-6)
+    # A probe like someone only in the trailing columns is outside the first stage's share: they are not a
+    # candidate, and nobody is given a better score than the exact search gives.
+    a, b = parts[7]
+    probe = np.concatenate([-0.2 * a / np.linalg.norm(a), b / np.linalg.norm(b)]).astype(np.float32)
+    probe /= np.linalg.norm(probe)
+    assert exact.search(probe, k=1)[0].candidate.subject_id == "s7"
+    for want, got in zip(exact.search(probe, k=5), staged.search(probe, k=5), strict=True):
+        assert got.candidate.cosine <= want.candidate.cosine + 1e-6
+    assert "s7" not in [m.candidate.subject_id for m in staged.search(probe, k=5)]
+
+
+def test_bench_identify_compares_the_two_stages_with_the_exact_search_on_the_protocol():
+    from edge.bench.identify import build_protocol, compare_two_stages
+    from edge.bench.lfw import EmbeddingTable
+    from edge.identify.openset import OpenSetPolicy
+    from edge.vision.calibration import Calibration
+
+    rng = np.random.default_rng(9)
+    first, rest = 32, 96  # strangers' cosines spread ~0.09: none clears the threshold (0.37)
+    names, vectors = [], []
+    for person in range(300):  # 200 people with two photos (enrolled + mated probe), 100 strangers
+        a, b = rng.standard_normal(first), rng.standard_normal(rest)
+        for photo in range(2 if person < 200 else 1):
+            names.append(f"P{person}/P{person}_{photo + 1:04d}.jpg")
+            vectors.append(_fused(rng, a + 0.1 * rng.standard_normal(first), b + 0.1 * rng.standard_normal(rest)))
+    table = EmbeddingTable(names, np.stack(vectors), [], {}, 0.0)
+    calibration = Calibration.fit("toy", rng.normal(0.0, 0.12, 100_000), rng.normal(0.8, 0.05, 500), {})
+    figures = compare_two_stages(table, build_protocol(table), calibration, OpenSetPolicy(), first)
+    assert (figures.gallery, figures.kept_rows, figures.probes) == (200, 2, 300)
+    assert figures.decisions_differ == 0  # well-separated people: the kept 1 % holds the right one
+    assert 0 <= figures.top1_differs <= 100  # strangers' best candidates may differ

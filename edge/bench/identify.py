@@ -38,11 +38,12 @@ from edge.bench.lfw import EmbeddingTable, embed_images, profile_settings, profi
 from edge.bench.match import photo_640x480, resident_mb, running_stack
 from edge.bench.result import BenchError, BenchResult, side_by_side
 from edge.config import Settings
-from edge.identify.index import Entry, GalleryIndex
+from edge.identify.index import TWO_STAGE_SHARE, Entry, GalleryIndex
 from edge.identify.openset import OpenSetPolicy, threshold_for
 from edge.inference.gallery import open_set_policy
 from edge.vision.calibration import Calibration
 from edge.vision.engine import FaceEngine
+from edge.vision.model_id import first_stage_dimension
 
 
 @dataclass
@@ -227,10 +228,11 @@ class SearchFigures(BaseModel):
     p50_ms: float
     p95_ms: float
     index_build_s: float
+    two_stages: bool = False
 
 
 def time_search(subjects: int, faces_per_subject: int = 1, probes: int = 200, seed: int = 0,
-                dimension: int = 128) -> SearchFigures:  # fmt: skip
+                dimension: int = 128, first_stage: int = 0) -> SearchFigures:  # fmt: skip
     """Search time over a synthetic gallery (random unit vectors: the cost does not depend on the values)."""
     rng = np.random.default_rng(seed)
     empty = np.zeros((0, dimension), np.float32)
@@ -238,11 +240,12 @@ def time_search(subjects: int, faces_per_subject: int = 1, probes: int = 200, se
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     entries = {f"s{i}": Entry(f"s{i}", vectors[i * faces_per_subject : (i + 1) * faces_per_subject], empty)
                for i in range(subjects)}  # fmt: skip
-    index = GalleryIndex("synthetic", dimension)
+    index = GalleryIndex("synthetic", dimension, first_stage)
     started = time.perf_counter()
     index.load_all(entries, 1)
     index.search(vectors[0], k=5)  # packs the matrix
     build = time.perf_counter() - started
+    two_stages = index._pack().leading is not None
     timings = []
     for _ in range(probes):
         probe = rng.standard_normal(dimension).astype(np.float32)
@@ -252,7 +255,41 @@ def time_search(subjects: int, faces_per_subject: int = 1, probes: int = 200, se
         timings.append(time.perf_counter() - began)
     return SearchFigures(subjects=subjects, faces_per_subject=faces_per_subject,
                          p50_ms=1000 * statistics.median(timings), p95_ms=1000 * float(np.percentile(timings, 95)),
-                         index_build_s=build)  # fmt: skip
+                         index_build_s=build, two_stages=two_stages)  # fmt: skip
+
+
+class TwoStageFigures(BaseModel):
+    """The two-stage search against the exact one on the LFW gallery, its first stage keeping the share of rows it
+    keeps at 100,000 faces (so as many rows, in proportion, compete for the kept places)."""
+
+    gallery: int
+    kept_rows: int
+    probes: int
+    top1_differs: int
+    decisions_differ: int  # named at the default threshold by one search and not (or someone else) by the other
+
+
+def compare_two_stages(table: EmbeddingTable, protocol: Protocol, calibration: Calibration, policy: OpenSetPolicy,
+                       first_stage: int) -> TwoStageFigures:  # fmt: skip
+    vectors = table.vectors
+    empty = np.zeros((0, vectors.shape[1]), np.float32)
+    entries = {str(k): Entry(name, vectors[row][None], empty)
+               for k, (name, row) in enumerate(zip(protocol.names, protocol.enrolled, strict=True))}  # fmt: skip
+    exact = GalleryIndex("bench", vectors.shape[1])
+    staged = GalleryIndex("bench", vectors.shape[1], first_stage, two_stage_rows=0, min_kept=1)
+    for index in (exact, staged):
+        index.load_all(dict(entries), 0)
+    threshold = threshold_for(calibration, len(entries), policy).cosine
+    probes = [r for r, _ in protocol.mated] + list(protocol.strangers)
+    top1_differs = decisions_differ = 0
+    for row in probes:
+        want, got = (i.search(vectors[row], k=1)[0].candidate for i in (exact, staged))
+        top1_differs += want.subject_id != got.subject_id
+        named = [c.subject_id if c.cosine >= threshold else None for c in (want, got)]
+        decisions_differ += named[0] != named[1]
+    kept = max(1, int(np.ceil(TWO_STAGE_SHARE * len(entries))))
+    return TwoStageFigures(gallery=len(entries), kept_rows=kept, probes=len(probes), top1_differs=top1_differs,
+                           decisions_differ=decisions_differ)  # fmt: skip
 
 
 class EndToEnd(BaseModel):
@@ -312,6 +349,7 @@ class IdentifyBenchResult(BenchResult):
     margins: list[MarginFigures]
     negatives: list[NegativeFigures]
     search: list[SearchFigures]
+    two_stages: TwoStageFigures | None = None
     endpoints: EndToEnd | None = None
 
     def report(self) -> str:
@@ -345,8 +383,15 @@ class IdentifyBenchResult(BenchResult):
             ]
         lines.append("")
         for t in self.search:
+            stages = "; two stages" if t.two_stages else ""
             lines.append(f"search over {t.subjects:,} subjects: p50 {t.p50_ms:.2f} ms, p95 {t.p95_ms:.2f} ms "
-                         f"(index built in {t.index_build_s:.2f} s)")  # fmt: skip
+                         f"(index built in {t.index_build_s:.2f} s{stages})")  # fmt: skip
+        if self.two_stages:
+            t2 = self.two_stages
+            lines.append(f"two stages vs exact search, full gallery ({t2.gallery}; first stage keeping {t2.kept_rows} "
+                         f"rows, the share it keeps at any size): the best candidate differs for {t2.top1_differs} "
+                         f"of {t2.probes} probes; the decision at the default threshold for "
+                         f"{t2.decisions_differ}")  # fmt: skip
         if self.endpoints:
             e = self.endpoints
             lines.append(f"/identify end to end ({e.enrolled} enrolled, {e.runs} runs): p50 {e.identify_p50_ms:.1f} ms "
@@ -432,7 +477,10 @@ def run_profile(args: argparse.Namespace, settings: Settings, images: Path) -> I
              for n in (100, 1000) if n < len(everyone)]  # fmt: skip
     sizes.append(figures_for(table, protocol, everyone, calibration, policy))
     negatives = [measure_negatives(table, protocol, calibration, fpir, args.seed) for fpir in (policy.target_fpir, 0.1)]
-    search = [time_search(n, dimension=table.vectors.shape[1]) for n in args.search_sizes]
+    first_stage = first_stage_dimension(settings)
+    dimension = table.vectors.shape[1]
+    search = [time_search(n, dimension=dimension, first_stage=first_stage) for n in args.search_sizes]
+    two_stages = compare_two_stages(table, protocol, calibration, policy, first_stage) if first_stage else None
     endpoints = time_endpoints(images, protocol, table, args.runs, settings.matching.profile) if args.runs else None
     return IdentifyBenchResult(
         profile=settings.matching.profile, model=model, embed_ms_per_face=table.embed_ms,
@@ -440,5 +488,5 @@ def run_profile(args: argparse.Namespace, settings: Settings, images: Path) -> I
         refused_mated_probes=protocol.refused_mated, refused_strangers=protocol.refused_strangers,
         target_fpir=policy.target_fpir, margin_decades=policy.margin_decades, sizes=sizes,
         margins=margin_sweep(table, protocol, calibration, policy), negatives=negatives, search=search,
-        endpoints=endpoints,
+        two_stages=two_stages, endpoints=endpoints,
     )  # fmt: skip

@@ -45,6 +45,7 @@ from edge.inference.images import decode_field, refusal
 from edge.store.gallery import FaceRecord, Gallery, new_id
 from edge.vision.decode import ImageError, decode_image
 from edge.vision.engine import FaceAnalysis, FaceEngine
+from edge.vision.model_id import first_stage_dimension
 from edge.vision.quality import MESSAGES, MULTIPLE_FACES
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class GalleryService:
         self.policy = open_set_policy(settings)
         assert engine.calibration is not None
         self.calibration = engine.calibration
-        self.index = GalleryIndex(engine.model_id, engine.embedder_dimension)
+        self.index = GalleryIndex(engine.model_id, engine.embedder_dimension, first_stage_dimension(settings))
 
     def on_gallery_changed(self, _message: object) -> None:
         """A change event from any hub or worker: catch up now rather than at the next search."""

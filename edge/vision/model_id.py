@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     from edge.config import Settings
 
 MODEL_IDS = {"sface": "sface-2021dec", "facenet": "facenet-msceleb", "mbf": "mbf-w600k", "dlib": "dlib-resnet-v1"}
+DIMENSIONS = {"sface": 128, "facenet": 128, "mbf": 512, "dlib": 128}
 # The embedders the accurate profile fuses by default (`matching.accurate_embedders`), each with its mirror image.
 ACCURATE_EMBEDDERS = ("sface", "facenet", "mbf")
 
@@ -29,3 +30,11 @@ def configured_model_id(settings: Settings) -> str:
 
         return Fusion.load(accurate_parts(settings.matching.accurate_embedders)).model_id
     return model_id_for(settings.matching.embedder, settings.matching.flip_embedding)
+
+
+def first_stage_dimension(settings: Settings) -> int:
+    """The leading columns a large gallery is searched by first (``edge.identify.index``): the first part of the
+    accurate profile's fused template; 0 for one model's templates, which are searched in one product."""
+    if settings.matching.profile != "accurate":
+        return 0
+    return DIMENSIONS[settings.matching.accurate_embedders[0]]
