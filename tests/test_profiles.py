@@ -174,3 +174,15 @@ def test_the_quality_gate_review_counts_each_reason_and_the_errors_it_avoided():
     assert review.refused_pairs == 2 and review.pairs_by_reason == {"face_too_small": 2}
     assert review.error_rate_refused_pairs == 0.5 and review.error_rate_by_reason == {"face_too_small": 0.5}
     assert review.error_rate_other_pairs == 0.0 and review.accuracy_as_match_decides == 1.0
+
+
+def test_loading_an_embedder_whose_weights_are_not_for_every_use_says_so_in_the_log(caplog):
+    from edge.vision.engine import warn_of_licences
+
+    with caplog.at_level("WARNING", logger="edge.vision.engine"):
+        warn_of_licences(["sface"])
+        assert not caplog.records  # Apache-2.0: nothing to say
+        warn_of_licences(["sface", "facenet", "mbf"])
+    said = {r.getMessage().split(":")[0]: r.getMessage() for r in caplog.records}
+    assert set(said) == {"embedder facenet", "embedder mbf"}
+    assert "non-commercial" in said["embedder mbf"] and "MS-Celeb-1M" in said["embedder facenet"]

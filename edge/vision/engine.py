@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,9 @@ from edge.vision.fusion import Fusion
 from edge.vision.onnx import Provider, configured_providers
 from edge.vision.quality import QualityLimits, QualityReport, assess
 from edge.vision.types import Face
-from models import model_path
+from models import load_manifest, model_path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,6 +57,16 @@ def make_detector(name: str, models_dir: Path) -> Detector:
     return YuNetDetector(model_path(models_dir, "yunet"))
 
 
+def warn_of_licences(embedders: list[str]) -> None:
+    """Say in the log, whenever they are loaded, which embedders' weights are not for every use (the operator chose
+    them in config; the log is where a deployment's reviewer will look)."""
+    manifest = load_manifest().models
+    for name in embedders:
+        licence = manifest[name].license if name in manifest else ""
+        if "non-commercial" in licence.lower() or "withdrew" in licence.lower():
+            log.warning("embedder %s: %s", name, licence)
+
+
 def make_embedder(settings: Settings, providers: list[Provider]) -> Embedder:
     """The configured profile's embedder: ``accurate`` fuses ``matching.accurate_embedders``; ``fast`` is
     ``matching.embedder``."""
@@ -61,8 +74,10 @@ def make_embedder(settings: Settings, providers: list[Provider]) -> Embedder:
     kinds = {"sface": SFaceEmbedder, "facenet": FaceNetEmbedder, "mbf": MobileFaceNetEmbedder}
     if settings.matching.profile == "accurate":
         names = settings.matching.accurate_embedders
+        warn_of_licences(names)
         parts = [kinds[name](model_path(models_dir, name), providers, flip=True) for name in names]
         return FusedEmbedder(parts, Fusion.load(tuple(p.model_id for p in parts)))
+    warn_of_licences([settings.matching.embedder])
     if settings.matching.embedder == "dlib":
         return DlibEmbedder(model_path(models_dir, "dlib_resnet"), model_path(models_dir, "dlib_shape5"))
     name = settings.matching.embedder
