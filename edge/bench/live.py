@@ -137,7 +137,8 @@ def run(base: Settings, tmp: Path, challenge_video: Path, quick_video: Path, wal
     env = {"REDIS_URL": f"redis://127.0.0.1:{redis.port}/0", "MQTT_URL": f"mqtt://127.0.0.1:{broker.port}",
            "DEVICE_ID": "bench-live", "FACEMATCH_STATE_DIR": str(tmp / "state"),
            "FACEMATCH_MODELS__DIR": str(base.models.dir)}  # fmt: skip
-    settings = load_settings(environ=env)
+    # Its own Redis, broker and state; the configured matching profile, so `bench live` measures that profile.
+    settings = load_settings(environ=env).model_copy(update={"matching": base.matching})
     display = None
     try:
         engine = FaceEngine(settings)
