@@ -144,6 +144,27 @@ def check_models(settings: Settings) -> list[Check]:
     return checks
 
 
+def check_calibration(settings: Settings) -> Check:
+    """The configured profile's templates need their calibration (and, for ``accurate``, the fitted fusion of the
+    configured embedders); the inference daemon cannot start without them."""
+    from edge.vision.calibration import Calibration, CalibrationMissing
+    from edge.vision.fusion import FusionMissing
+    from edge.vision.model_id import configured_model_id
+
+    profile = settings.matching.profile
+    fix = "facematch calibrate --profile accurate --lfw-dir … (or list a shipped combination in accurate_embedders)"
+    try:
+        model_id = configured_model_id(settings)
+        calibration = Calibration.load(model_id)
+    except FusionMissing as exc:
+        return Check("calibration", FAIL, f"{profile} profile: {exc}".split(": run")[0], fix)
+    except CalibrationMissing as exc:
+        return Check("calibration", FAIL, f"{profile} profile: {exc}".split(": run")[0], "facematch calibrate …")
+    source = calibration.meta.get("source", "source not recorded")
+    return Check("calibration", OK, f"{profile} profile, {model_id}: 0.6 = FMR 1e-3 at cosine "
+                 f"{calibration.cosine_for(0.6):.4f} ({source})")  # fmt: skip
+
+
 def check_camera(settings: Settings) -> Check:
     """The configured source, and every V4L2 camera OpenCV can open and read a frame from."""
     from edge.camera.sources import openable_cameras
@@ -252,6 +273,7 @@ def run_checks(settings: Settings) -> list[Check]:
         check_onnxruntime(settings),
     ]
     checks += check_models(settings)
+    checks.append(check_calibration(settings))
     checks += [check for check in (check_gaze_net(settings),) if check is not None]
     checks += [check_api_keys(settings), check_inference_worker(settings), check_hub(settings)]
     checks += [check_camera(settings), check_display()]

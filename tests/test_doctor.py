@@ -99,3 +99,22 @@ def test_doctor_checks_the_gaze_networks_runtime_only_when_it_is_on(monkeypatch)
     monkeypatch.setattr(gaze_net, "import_mnn", missing)
     check = doctor.check_gaze_net(on)
     assert check is not None and check.level == doctor.FAIL and "gaze-net" in check.fix
+
+
+def test_doctor_checks_the_configured_profile_has_its_calibration():
+    from edge.doctor import check_calibration
+
+    fast = check_calibration(load_settings(environ={}))
+    assert fast.level == OK and "sface-2021dec-flip" in fast.detail and "View 1" in fast.detail
+    accurate = check_calibration(load_settings(environ={"FACEMATCH_MATCHING__PROFILE": "accurate"}))
+    assert accurate.level == OK and "fused-sface+facenet+mbf-" in accurate.detail
+    unfitted = check_calibration(
+        load_settings(
+            environ={
+                "FACEMATCH_MATCHING__PROFILE": "accurate",
+                "FACEMATCH_MATCHING__ACCURATE_EMBEDDERS": '["facenet", "mbf"]',
+            }
+        )
+    )
+    assert unfitted.level == FAIL and "no fusion fitted for facenet-msceleb-flip + mbf-w600k-flip" in unfitted.detail
+    assert "facematch calibrate --profile accurate" in unfitted.fix
