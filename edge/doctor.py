@@ -157,9 +157,9 @@ def check_calibration(settings: Settings) -> Check:
         model_id = configured_model_id(settings)
         calibration = Calibration.load(model_id)
     except FusionMissing as exc:
-        return Check("calibration", FAIL, f"{profile} profile: {exc}".split(": run")[0], fix)
+        return Check("calibration", FAIL, f"{profile} profile: {exc}", fix)
     except CalibrationMissing as exc:
-        return Check("calibration", FAIL, f"{profile} profile: {exc}".split(": run")[0], "facematch calibrate …")
+        return Check("calibration", FAIL, f"{profile} profile: {exc}", "facematch calibrate --lfw-dir …")
     source = calibration.meta.get("source", "source not recorded")
     return Check("calibration", OK, f"{profile} profile, {model_id}: 0.6 = FMR 1e-3 at cosine "
                  f"{calibration.cosine_for(0.6):.4f} ({source})")  # fmt: skip

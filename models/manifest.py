@@ -32,6 +32,9 @@ class ModelSpec(BaseModel):
     sha256: str
     size: int
     license: str
+    # Weights whose terms do not allow every use (non-commercial, or trained on a withdrawn data set): the daemon
+    # warns in its log when it loads them.
+    restricted_use: bool = False
     default: bool = False
     sources: list[Source]
 

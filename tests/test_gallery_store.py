@@ -384,7 +384,7 @@ def test_card_numbers_are_unique_and_not_given_again_after_a_delete_without_sayi
     assert len(numbers) == 5 and 1001 not in numbers
 
 
-def _fused(rng: np.random.Generator, first: np.ndarray, rest: np.ndarray) -> np.ndarray:
+def _fused(first: np.ndarray, rest: np.ndarray) -> np.ndarray:
     """A template shaped like the accurate profile's: unit parts, concatenated, scaled to one unit vector."""
     joined = np.concatenate([first / np.linalg.norm(first), rest / np.linalg.norm(rest)])
     return (joined / np.linalg.norm(joined)).astype(np.float32)
@@ -399,20 +399,20 @@ def test_a_large_fused_gallery_is_searched_in_two_stages_that_only_ever_lower_sc
     empty = np.zeros((0, first + rest), np.float32)
     entries = {}
     for i, p in enumerate(parts):  # every third subject has a second, unrelated face enrolled first
-        faces = [_fused(rng, rng.standard_normal(first), rng.standard_normal(rest))] if i % 3 == 0 else []
-        entries[f"s{i}"] = Entry(f"s{i}", np.stack([*faces, _fused(rng, *p)]), empty)
+        faces = [_fused(rng.standard_normal(first), rng.standard_normal(rest))] if i % 3 == 0 else []
+        entries[f"s{i}"] = Entry(f"s{i}", np.stack([*faces, _fused(*p)]), empty)
     exact = GalleryIndex(MODEL, first + rest)
     staged = GalleryIndex(MODEL, first + rest, first_stage=first, two_stage_rows=1000, min_kept=1)
     for index in (exact, staged):
         index.load_all(dict(entries), 1)
-    assert staged._pack().leading is not None and exact._pack().leading is None
+    assert staged.two_stages and not exact.two_stages
     small = GalleryIndex(MODEL, first + rest, first_stage=first)  # under the default two_stage_rows: one stage
     small.load_all(dict(entries), 1)
-    assert small._pack().leading is None
+    assert not small.two_stages
     # Enrolled people, seen again with some noise in both parts: the same subject and score as the exact search.
     for i in range(0, subjects, 150):
         a, b = parts[i]
-        probe = _fused(rng, a + 0.5 * rng.standard_normal(first), b + 0.5 * rng.standard_normal(rest))
+        probe = _fused(a + 0.5 * rng.standard_normal(first), b + 0.5 * rng.standard_normal(rest))
         want, got = exact.search(probe, k=1)[0].candidate, staged.search(probe, k=1)[0].candidate
         assert got.subject_id == want.subject_id == f"s{i}" and got.cosine == pytest.approx(want.cosine, abs=1e-6)
     # A probe like someone only in the trailing columns is outside the first stage's share: they are not a
@@ -439,7 +439,7 @@ def test_bench_identify_compares_the_two_stages_with_the_exact_search_on_the_pro
         a, b = rng.standard_normal(first), rng.standard_normal(rest)
         for photo in range(2 if person < 200 else 1):
             names.append(f"P{person}/P{person}_{photo + 1:04d}.jpg")
-            vectors.append(_fused(rng, a + 0.1 * rng.standard_normal(first), b + 0.1 * rng.standard_normal(rest)))
+            vectors.append(_fused(a + 0.1 * rng.standard_normal(first), b + 0.1 * rng.standard_normal(rest)))
     table = EmbeddingTable(names, np.stack(vectors), [], {}, 0.0)
     calibration = Calibration.fit("toy", rng.normal(0.0, 0.12, 100_000), rng.normal(0.8, 0.05, 500), {})
     figures = compare_two_stages(table, build_protocol(table), calibration, OpenSetPolicy(), first)

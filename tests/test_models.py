@@ -21,7 +21,7 @@ def test_non_commercial_weights_are_never_fetched_by_default_and_say_so(name, ca
     from models.fetch import list_models, required_by
 
     spec = load_manifest().models[name]
-    assert not spec.default and "non-commercial" in spec.license.lower()
+    assert not spec.default and spec.restricted_use and "non-commercial" in spec.license.lower()
     default = load_settings(environ={})
     assert name not in required_by(default)
     list_models(default)

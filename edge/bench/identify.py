@@ -38,7 +38,7 @@ from edge.bench.lfw import EmbeddingTable, embed_images, profile_settings, profi
 from edge.bench.match import photo_640x480, resident_mb, running_stack
 from edge.bench.result import BenchError, BenchResult, side_by_side
 from edge.config import Settings
-from edge.identify.index import TWO_STAGE_SHARE, Entry, GalleryIndex
+from edge.identify.index import Entry, GalleryIndex
 from edge.identify.openset import OpenSetPolicy, threshold_for
 from edge.inference.gallery import open_set_policy
 from edge.vision.calibration import Calibration
@@ -245,7 +245,7 @@ def time_search(subjects: int, faces_per_subject: int = 1, probes: int = 200, se
     index.load_all(entries, 1)
     index.search(vectors[0], k=5)  # packs the matrix
     build = time.perf_counter() - started
-    two_stages = index._pack().leading is not None
+    two_stages = index.two_stages
     timings = []
     for _ in range(probes):
         probe = rng.standard_normal(dimension).astype(np.float32)
@@ -287,7 +287,7 @@ def compare_two_stages(table: EmbeddingTable, protocol: Protocol, calibration: C
         top1_differs += want.subject_id != got.subject_id
         named = [c.subject_id if c.cosine >= threshold else None for c in (want, got)]
         decisions_differ += named[0] != named[1]
-    kept = max(1, int(np.ceil(TWO_STAGE_SHARE * len(entries))))
+    kept = staged.kept_rows(len(entries))
     return TwoStageFigures(gallery=len(entries), kept_rows=kept, probes=len(probes), top1_differs=top1_differs,
                            decisions_differ=decisions_differ)  # fmt: skip
 

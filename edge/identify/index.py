@@ -156,6 +156,15 @@ class GalleryIndex:
             self._packed = packed
             return packed
 
+    @property
+    def two_stages(self) -> bool:
+        """Whether the gallery as it stands is searched in two stages."""
+        return self._pack().leading is not None
+
+    def kept_rows(self, rows: int) -> int:
+        """How many of ``rows`` faces the first stage keeps for exact scoring."""
+        return min(rows, max(self.min_kept, int(np.ceil(TWO_STAGE_SHARE * rows))))
+
     def _subject_scores(self, packed: _Packed, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(subjects, their best cosine with the probe): every subject, or in a two-stage gallery the subjects with
         a face among the rows the first stage kept."""
@@ -165,7 +174,7 @@ class GalleryIndex:
             best = scores if len(scores) == len(packed.ids) else np.maximum.reduceat(scores, packed.starts)
             return np.arange(len(best)), best
         rows = len(packed.matrix)
-        kept = min(rows, max(self.min_kept, int(np.ceil(TWO_STAGE_SHARE * rows))))
+        kept = self.kept_rows(rows)
         rough = packed.leading @ vector[: self.first_stage]
         kept_rows = np.argpartition(rough, rows - kept)[rows - kept :]
         scores = packed.matrix[kept_rows] @ vector

@@ -11,7 +11,7 @@ import numpy as np
 
 from edge.vision.align import align
 from edge.vision.fusion import Fusion
-from edge.vision.model_id import MODEL_IDS, model_id_for
+from edge.vision.model_id import DIMENSIONS, MODEL_IDS, model_id_for
 from edge.vision.onnx import Provider, create_session, running_on
 from edge.vision.types import Face
 from models.derive import dequantize, keras_to_onnx
@@ -40,15 +40,20 @@ class SFaceEmbedder:
     sum of the face's and its mirror image's (one batch of 2): +0.2 % on LFW View 1 for ~2× the model time.
     """
 
+    kind = "sface"
     input_size = 112
-    dimension = 128
+    dimension = DIMENSIONS["sface"]
 
     def __init__(self, model: Path, providers: list[Provider], flip: bool = True):
         self.flip = flip
-        self.model_id = model_id_for("sface", flip)
-        self._session = create_session(dequantize(model), providers)
+        self.model_id = model_id_for(self.kind, flip)
+        self._session = create_session(self._onnx_file(model), providers)
         self._input = self._session.get_inputs()[0].name
         self.runs_on = f"ONNX Runtime ({running_on(self._session)})"
+
+    @staticmethod
+    def _onnx_file(model: Path) -> Path:
+        return dequantize(model)
 
     def embed(self, image: np.ndarray, face: Face) -> Embedding:
         crop = cv2.cvtColor(align(image, face.landmarks, self.input_size), cv2.COLOR_BGR2RGB)
@@ -68,14 +73,12 @@ class MobileFaceNetEmbedder(SFaceEmbedder):
     two crops run one after the other (same cost; a batch of two works but ONNX Runtime warns on every call).
     """
 
-    dimension = 512
+    kind = "mbf"
+    dimension = DIMENSIONS["mbf"]
 
-    def __init__(self, model: Path, providers: list[Provider], flip: bool = True):
-        self.flip = flip
-        self.model_id = model_id_for("mbf", flip)
-        self._session = create_session(model, providers)
-        self._input = self._session.get_inputs()[0].name
-        self.runs_on = f"ONNX Runtime ({running_on(self._session)})"
+    @staticmethod
+    def _onnx_file(model: Path) -> Path:
+        return model
 
     def _vectors(self, blob: np.ndarray) -> np.ndarray:
         scaled = (blob - 127.5) / 127.5
@@ -88,7 +91,7 @@ class FaceNetEmbedder:
     the ArcFace template scaled to 160 px, standardised per image -> 128-d; with ``flip``, plus its mirror image."""
 
     input_size = 160
-    dimension = 128
+    dimension = DIMENSIONS["facenet"]
 
     def __init__(self, model: Path, providers: list[Provider], flip: bool = True):
         self.flip = flip
@@ -113,7 +116,7 @@ class DlibEmbedder:
     chip inside dlib, then a 128-d descriptor. Needs the ``dlib-bin`` wheel (``install.sh --bench``)."""
 
     model_id = MODEL_IDS["dlib"]
-    dimension = 128
+    dimension = DIMENSIONS["dlib"]
     runs_on = "dlib (CPU)"
 
     def __init__(self, resnet: Path, shape5: Path):

@@ -62,9 +62,9 @@ def warn_of_licences(embedders: list[str]) -> None:
     them in config; the log is where a deployment's reviewer will look)."""
     manifest = load_manifest().models
     for name in embedders:
-        licence = manifest[name].license if name in manifest else ""
-        if "non-commercial" in licence.lower() or "withdrew" in licence.lower():
-            log.warning("embedder %s: %s", name, licence)
+        spec = manifest.get(name)  # dlib's files have other names; CC0
+        if spec is not None and spec.restricted_use:
+            log.warning("embedder %s: %s", name, spec.license)
 
 
 def make_embedder(settings: Settings, providers: list[Provider]) -> Embedder:
