@@ -62,20 +62,48 @@ def one_plane_residual(a: MotionSample, b: MotionSample) -> float | None:
         "ring": _ellipse(first.shape, centre, (1.1 * w, 1.1 * h)) & ~_ellipse(first.shape, centre, (0.7 * w, 0.75 * h)),
         "scene": ~_ellipse(first.shape, centre, (1.1 * w, 1.1 * h)),  # shoulders too: only its still points count
     }
-    # Corners are picked per region (the scene's strong edges would otherwise take them all) and tracked in one pass;
-    # the face and ring are searched in their own box, the scene at half resolution: a pair costs ~8 ms.
+    # Corners are picked per region (the scene's strong edges would otherwise take them all); the face and ring are
+    # searched in their own box, the scene at half resolution.
     height, width = first.shape[:2]
     left, top = max(0, int(centre[0] - 1.1 * w)), max(0, int(centre[1] - 1.1 * h))
     right, bottom = min(width, int(centre[0] + 1.1 * w) + 1), min(height, int(centre[1] + 1.1 * h) + 1)
-    picked = []
-    for name, count in (("face", 80), ("ring", 120)):
+
+    def corners_of(name: str, count: int) -> np.ndarray | None:
         mask = regions[name][top:bottom, left:right].astype(np.uint8)
         corners = cv2.goodFeaturesToTrack(first[top:bottom, left:right], count, 0.01, 4, mask=mask)
-        picked.append(None if corners is None else corners + np.float32([left, top]))
-    picked.append(_scene_corners(first, regions["scene"]))
-    if any(p is None for p in picked):
+        return None if corners is None else corners + np.float32([left, top])
+
+    # The face is tracked first and alone: a face that hardly moved ends the pair there, and a person keeping still
+    # for the challenge is most pairs (optical flow tracks each point on its own, so nothing else changes).
+    face = _tracked(first, second, [corners_of("face", 80)], {"face": regions["face"]})
+    if face is None:
         return None
-    points = np.concatenate(picked).astype(np.float32)
+    face_motion = float(np.median(np.linalg.norm(face["face"][1] - face["face"][0], axis=1)))
+    if face_motion < MIN_FACE_MOTION * w:
+        return None
+    around = {name: regions[name] for name in ("ring", "scene")}
+    surroundings = _tracked(first, second, [corners_of("ring", 120), _scene_corners(first, regions["scene"])], around)
+    if surroundings is None:
+        return None
+    moved = face | surroundings
+    if not _camera_stayed(*moved["scene"], first.shape, centre, (w, h), face_motion):
+        return None
+    residuals = _plane_residuals(np.vstack([moved["face"][0], moved["ring"][0]]),
+                                 np.vstack([moved["face"][1], moved["ring"][1]]))  # fmt: skip
+    if residuals is None:
+        return None
+    faces = len(moved["face"][0])
+    return max(float(np.median(residuals[:faces])), float(np.median(residuals[faces:]))) / face_motion
+
+
+def _tracked(
+    first: np.ndarray, second: np.ndarray, corners: list[np.ndarray | None], regions: dict[str, np.ndarray]
+) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """Where the corners went (checked forwards and backwards), by the region each starts in; None when some corners
+    could not be picked or a region keeps too few of them."""
+    if any(c is None for c in corners):
+        return None
+    points = np.concatenate(corners).astype(np.float32)  # type: ignore[arg-type]
     ahead, found, _ = cv2.calcOpticalFlowPyrLK(first, second, points, None, **FLOW)
     back, returned, _ = cv2.calcOpticalFlowPyrLK(second, first, ahead, None, **FLOW)
     good = (found[:, 0] == 1) & (returned[:, 0] == 1) & (np.linalg.norm((back - points)[:, 0], axis=1) < BACKTRACK_PX)
@@ -87,17 +115,7 @@ def one_plane_residual(a: MotionSample, b: MotionSample) -> float | None:
         if inside.sum() < MIN_POINTS:
             return None
         moved[name] = (start[inside], end[inside])
-    face_motion = float(np.median(np.linalg.norm(moved["face"][1] - moved["face"][0], axis=1)))
-    if face_motion < MIN_FACE_MOTION * w:
-        return None
-    if not _camera_stayed(*moved["scene"], first.shape, centre, (w, h), face_motion):
-        return None
-    residuals = _plane_residuals(np.vstack([moved["face"][0], moved["ring"][0]]),
-                                 np.vstack([moved["face"][1], moved["ring"][1]]))  # fmt: skip
-    if residuals is None:
-        return None
-    faces = len(moved["face"][0])
-    return max(float(np.median(residuals[:faces])), float(np.median(residuals[faces:]))) / face_motion
+    return moved
 
 
 def _camera_stayed(
