@@ -97,11 +97,20 @@ def face_brightness(rgb: np.ndarray, points: np.ndarray) -> float:
     return float(np.mean(patch @ np.array([0.299, 0.587, 0.114], dtype=np.float32)))
 
 
-def features_from_result(result: object, t: float, width: int, height: int) -> GazeFrame:
+def pixel_points(landmarks: list, width: int, height: int) -> np.ndarray:
+    """One face's landmarks in pixels (MediaPipe gives them as fractions of the image)."""
+    return np.array([[p.x * width, p.y * height] for p in landmarks], dtype=np.float64)
+
+
+def features_from_result(
+    result: object, t: float, width: int, height: int, points: np.ndarray | None = None
+) -> GazeFrame:
+    """``points``: the one face's ``pixel_points``, when the caller has them already (~0.5 ms a frame)."""
     landmarks = getattr(result, "face_landmarks", None) or []
     if len(landmarks) != 1:
         return GazeFrame(t=t, faces=len(landmarks))
-    points = np.array([[p.x * width, p.y * height] for p in landmarks[0]], dtype=np.float64)
+    if points is None:
+        points = pixel_points(landmarks[0], width, height)
     lx, ly, llid, lw = _eye(points, IMAGE_LEFT_EYE)
     rx, ry, rlid, rw = _eye(points, IMAGE_RIGHT_EYE)
     shapes = {c.category_name: c.score for c in result.face_blendshapes[0]} if result.face_blendshapes else {}
@@ -206,10 +215,9 @@ class GazeTracker:
         result = self._landmarker.detect_for_video(image, stamp)
         height, width = rgb.shape[:2]
         faces = result.face_landmarks or []
-        self.last_points = (
-            np.array([[p.x * width, p.y * height] for p in faces[0]], dtype=np.float32) if len(faces) == 1 else None
-        )
-        features = features_from_result(result, t, width, height)
+        points = pixel_points(faces[0], width, height) if len(faces) == 1 else None
+        self.last_points = None if points is None else points.astype(np.float32)
+        features = features_from_result(result, t, width, height, points)
         if self.last_points is not None:
             features = replace(features, brightness=face_brightness(rgb, self.last_points))
             if with_net and self._net is not None:
