@@ -18,7 +18,7 @@ from edge.liveness.presentation import (
 )
 from edge.vision.antispoof import CROP_CLAMPED, FACE_AT_BORDER, MiniFasNetEnsemble, context_crop
 from edge.vision.moire import face_spectrum, screen_pattern_score
-from edge.vision.motion import MotionSample, picture_motion
+from edge.vision.motion import MotionSample, one_plane_residual, picture_motion
 from tests.conftest import PARAMS, PRESENTATION, read_bgr
 
 SILENT_FACE = "Silent-Face-Anti-Spoofing/images/sample"
@@ -255,6 +255,27 @@ def test_picture_motion_tells_a_picture_from_a_head_and_keeps_quiet_otherwise():
     for sample in [*samples("picture", moving[:2]), None, *samples("picture", moving[2:])]:
         pairs.add(lambda sample=sample: sample)
     assert pairs.result() == (picture_score, 4)
+
+
+def test_a_still_face_ends_its_pair_before_the_surroundings_are_tracked(monkeypatch):
+    """Most pairs of a gaze challenge: the person keeps still. The face alone decides there is no opinion, and the
+    ring and scene (two thirds of the work) are never picked; a face that moved still gets its full figure."""
+    from edge.vision import motion
+
+    scene, picture = _textured((480, 640), 1), _textured((480, 640), 2)
+    box = (280.0, 190.0, 80.0, 100.0)
+    sheet = np.zeros((480, 640), bool)
+    sheet[120:360, 220:420] = True
+
+    def sample(dx, dy):
+        moved = np.where(_shifted(sheet.astype(np.uint8), dx, dy) > 0, _shifted(picture, dx, dy), scene)
+        return MotionSample(moved, (box[0] + dx, box[1] + dy, box[2], box[3]))
+
+    looked_around = []
+    real_scene_corners = motion._scene_corners
+    monkeypatch.setattr(motion, "_scene_corners", lambda *args: looked_around.append(1) or real_scene_corners(*args))
+    assert one_plane_residual(sample(0, 0), sample(1, 0)) is None and looked_around == []
+    assert one_plane_residual(sample(0, 0), sample(6, 2)) is not None and looked_around == [1]
 
 
 def test_picture_motion_on_a_real_recording_and_a_print_of_it(data_dir, engine, model_settings):
