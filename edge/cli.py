@@ -121,11 +121,22 @@ def cmd_liveness(args: argparse.Namespace) -> int:
                   "it anyway.", file=sys.stderr)  # fmt: skip
             return 2
         print(f"warning: {exc}; scored anyway (--any-sequence), unlike /submit-liveness", file=sys.stderr)
+    durations = None
+    if args.durations:
+        try:
+            durations = [float(seconds) for seconds in args.durations.split(",")]
+        except ValueError:
+            durations = []
+        if len(durations) != len(sequence) or min(durations) <= 0:
+            print(f"--durations takes one length in seconds per cell, like 2.7,3.3,3.0 for {len(sequence)} cells; "
+                  f"not {args.durations!r}", file=sys.stderr)  # fmt: skip
+            return 2
     try:
         params, presentation = scoring_params(settings.liveness)
         result = score_video(
             args.video, sequence, args.area_duration or settings.liveness.area_duration,
             model_path(settings.models.dir, "face_landmarker"), params, FaceEngine(settings), presentation,
+            durations=durations,
         )  # fmt: skip
     except (ValueError, VideoError) as exc:
         print(f"cannot score {args.video}: {exc}", file=sys.stderr)
@@ -366,6 +377,11 @@ def build_parser(with_benches: bool = True) -> argparse.ArgumentParser:
     score.add_argument("video", type=Path)
     score.add_argument("--sequence", required=True, help="the highlighted cells, e.g. 3,1,5")
     score.add_argument("--area-duration", type=float, help="seconds per cell (default AREA_DURATION)")
+    score.add_argument(
+        "--durations",
+        help="each window's own length, as the challenge's schedule gave it (e.g. 2.7,3.3,3.0; default: every window "
+        "lasts --area-duration)",
+    )
     score.add_argument(
         "--any-sequence", action="store_true", help="also score a sequence the server never issues (with a warning)"
     )

@@ -4,6 +4,7 @@ offline docs, clear messages, configuration by one rule, and the CLI's own words
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -373,6 +374,27 @@ def test_liveness_score_refuses_a_sequence_the_server_never_issues(capsys, tmp_p
     assert main(["liveness", "score", str(video), "--sequence", "1,2,3"]) == 2
     err = capsys.readouterr().err
     assert "1,2,3 is not a sequence the server issues" in err and "--any-sequence" in err
+
+
+def test_liveness_score_refuses_durations_that_do_not_fit_the_sequence(capsys, tmp_path):
+    from edge.cli import main
+
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    for durations in ("2.7,3.3", "2.7,x,3", "2.7,0,3.0"):
+        assert main(["liveness", "score", str(video), "--sequence", "1,5,3", "--durations", durations]) == 2
+        assert "--durations takes one length in seconds per cell" in capsys.readouterr().err
+
+
+def test_liveness_score_follows_the_drawn_window_lengths(challenge_video, model_settings, capsys):
+    """A recording made for a served challenge is scored on that challenge's own schedule."""
+    from edge.cli import main
+
+    code = main(["liveness", "score", str(challenge_video), "--sequence", "1,5,3", "--durations", "2.4,3.6,3.0",
+                 "--json"])  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    assert code == (0 if result["result"] == "pass" else 1)
+    assert [a["frames"] for a in result["sequence_results"]] == pytest.approx([24, 36, 30], abs=1)
 
 
 def test_mediapipe_start_up_noise_stays_off_stderr(model_settings):
