@@ -57,32 +57,35 @@ def one_plane_residual(a: MotionSample, b: MotionSample) -> float | None:
     face's motion (None: no opinion)."""
     x, y, w, h = a.box
     first, second, centre = a.gray, b.gray, (x + w / 2, y + h / 2)
-    regions = {
-        "face": _ellipse(first.shape, centre, (0.45 * w, 0.55 * h)),
-        "ring": _ellipse(first.shape, centre, (1.1 * w, 1.1 * h)) & ~_ellipse(first.shape, centre, (0.7 * w, 0.75 * h)),
-        "scene": ~_ellipse(first.shape, centre, (1.1 * w, 1.1 * h)),  # shoulders too: only its still points count
-    }
     # Corners are picked per region (the scene's strong edges would otherwise take them all); the face and ring are
     # searched in their own box, the scene at half resolution.
     height, width = first.shape[:2]
     left, top = max(0, int(centre[0] - 1.1 * w)), max(0, int(centre[1] - 1.1 * h))
     right, bottom = min(width, int(centre[0] + 1.1 * w) + 1), min(height, int(centre[1] + 1.1 * h) + 1)
 
-    def corners_of(name: str, count: int) -> np.ndarray | None:
-        mask = regions[name][top:bottom, left:right].astype(np.uint8)
+    def corners_in(region: np.ndarray, count: int) -> np.ndarray | None:
+        mask = region[top:bottom, left:right].astype(np.uint8)
         corners = cv2.goodFeaturesToTrack(first[top:bottom, left:right], count, 0.01, 4, mask=mask)
         return None if corners is None else corners + np.float32([left, top])
 
-    # The face is tracked first and alone: a face that hardly moved ends the pair there, and a person keeping still
-    # for the challenge is most pairs (optical flow tracks each point on its own, so nothing else changes).
-    face = _tracked(first, second, [corners_of("face", 80)], {"face": regions["face"]})
+    # The face is tracked first and alone: a face that hardly moved ends the pair there, before the other regions are
+    # even drawn, and a person keeping still for the challenge is most pairs (optical flow tracks each point on its
+    # own, so nothing else changes).
+    face_region = _ellipse(first.shape, centre, (0.45 * w, 0.55 * h))
+    face = _tracked(first, second, [corners_in(face_region, 80)], {"face": face_region})
     if face is None:
         return None
     face_motion = float(np.median(np.linalg.norm(face["face"][1] - face["face"][0], axis=1)))
     if face_motion < MIN_FACE_MOTION * w:
         return None
-    around = {name: regions[name] for name in ("ring", "scene")}
-    surroundings = _tracked(first, second, [corners_of("ring", 120), _scene_corners(first, regions["scene"])], around)
+    outside = ~_ellipse(first.shape, centre, (1.1 * w, 1.1 * h))
+    around = {
+        "ring": ~outside & ~_ellipse(first.shape, centre, (0.7 * w, 0.75 * h)),
+        "scene": outside,  # shoulders too: only its still points count
+    }
+    surroundings = _tracked(
+        first, second, [corners_in(around["ring"], 120), _scene_corners(first, around["scene"])], around
+    )
     if surroundings is None:
         return None
     moved = face | surroundings
