@@ -102,15 +102,11 @@ def pixel_points(landmarks: list, width: int, height: int) -> np.ndarray:
     return np.array([[p.x * width, p.y * height] for p in landmarks], dtype=np.float64)
 
 
-def features_from_result(
-    result: object, t: float, width: int, height: int, points: np.ndarray | None = None
-) -> GazeFrame:
-    """``points``: the one face's ``pixel_points``, when the caller has them already (~0.5 ms a frame)."""
+def features_from_result(result: object, t: float, width: int, height: int, points: np.ndarray | None) -> GazeFrame:
+    """``points``: the ``pixel_points`` of the one face found (None unless exactly one was)."""
     landmarks = getattr(result, "face_landmarks", None) or []
-    if len(landmarks) != 1:
+    if len(landmarks) != 1 or points is None:
         return GazeFrame(t=t, faces=len(landmarks))
-    if points is None:
-        points = pixel_points(landmarks[0], width, height)
     lx, ly, llid, lw = _eye(points, IMAGE_LEFT_EYE)
     rx, ry, rlid, rw = _eye(points, IMAGE_RIGHT_EYE)
     shapes = {c.category_name: c.score for c in result.face_blendshapes[0]} if result.face_blendshapes else {}
