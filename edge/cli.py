@@ -101,7 +101,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_liveness(args: argparse.Namespace) -> int:
 
     from edge.inference.liveness import score_video, scoring_params
-    from edge.liveness.challenge import SequenceError, check_issued
+    from edge.liveness.challenge import Challenge, SequenceError, check_issued
     from edge.vision.engine import FaceEngine
     from edge.vision.video import VideoError
     from models import model_path
@@ -121,22 +121,21 @@ def cmd_liveness(args: argparse.Namespace) -> int:
                   "it anyway.", file=sys.stderr)  # fmt: skip
             return 2
         print(f"warning: {exc}; scored anyway (--any-sequence), unlike /submit-liveness", file=sys.stderr)
+    area_duration = args.area_duration or settings.liveness.area_duration
     durations = None
     if args.durations:
-        try:
+        try:  # checked now, by the challenge's own rule, rather than after the models have loaded
             durations = [float(seconds) for seconds in args.durations.split(",")]
-        except ValueError:
-            durations = []
-        if len(durations) != len(sequence) or min(durations) <= 0:
+            Challenge(tuple(sequence), area_duration, tuple(durations))
+        except ValueError as exc:
             print(f"--durations takes one length in seconds per cell, like 2.7,3.3,3.0 for {len(sequence)} cells; "
-                  f"not {args.durations!r}", file=sys.stderr)  # fmt: skip
+                  f"not {args.durations!r} ({exc})", file=sys.stderr)  # fmt: skip
             return 2
     try:
         params, presentation = scoring_params(settings.liveness)
         result = score_video(
-            args.video, sequence, args.area_duration or settings.liveness.area_duration,
-            model_path(settings.models.dir, "face_landmarker"), params, FaceEngine(settings), presentation,
-            durations=durations,
+            args.video, sequence, area_duration, model_path(settings.models.dir, "face_landmarker"), params,
+            FaceEngine(settings), presentation, durations=durations,
         )  # fmt: skip
     except (ValueError, VideoError) as exc:
         print(f"cannot score {args.video}: {exc}", file=sys.stderr)
