@@ -404,6 +404,20 @@ def test_bench_groups_the_recordings_by_person_like_the_data_readme(data_dir, en
     assert stamps == {"A": ["1738772966", "1738773281", "1738773752"], "B": ["1738774660", "1738774720"]}
 
 
+def test_the_gaze_bench_names_the_development_people_and_says_whose_figures_are_held_out(tmp_path):
+    from edge.bench.gaze import name_people, shipped_rule_provenance
+
+    stamps = ("18", "19", "1738773752", "1738774720")  # two newcomers, then a session each of A and B
+    newcomer, other, a, b = ([tmp_path / f"game_video_{stamp}.mp4"] for stamp in stamps)
+    # Someone else's recordings found first still leave A and B their names (docs/LIVENESS.md's), and never take them.
+    assert name_people([newcomer, b, a, other]) == {"C": newcomer, "B": b, "A": a, "D": other}
+    assert list(name_people([newcomer])) == ["C"]
+    assert "not held out" in shipped_rule_provenance(a) and "not held out" in shipped_rule_provenance(b)
+    assert shipped_rule_provenance(newcomer).endswith(": held out")
+    # A newcomer's session grouped with B's (the matcher found them to be one person) is B's.
+    assert "not held out" in shipped_rule_provenance(newcomer + b)
+
+
 def test_drawn_window_lengths_make_the_schedule():
     from edge.liveness.challenge import LENGTH_FACTORS, draw_durations
 
