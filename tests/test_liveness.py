@@ -501,6 +501,13 @@ def test_leave_one_out_chooses_without_the_held_out_person(monkeypatch, tmp_path
     # The per-person calibration is measured beside (each person here has one session: nothing to test it on).
     assert result.calibration is not None and set(result.calibration.skipped) == {"A", "B", "C"}
     assert "per-person gaze calibration" in result.report()
+    assert "leave one person out: parameters chosen on the other people" in result.report()
+    # Nothing to hold out with one person, or when asked not to: the report says so instead of naming a grid.
+    alone = bench.run({"A": people["A"]}, tmp_path / "landmarker", tmp_path, PARAMS, trials=1, photo_trials=0)
+    assert "needs recordings of two people or more" in alone.report()
+    skipped = bench.run(people, tmp_path / "lm", tmp_path, PARAMS, trials=1, photo_trials=0, leave_one_out=False)
+    assert "not run (--no-leave-one-out)" in skipped.report()
+    assert calls == ["B,C", "A,C", "A,B"]  # and no rule was chosen for either
 
 
 def test_the_gaze_bench_cuts_each_window_to_its_drawn_length():

@@ -383,8 +383,10 @@ class GazeResult(BenchResult):
         for mode, how in self.modes.items():
             lines.append(f"  {mode}: {how}")
         grid = "; ".join(f"{k} {', '.join(f'{v:g}' for v in values)}" for k, values in self.grid.items())
-        if len(self.people) > 1:
+        if any("held-out" in figures.rules for figures in self.people.values()):
             lines.append(f"leave one person out: parameters chosen on the other people from {grid}")
+        elif len(self.people) > 1:
+            lines.append("leave one person out: not run (--no-leave-one-out); the shipped rule only")
         else:
             lines.append("leave one person out: needs recordings of two people or more; the shipped rule only")
         for person, figures in self.people.items():
