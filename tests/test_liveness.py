@@ -510,6 +510,30 @@ def test_leave_one_out_chooses_without_the_held_out_person(monkeypatch, tmp_path
     assert calls == ["B,C", "A,C", "A,B"]  # and no rule was chosen for either
 
 
+def test_the_gaze_bench_checks_each_genuine_recording_against_new_window_lengths_of_its_sequence():
+    import random
+
+    from edge.bench.gaze import GazeResult, ModeDraws, PersonDraws, PersonFigures, draw_retimed, rule_figures
+
+    genuine = [(synthetic(seed=k), Challenge(SEQUENCE, 3.0, (3.0, 3.0, 3.0))) for k in range(20)]
+    draws = PersonDraws({"one session": ModeDraws(1, list(genuine), []), "joined sessions": "none covered"}, [])
+    draw_retimed(draws, 3.0, random.Random(1))
+    retimed = draws.modes["one session"].retimed  # type: ignore[union-attr]
+    # The same recordings and sequence; the server's window lengths, drawn anew.
+    assert [frames for frames, _ in retimed] == [frames for frames, _ in genuine]
+    assert all(c.sequence == SEQUENCE and all(2.4 - 1e-9 <= x <= 3.6 + 1e-9 for x in c.lengths) for _, c in retimed)
+    assert len({c.lengths for _, c in retimed}) > 10
+    figures = rule_figures(draws, PARAMS, "test")
+    one = figures.modes["one session"]
+    assert one.genuine.n == 20 and one.retimed is not None and one.retimed.n == 20
+    assert figures.modes["joined sessions"].retimed is None
+    result = GazeResult(
+        area_duration=3.0, interval=0.1, sessions={"C": ["1"]}, modes={}, grid={}, seconds=0.0,
+        people={"C": PersonFigures(rules={"shipped": figures}, trials=20, photo_trials=0)},
+    )  # fmt: skip
+    assert "retimed replay" in result.report() and one.retimed.text() in result.report()
+
+
 def test_the_gaze_bench_cuts_each_window_to_its_drawn_length():
     import random
 

@@ -15,7 +15,9 @@ How the challenges are made:
   a length drawn as the server draws it (0.8-1.2 x ``area_duration``; windows are cut from the dwells at the longest)
   and re-timed end to end (``--fixed-lengths``: [0, d), [d, 2d), [2d, 3d)). Only sequences whose cells that person's
   recordings cover are drawn.
-- Attacks: *replay*: a genuine challenge made for another sequence, checked against this one; *random gaze*: 9 s of
+- Attacks: *replay*: a genuine challenge made for another sequence, checked against this one; *retimed replay*: a
+  genuine challenge checked against the same sequence with newly drawn window lengths (a recording made in advance
+  for the right sequence; drawn on a random stream of its own and not used to choose parameters); *random gaze*: 9 s of
   continuous recording (the target, and so the eyes, wander) checked against a random sequence; *photo*: one real
   frame, warped as a photo held still (sub-pixel jitter) or moved by hand (slow drift, tilt, scale), run through
   FaceLandmarker frame by frame.
@@ -338,6 +340,7 @@ class ModeFigures(BaseModel):
     genuine: Rate | None = None
     genuine_mean_accuracy: float | None = None
     replay: Rate | None = None
+    retimed: Rate | None = None  # the genuine recordings against the same sequence with other window lengths
     genuine_fail_reasons: dict[str, int] = {}
     skipped: str | None = None
 
@@ -393,15 +396,19 @@ class GazeResult(BenchResult):
             for rule, r in figures.rules.items():
                 chosen = ", ".join(f"{k} {v:g}" for k, v in r.params.items())
                 lines.append(f"person {person}, {rule} rule ({chosen}; chosen on {r.chosen_on})")
-                lines.append(f"  {'challenges':<22}{'seqs':>5}{'genuine':>24}{'retry':>7}{'replay':>24}{'retry':>7}")
+                lines.append(
+                    f"  {'challenges':<22}{'seqs':>5}{'genuine':>24}{'retry':>7}{'replay':>24}{'retry':>7}"
+                    f"{'retimed replay':>24}{'retry':>7}"
+                )
                 for mode, m in r.modes.items():
                     if m.skipped or m.genuine is None:
                         lines.append(f"  {mode:<22} skipped: {m.skipped}")
                         continue
                     replay = m.replay or Rate(passed=0, n=0)
+                    retimed = m.retimed or Rate(passed=0, n=0)
                     lines.append(
                         f"  {mode:<22}{m.sequences:>5}{m.genuine.text():>24}{m.genuine.retry_text():>7}"
-                        f"{replay.text():>24}{replay.retry_text():>7}"
+                        f"{replay.text():>24}{replay.retry_text():>7}{retimed.text():>24}{retimed.retry_text():>7}"
                     )
                     if m.genuine_fail_reasons:
                         reasons = ", ".join(f"{code} {count}" for code, count in m.genuine_fail_reasons.items())
@@ -506,6 +513,7 @@ class ModeDraws:
     sequences: int
     genuine: Drawn
     replay: Drawn
+    retimed: Drawn = field(default_factory=list)
 
 
 @dataclass
@@ -563,6 +571,18 @@ def draw_challenges(
     return PersonDraws(modes, random_gaze)
 
 
+def draw_retimed(draws: PersonDraws, duration: float, rng: random.Random) -> None:
+    """Each genuine challenge's recording checked against its own sequence with window lengths drawn anew: what a
+    recording made in advance for the right sequence meets. ``rng`` is a stream of its own, so that adding these
+    leaves every other draw as it was."""
+    for drawn in draws.modes.values():
+        if not isinstance(drawn, str):
+            drawn.retimed = [
+                (frames, Challenge(challenge.sequence, duration, drawn_lengths(duration, rng)))
+                for frames, challenge in drawn.genuine
+            ]
+
+
 def judge(drawn: Drawn, params: ValidatorParams) -> list[LivenessVerdict]:
     return [validate(frames, challenge, params) for frames, challenge in drawn]
 
@@ -579,6 +599,7 @@ def rule_figures(draws: PersonDraws, params: ValidatorParams, chosen_on: str) ->
             sequences=drawn.sequences, genuine=tally(genuine),
             genuine_mean_accuracy=float(np.mean([v.overall_accuracy for v in genuine])),
             replay=tally(judge(drawn.replay, params)), genuine_fail_reasons=dict(reasons.most_common()),
+            retimed=tally(judge(drawn.retimed, params)) if drawn.retimed else None,
         )  # fmt: skip
     return RuleFigures(
         params=shown_params(params), chosen_on=chosen_on, modes=modes,
@@ -681,6 +702,8 @@ def run(
         mine = [r for r in recordings if r.person == person]
         draws = draw_challenges(mine, by_person.get(person, {}), duration, trials, rng, vary_lengths)
         draw_photos(draws, videos, landmarker, duration, photo_trials, rng, interval, net, net_interval)
+        if vary_lengths:  # with fixed lengths a retimed replay is the genuine challenge itself
+            draw_retimed(draws, duration, random.Random(seed + 1))
         figures = {"shipped": rule_figures(draws, params, shipped_rule_provenance(videos))}
         others = {p: d for p, d in selection.items() if p != person}
         if others:
