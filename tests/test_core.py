@@ -433,6 +433,11 @@ def test_each_bench_is_its_own_subcommand_module_with_a_typed_result():
     assert all(issubclass(result, BenchResult) for result in results)
     args = parser.parse_args(["bench", "gaze", "--data", "x", "--screen", "1920x1080", "--json"])
     assert args.bench_main is gaze.main and args.screen == (1920, 1080) and args.json
+    args = parser.parse_args(["bench", "gaze", "--data", "x", "--scale", "0.5", "--min-eye-width", "0"])
+    assert (args.scale, args.min_eye_width) == (0.5, 0.0)
+    for wrong in ("0", "-1", "half"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["bench", "gaze", "--data", "x", "--scale", wrong])
 
 
 def test_bench_pad_prints_a_typed_result_as_json(data_dir, model_settings, capsys):

@@ -313,6 +313,28 @@ def test_scores_a_real_recording(data_dir, landmarker):
     assert all(a["frames_used"] > 10 for a in result["sequence_results"])
 
 
+def test_the_gaze_bench_can_track_a_recording_shrunk_as_if_the_person_stood_farther_away(
+    data_dir, landmarker, tmp_path, monkeypatch
+):
+    from edge.bench import gaze as bench
+
+    video = data_dir / "gaze/eyegaze/both/game_video_1738773752.mp4"
+    few = list(read_frames(video, max_seconds=1.0, interval=0.25))
+    monkeypatch.setattr(bench, "read_frames", lambda *a, **k: iter(few))
+    full = bench.load_recording(video, landmarker, tmp_path)
+    half = bench.load_recording(video, landmarker, tmp_path, scale=0.5)
+    assert bench.shrunk(few[0].rgb, 0.5).shape == (240, 320, 3) and bench.shrunk(few[0].rgb, 1.0) is few[0].rgb
+    width, shrunk_width = (float(np.median([f.eye_width for f in frames if f.face])) for frames in (full, half))
+    assert 0.4 < shrunk_width / width < 0.6  # the eyes are half as wide, not merely resampled
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"{video.stem}-{video.stat().st_size}-v2-x0.5.json",
+        f"{video.stem}-{video.stat().st_size}-v2.json",
+    ]  # each size cached apart: a shrunk run never reads the full-size features
+    monkeypatch.setattr(bench, "read_frames", None)  # a second load is read from the cache, not tracked again
+    assert bench.load_recording(video, landmarker, tmp_path, scale=0.5) == [type(f)(**f.to_dict()) for f in half]
+    assert bench.median_eye_width([bench.Recording("A", "x", half, [])]) == pytest.approx(shrunk_width)
+
+
 def test_the_gaze_network_tells_the_rows_of_a_real_recording_apart(data_dir, landmarker, gaze_nets):
     import csv
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from edge.bench.gaze_results import GazeCalibrationResult
 from edge.bench.result import BenchError, BenchResult
@@ -82,14 +82,29 @@ class Recording:
     cells: list[int]  # target cell of each frame
 
 
-def load_recording(video: Path, landmarker: Path, cache_dir: Path, net: GazeNet | None = None) -> list[GazeFrame]:
-    """Every frame's features (with ``net``, the gaze network's on every frame too), cached."""
+def shrunk(rgb: np.ndarray, scale: float) -> np.ndarray:
+    """The frame made ``scale`` times as large (a face farther from the camera); 1 leaves it as it is."""
+    if scale == 1.0:
+        return rgb
+    height, width = rgb.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def load_recording(
+    video: Path, landmarker: Path, cache_dir: Path, net: GazeNet | None = None, scale: float = 1.0
+) -> list[GazeFrame]:
+    """Every frame's features (with ``net``, the gaze network's on every frame too), cached; with ``scale``, of
+    every frame shrunk (or grown) by that factor first."""
     # The cache is named by the features' version too: v2 added the face's brightness, net2 the network's reading.
-    cache = cache_dir / f"{video.stem}-{video.stat().st_size}-v2{'-net2' if net else ''}.json"
+    shrink = f"-x{scale:g}" if scale != 1.0 else ""
+    cache = cache_dir / f"{video.stem}-{video.stat().st_size}-v2{'-net2' if net else ''}{shrink}.json"
     if cache.exists():
         return [GazeFrame(**row) for row in json.loads(cache.read_text())]
     with GazeTracker(landmarker, net) as tracker:
-        frames = [tracker.track(f.rgb, f.t, with_net=True) for f in read_frames(video, max_frames=100_000)]
+        frames = [
+            tracker.track(shrunk(f.rgb, scale), f.t, with_net=True) for f in read_frames(video, max_frames=100_000)
+        ]
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps([f.to_dict() for f in frames]))
     return frames
@@ -175,7 +190,7 @@ def shipped_rule_provenance(videos: list[Path]) -> str:
 
 def load_recordings(
     people: dict[str, list[Path]], landmarker: Path, cache_dir: Path, screen: tuple[int, int], interval: float = 0.0,
-    net: GazeNet | None = None, net_interval: float = 0.0,
+    net: GazeNet | None = None, net_interval: float = 0.0, scale: float = 1.0,
 ) -> list[Recording]:  # fmt: skip
     """Every session's gaze frames and target cells, keeping frames at least ``interval`` seconds apart (as the
     scorer does), and the gaze network's figures on kept frames at least ``net_interval`` apart."""
@@ -184,7 +199,7 @@ def load_recordings(
     pending = [(person, video) for person, videos in people.items() for video in videos]
     for person, video in progress(pending, "gaze recordings", unit="video"):
         rows = list(csv.DictReader(coordinates_of(video).open()))
-        frames = load_recording(video, landmarker, cache_dir, net)
+        frames = load_recording(video, landmarker, cache_dir, net, scale)
         n = min(len(frames), len(rows))
         cells = []
         for row in rows[:n]:
@@ -366,7 +381,9 @@ class GazeResult(BenchResult):
     area_duration: float
     drawn_lengths: bool = True
     interval: float
+    scale: float = 1.0  # every frame shrunk by this before tracking (--scale)
     sessions: dict[str, list[str]]
+    eye_width: dict[str, float] = Field(default_factory=dict)  # median per person, pixels
     modes: dict[str, str]
     grid: dict[str, list[float]]
     people: dict[str, PersonFigures]
@@ -377,12 +394,15 @@ class GazeResult(BenchResult):
 
     def report(self) -> str:
         timing = "window lengths drawn 0.8-1.2x per window" if self.drawn_lengths else "fixed window lengths"
+        shrunk_by = f", every frame shrunk to {self.scale:g}x before tracking" if self.scale != 1.0 else ""
         lines = [
-            f"simulated challenges, area duration {self.area_duration} s ({timing}), frames every {self.interval} s; "
-            "rates with their 95 % (Wilson) intervals; 'retry' = answered try again (never a pass)"
+            f"simulated challenges, area duration {self.area_duration} s ({timing}), frames every {self.interval} s"
+            f"{shrunk_by}; rates with their 95 % (Wilson) intervals; 'retry' = answered try again (never a pass)"
         ]
         for person, sessions in self.sessions.items():
-            lines.append(f"person {person}: sessions {', '.join(sessions)}")
+            width = self.eye_width.get(person)
+            eyes = f"; eyes {width:.1f} px wide (median)" if width else ""
+            lines.append(f"person {person}: sessions {', '.join(sessions)}{eyes}")
         for mode, how in self.modes.items():
             lines.append(f"  {mode}: {how}")
         grid = "; ".join(f"{k} {', '.join(f'{v:g}' for v in values)}" for k, values in self.grid.items())
@@ -437,6 +457,16 @@ def screen_size(text: str) -> tuple[int, int]:
     return size
 
 
+def positive_scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a factor like 0.5, not {text!r}") from None
+    if not 0 < value <= 4:
+        raise argparse.ArgumentTypeError(f"a scale must be above 0 and at most 4, not {text!r}")
+    return value
+
+
 def add_parser(bench: argparse._SubParsersAction) -> None:
     parser = bench.add_parser("gaze", help="simulated gaze challenges from the EyeGaze recordings")
     parser.add_argument("--data", type=Path, required=True, help="the data folder (with gaze/eyegaze)")
@@ -461,6 +491,14 @@ def add_parser(bench: argparse._SubParsersAction) -> None:
              "fetch gaze_net); or both added (default: as configured, liveness.gaze_net)",
     )  # fmt: skip
     parser.add_argument(
+        "--scale", type=positive_scale, default=1.0,
+        help="shrink every frame by this factor before tracking, as if the person stood farther away (0.5: half)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--min-eye-width", type=float, default=None, metavar="PX",
+        help="the try-again limit on eye width (default: the validator's); 0 judges every challenge whatever its size",
+    )  # fmt: skip
+    parser.add_argument(
         "--net-interval", type=float, default=None, help="seconds between frames the network runs on (default: config)"
     )
     parser.set_defaults(bench_main=main)
@@ -475,6 +513,8 @@ def main(args: argparse.Namespace, settings: Settings) -> GazeResult:
     net_interval = settings.liveness.gaze_net_interval if args.net_interval is None else args.net_interval
     if args.rows is not None:
         params = replace(params, row_source=args.rows)
+    if args.min_eye_width is not None:
+        params = replace(params, min_eye_width=args.min_eye_width)
     if params.row_source != "iris":
         net = GazeNet(model_path(settings.models.dir, "gaze_net"))
     people = people_in(args.data, settings)
@@ -483,6 +523,7 @@ def main(args: argparse.Namespace, settings: Settings) -> GazeResult:
         params, settings.liveness.area_duration, args.trials, args.photo_trials,
         interval=FRAME_INTERVAL if args.interval is None else args.interval, screen=args.screen,
         leave_one_out=args.leave_one_out, vary_lengths=args.vary_lengths, net=net, net_interval=net_interval,
+        scale=args.scale,
     )  # fmt: skip
 
 
@@ -641,16 +682,22 @@ def choose_params(draws: dict[str, PersonDraws], base: ValidatorParams) -> Valid
 
 def draw_photos(
     draws: PersonDraws, videos: list[Path], landmarker: Path, duration: float, photo_trials: int, rng: random.Random,
-    interval: float, net: GazeNet | None = None, net_interval: float = 0.0,
+    interval: float, net: GazeNet | None = None, net_interval: float = 0.0, scale: float = 1.0,
 ) -> None:  # fmt: skip
     """Photo attacks, tracked frame by frame at the scorer's frame interval (the slow part: ~1.5 s each)."""
-    stills = [f.rgb for video in videos for f in read_frames(video, max_frames=1000, interval=1.0)]
+    stills = [shrunk(f.rgb, scale) for video in videos for f in read_frames(video, max_frames=1000, interval=1.0)]
     for _ in range(photo_trials):
         still = rng.choice(stills)
         for moving, bucket in ((False, draws.photo_still), (True, draws.photo_moved)):
             with GazeTracker(landmarker, net) as tracker:
                 frames = photo_attack(still, tracker, 3 * duration, moving, rng, interval, net_interval)
             bucket.append((frames, Challenge(rng.choice(SEQUENCES), duration)))
+
+
+def median_eye_width(recordings: list[Recording]) -> float:
+    """Pixels, over the frames where a face was tracked: how the person's eyes compare with the try-again limit."""
+    widths = [f.eye_width for r in recordings for f in r.frames if f.eye_width > 0]
+    return float(np.median(widths)) if widths else 0.0
 
 
 def shown_params(params: ValidatorParams) -> dict[str, float]:
@@ -673,13 +720,15 @@ def run(
     net: GazeNet | None = None,
     net_interval: float = 0.0,
     calibration_trials: int = 200,
+    scale: float = 1.0,
 ) -> GazeResult:
     """``people`` is what ``group_by_person`` found; ``interval`` keeps frames at least that many seconds apart, as
-    the scorer does. Each person is judged with the shipped ``params`` and (``leave_one_out``, with two people or
-    more) with parameters chosen on everyone else, on the same challenges. With ``calibration_trials``, a
-    per-person calibration is measured beside them (``bench gaze-calibration``)."""
+    the scorer does; ``scale`` shrinks every frame before tracking (faces farther away). Each person is judged with
+    the shipped ``params`` and (``leave_one_out``, with two people or more) with parameters chosen on everyone else,
+    on the same challenges. With ``calibration_trials``, a per-person calibration is measured beside them (``bench
+    gaze-calibration``)."""
     started = time.perf_counter()
-    recordings = load_recordings(people, landmarker, cache_dir, screen, interval, net, net_interval)
+    recordings = load_recordings(people, landmarker, cache_dir, screen, interval, net, net_interval, scale)
     # With drawn lengths, windows are cut at the longest a window can be, and each challenge trims them to its own.
     by_person = pools(recordings, duration * max(LENGTH_FACTORS) if vary_lengths else duration)
 
@@ -692,7 +741,9 @@ def run(
         "area_duration": duration,
         "drawn_lengths": vary_lengths,
         "interval": interval,
+        "scale": scale,
         "sessions": {person: [session_stamp(v) for v in videos] for person, videos in people.items()},
+        "eye_width": {person: median_eye_width([r for r in recordings if r.person == person]) for person in people},
         "modes": MODES,
         "grid": GRID,
         "people": {},
@@ -701,7 +752,7 @@ def run(
         rng = random.Random(seed)
         mine = [r for r in recordings if r.person == person]
         draws = draw_challenges(mine, by_person.get(person, {}), duration, trials, rng, vary_lengths)
-        draw_photos(draws, videos, landmarker, duration, photo_trials, rng, interval, net, net_interval)
+        draw_photos(draws, videos, landmarker, duration, photo_trials, rng, interval, net, net_interval, scale)
         if vary_lengths:  # with fixed lengths a retimed replay is the genuine challenge itself
             draw_retimed(draws, duration, random.Random(seed + 1))
         figures = {"shipped": rule_figures(draws, params, shipped_rule_provenance(videos))}
