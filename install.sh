@@ -60,13 +60,25 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # --- Python 3.10-3.12 ---------------------------------------------------------------------------------------
-PYTHON=""
-for candidate in python3.12 python3.11 python3.10 python3; do
-  if command -v "$candidate" >/dev/null &&
-     "$candidate" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else 1)' 2>/dev/null; then
-    PYTHON="$(command -v "$candidate")"; break
-  fi
-done
+find_python() {
+  PYTHON=""
+  for candidate in python3.12 python3.11 python3.10 python3; do
+    if command -v "$candidate" >/dev/null &&
+       "$candidate" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else 1)' 2>/dev/null; then
+      PYTHON="$(command -v "$candidate")"; return
+    fi
+  done
+}
+find_python
+if [ -z "$PYTHON" ] && command -v apt-get >/dev/null; then
+  # A minimal Debian/Ubuntu image has no Python at all; the distribution's own is in range on Debian 12 (3.11),
+  # Ubuntu 22.04 (3.10) and 24.04 (3.12).
+  say "No Python 3.10-3.12 found: installing the distribution's python3"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends python3 python3-venv
+  find_python
+fi
 if [ -z "$PYTHON" ]; then
   echo "install.sh: facematch needs Python 3.10, 3.11 or 3.12 (TensorFlow and MediaPipe wheels); none found." >&2
   echo "            Install one (e.g. apt-get install python3.11, or pyenv) and run ./install.sh again." >&2
