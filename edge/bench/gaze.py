@@ -211,8 +211,7 @@ def load_recordings(
         if net is not None:
             netted = set(decimate([f.t for f in kept], net_interval))
             kept = [f if i in netted else replace(f, net_y=None) for i, f in enumerate(kept)]
-        name = video.stem.removeprefix("game_video_")
-        recordings.append(Recording(person, name, kept, [cells[i] for i in keep]))
+        recordings.append(Recording(person, session_stamp(video), kept, [cells[i] for i in keep]))
     return recordings
 
 
@@ -743,7 +742,7 @@ def run(
         "interval": interval,
         "scale": scale,
         "sessions": {person: [session_stamp(v) for v in videos] for person, videos in people.items()},
-        "eye_width": {person: median_eye_width([r for r in recordings if r.person == person]) for person in people},
+        "eye_width": {},
         "modes": MODES,
         "grid": GRID,
         "people": {},
@@ -751,6 +750,7 @@ def run(
     for person, videos in people.items():
         rng = random.Random(seed)
         mine = [r for r in recordings if r.person == person]
+        results["eye_width"][person] = median_eye_width(mine)  # type: ignore[index]
         draws = draw_challenges(mine, by_person.get(person, {}), duration, trials, rng, vary_lengths)
         draw_photos(draws, videos, landmarker, duration, photo_trials, rng, interval, net, net_interval, scale)
         if vary_lengths:  # with fixed lengths a retimed replay is the genuine challenge itself
