@@ -263,6 +263,13 @@ class DoorSettings(_Section):
     rewalk_seconds: float = Field(
         10.0, ge=0, le=3600, description="after a decision, a face still in view starts a new walk-up after this long"
     )
+    idle_fps: float = Field(
+        5.0,
+        ge=0,
+        le=60,
+        description="frames a second looked at once nobody has been in view for face_lost_seconds "
+        "(0: every frame); a face brings back every frame",
+    )
     relay: RelaySettings = RelaySettings()
     osdp: OsdpSettings = OsdpSettings()
     policy: PolicySettings = PolicySettings()

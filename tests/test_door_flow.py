@@ -4,6 +4,7 @@ nothing twice; one worker per device runs the flow."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
@@ -17,6 +18,7 @@ from edge.bus.messages import (
     GazeCalibrationEvent,
     LivenessEvent,
 )
+from edge.flow.machine import State
 from edge.store import keys
 from edge.store.calibrations import GazeCalibrations
 from tests.conftest import make_settings
@@ -45,6 +47,49 @@ def test_an_unknown_person_is_an_event_and_the_door_stays_shut(make_device, data
     assert access.decision == "unknown" and access.subject_id is None and access.reasons == ["empty_gallery"]
     time.sleep(0.5)
     assert not any(m.topic.endswith("/door/command") for m in device.seen + list(device.heard.queue))
+
+
+def test_an_empty_room_is_looked_at_a_few_times_a_second_and_the_next_walk_up_is_still_seen(make_device):
+    device = make_device(FACE_THEN_NONE, challenge=False, idle_fps=5.0)
+    flow = device.start_flow()
+    looked: list[tuple[float, bool]] = []  # capture time; idle with nobody in view for a second when it came
+    original = flow._on_image
+
+    def counting(image, captured):
+        looked.append((captured, flow.state is State.IDLE and captured - flow.last_face > 1.0))
+        original(image, captured)
+
+    flow._on_image = counting  # type: ignore[method-assign]
+    device.start_camera()
+    first = AccessEvent.model_validate_json(device.wait_for("/events/access").payload)
+    second = AccessEvent.model_validate_json(device.wait_for("/events/access", timeout=15).payload)  # the next loop
+    assert first.decision == second.decision == "unknown"
+    empty_gaps = [after - before for (before, _), (after, empty) in itertools.pairwise(looked) if empty]
+    face_gaps = [after - before for (before, _), (after, empty) in itertools.pairwise(looked) if not empty]
+    # The camera plays at 15 frames/s (0.067 s apart): every frame with someone in view, 5 a second without.
+    assert empty_gaps and min(empty_gaps) >= 0.9 / 5 and max(empty_gaps) < 0.35, empty_gaps
+    assert face_gaps and sorted(face_gaps)[len(face_gaps) // 2] < 0.1, face_gaps
+
+
+def test_only_an_idle_empty_room_is_rested_on_and_a_capture_clock_gone_back_is_looked_at():
+    from types import SimpleNamespace
+
+    from edge.config import Settings
+    from edge.flow.machine import FlowRules
+    from edge.inference.door_flow import DoorFlow
+
+    def resting(captured: float, state=State.IDLE, last_face=0.0, last_looked=100.0, idle_fps=5.0) -> bool:
+        settings = Settings().model_copy(update={"door": Settings().door.model_copy(update={"idle_fps": idle_fps})})
+        flow = SimpleNamespace(settings=settings, state=state, last_face=last_face, last_looked=last_looked,
+                               rules=FlowRules(face_lost_seconds=1.0))  # fmt: skip
+        return DoorFlow._resting(flow, captured)  # type: ignore[arg-type]
+
+    assert resting(100.1)  # nobody for a long while, 0.1 s after the last frame looked at
+    assert not resting(100.2)  # the next one a fifth of a second on
+    assert not resting(100.1, last_face=99.5)  # someone was in view under a second ago
+    assert not resting(100.1, state=State.COOLDOWN) and not resting(100.1, state=State.CHALLENGE)
+    assert not resting(100.1, idle_fps=0.0)  # every frame
+    assert not resting(40.0)  # the camera's clock went back: looked at, and the next ones are spaced from it
 
 
 def test_a_challenge_ends_when_the_face_leaves(make_device, data_dir):

