@@ -23,10 +23,14 @@ from edge.bus.messages import (
     DoorIndicator,
     GazeCalibrationEvent,
     HighlightDrawn,
+    Stats,
 )
 from edge.daemon import Daemon
 
 WATCHDOG_EVERY = 1.0
+# A screen that has not changed is not drawn again (an idle screen drawn 60 times a second cost a third of a core of a
+# 2-core board), except this often, in case a compositor or a console switch lost it.
+REDRAW_EVERY = 1.0
 
 
 class Display:
@@ -84,24 +88,33 @@ class Display:
         self.bus.start(wait=10)
         self.daemon.ready(f"{surface.get_width()}x{surface.get_height()} on SDL {pygame.display.get_driver()}")
         ticker = pygame.time.Clock()
-        last_ping, shown = 0.0, None
+        last_ping, shown, on_screen, last_draw = 0.0, None, None, 0.0
+        counts, counting_since = {"loops": 0, "drawn": 0}, time.monotonic()
         while not self.daemon.stop_requested.is_set():
+            exposed = False
             for event in pygame.event.get():
                 if event.type == pygame.QUIT:
                     self.daemon.stop_requested.set()
+                exposed = exposed or event.type in (pygame.VIDEOEXPOSE, pygame.VIDEORESIZE, pygame.WINDOWEXPOSED)
             self._wait_for_boundary(1.0 / self.settings.fps)
             with self.lock:
                 self.model.on_presence("inference", bool(self.presence.online(Component.INFERENCE)))
                 self.model.on_presence("camera", bool(self.presence.online(Component.CAMERA)))
                 screen = self.model.screen(clock.now())
                 challenge = self.model.challenge
-            renderer.draw(screen)
-            pygame.display.flip()
-            drawn = clock.now()
-            if screen.lit_cell != shown and screen.lit_cell is not None and challenge is not None:
-                self._report_highlight(challenge, screen, drawn)
-            shown = screen.lit_cell
-            self._screenshot(surface, screen)
+            if screen != on_screen or exposed or time.monotonic() - last_draw >= REDRAW_EVERY:
+                renderer.draw(screen)
+                pygame.display.flip()
+                drawn = clock.now()
+                if screen.lit_cell != shown and screen.lit_cell is not None and challenge is not None:
+                    self._report_highlight(challenge, screen, drawn)
+                shown, on_screen, last_draw = screen.lit_cell, screen, time.monotonic()
+                self._screenshot(surface, screen)
+                counts["drawn"] += 1
+            counts["loops"] += 1
+            if time.monotonic() - counting_since >= self.settings.stats_interval:
+                self._report_stats(counts, time.monotonic() - counting_since)
+                counts, counting_since = dict.fromkeys(counts, 0), time.monotonic()
             if time.monotonic() - last_ping >= min(WATCHDOG_EVERY, self.daemon.tick_interval):
                 self.daemon.watchdog()
                 last_ping = time.monotonic()
@@ -127,6 +140,11 @@ class Display:
         report = HighlightDrawn(session_id=challenge.session_id, index=index, cell=screen.lit_cell or 0,
                                 scheduled=challenge.windows[index].start, drawn=drawn)  # fmt: skip
         self.bus.publish(self.bus.topics.display_timing, report.to_bytes(), qos=0)
+
+    def _report_stats(self, counts: dict[str, int], elapsed: float) -> None:
+        figures = {"drawn_fps": counts["drawn"] / elapsed, "loop_fps": counts["loops"] / elapsed}
+        stats = Stats(component=Component.DISPLAY, instance=self.bus.instance, figures=figures)
+        self.bus.publish(self.bus.topics.stats, stats.to_bytes(), qos=0)
 
     def _screenshot(self, surface, screen: Screen) -> None:
         """With ``display.screenshot_dir``: the first frame of each kind of screen (and of a lit grid), as PNG."""

@@ -15,9 +15,9 @@ from edge.logs import setup_logging
 
 
 def _benches() -> list:
-    from edge.bench import fleet, gaze, gaze_calibration, identify, lfw, live, liveness, load, match, pad
+    from edge.bench import fleet, gaze, gaze_calibration, identify, idle, lfw, live, liveness, load, match, pad
 
-    return [lfw, match, liveness, pad, gaze, gaze_calibration, load, identify, live, fleet]
+    return [lfw, match, liveness, pad, gaze, gaze_calibration, load, identify, live, idle, fleet]
 
 
 # The product's processes that `facematch up` runs, in start order: (name, python module).

@@ -282,7 +282,8 @@ class DisplaySettings(_Section):
     fullscreen: bool = True
     width: int = Field(800, ge=160, le=7680, description="window size when not full screen")
     height: int = Field(480, ge=120, le=4320)
-    fps: int = Field(60, ge=10, le=240)
+    fps: int = Field(60, ge=10, le=240, description="the most frames drawn a second (unchanged screens are not)")
+    stats_interval: float = Field(5.0, ge=1.0, le=300.0, description="seconds between stats messages")
     screenshot_dir: Path | None = Field(None, description="save the first frame of each screen kind here (tests)")
 
 

@@ -141,6 +141,7 @@ def acl(prefix: str, home_assistant_prefix: str = "homeassistant") -> str:
             f"topic read {base}/+/+/info",
             f"topic write {base}/display/timing",
             f"topic read {base}/door/indicator",
+            f"topic write {base}/stats",
         ],
         Component.DOOR: [
             f"topic read {base}/door/command",

@@ -440,6 +440,27 @@ def test_each_bench_is_its_own_subcommand_module_with_a_typed_result():
             parser.parse_args(["bench", "gaze", "--data", "x", "--scale", wrong])
 
 
+def test_bench_idle_reads_the_cpu_of_each_process_up_started(tmp_path, capsys):
+    from pathlib import Path
+
+    from edge.bench.idle import cpu_seconds
+    from edge.cli import main
+
+    busy = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\ntime.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", busy])
+    try:
+        deadline = time.monotonic() + 10
+        while cpu_seconds(os.getpid()).get(Path(sys.executable).name, 0.0) < 0.3:
+            assert time.monotonic() < deadline, cpu_seconds(os.getpid())
+            time.sleep(0.1)
+        assert cpu_seconds(os.getpid())["up"] > 0  # this process, standing for `facematch up`
+    finally:
+        child.kill()
+        child.wait()
+    assert main(["bench", "idle", "--data-dir", str(tmp_path)]) == 2
+    assert "no video at" in capsys.readouterr().err
+
+
 def test_bench_pad_prints_a_typed_result_as_json(data_dir, model_settings, capsys):
     from edge.bench.pad import PadResult
     from edge.cli import main

@@ -16,7 +16,7 @@ import pytest
 from display.state import DisplayModel, Kind
 from edge import clock
 from edge.bus import Bus, Component, EventKind
-from edge.bus.messages import AccessEvent, ChallengeStart, ChallengeWindow, GazeCalibrationEvent, HighlightDrawn
+from edge.bus.messages import AccessEvent, ChallengeStart, ChallengeWindow, GazeCalibrationEvent, HighlightDrawn, Stats
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,18 +98,25 @@ def test_the_display_process_draws_the_challenge_on_schedule_and_the_result(sett
     shots = tmp_path / "shots"
     env = {**os.environ, "SDL_VIDEODRIVER": "offscreen", "REDIS_URL": settings.redis.url,
            "MQTT_URL": settings.mqtt.url, "DEVICE_ID": settings.device_id, "FACEMATCH_DISPLAY__FULLSCREEN": "false",
-           "FACEMATCH_DISPLAY__SCREENSHOT_DIR": str(shots), "FACEMATCH_STATE_DIR": str(tmp_path / "state")}  # fmt: skip
+           "FACEMATCH_DISPLAY__SCREENSHOT_DIR": str(shots), "FACEMATCH_STATE_DIR": str(tmp_path / "state"),
+           "FACEMATCH_DISPLAY__STATS_INTERVAL": "1"}  # fmt: skip
     process = subprocess.Popen([sys.executable, "-m", "display"], env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     sender = Bus(settings, Component.INFERENCE)
     timings: queue.Queue = queue.Queue()
     sender.subscribe(sender.topics.display_timing, timings.put)
+    stats: queue.Queue = queue.Queue()
+    sender.subscribe(sender.topics.stats, stats.put)
     try:
         assert sender.start(wait=5)
         deadline = time.monotonic() + 20
         while not (shots / "display-idle.png").exists():
             assert time.monotonic() < deadline and process.poll() is None, "the display did not start"
             time.sleep(0.1)
-        time.sleep(0.5)
+        # The idle screen does not change: the loop runs at its 60 a second, the screen is drawn about once a second.
+        stats.get(timeout=5)  # the second from the start up, which draws the first screens
+        idle = Stats.model_validate_json(stats.get(timeout=5).payload)
+        assert idle.component == Component.DISPLAY and idle.figures["loop_fps"] > 20, idle
+        assert idle.figures["drawn_fps"] <= 3, idle
         start = challenge(clock.now() + 0.8, area=0.6)
         sender.publish(sender.topics.challenge_start, start.to_bytes(), qos=1)
         drawn = [HighlightDrawn.model_validate_json(timings.get(timeout=5).payload) for _ in range(3)]

@@ -646,3 +646,36 @@ def test_gallery_change_events_pass_the_acl_from_hub_and_workers_only(secured_br
     finally:
         for each in (camera, hub, worker):
             each.stop()
+
+
+def test_the_displays_and_cameras_stats_reach_the_fleet_bridge_and_nothing_else_is_let_through(secured_broker):
+    import queue
+
+    from edge.bus import Bus, Component
+    from edge.bus.messages import Stats
+    from edge.config import load_settings
+    from edge.credentials import BRIDGE_USER
+
+    broker, creds = secured_broker
+    settings = load_settings(environ={"DEVICE_ID": "door-1"})
+
+    def bus(component: Component, login: str) -> Bus:
+        return Bus(settings, component, url=f"mqtt://{login}:{creds.mqtt[login]}@127.0.0.1:{broker.port}")
+
+    bridge = bus(Component.SUPERVISOR, BRIDGE_USER)  # the fleet bridge's login, which carries stats out
+    senders = {c: bus(c, c.value) for c in (Component.DISPLAY, Component.CAMERA, Component.DOOR)}
+    try:
+        assert bridge.start(wait=5) and all(each.start(wait=5) for each in senders.values())
+        heard: queue.Queue = queue.Queue()
+        bridge.subscribe(bridge.topics.stats, heard.put)
+        time.sleep(0.3)
+        for component, sender in senders.items():
+            stats = Stats(component=component, instance="i1", figures={"fps": 1.0})
+            sender.publish(sender.topics.stats, stats.to_bytes(), qos=1)
+        got = sorted(Stats.model_validate_json(heard.get(timeout=5).payload).component.value for _ in range(2))
+        assert got == ["camera", "display"]
+        with pytest.raises(queue.Empty):
+            heard.get(timeout=0.5)  # the door controller has no stats to give
+    finally:
+        for each in (bridge, *senders.values()):
+            each.stop()
