@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from edge.bench.live import QUICK_VIDEO, _empty_room
+from edge.bench.live import QUICK_VIDEO, empty_room_video
 from edge.bench.match import running_stack
 from edge.bench.result import BenchError, BenchResult
 from edge.config import Settings
@@ -68,7 +68,7 @@ def main(args: argparse.Namespace, settings: Settings) -> IdleBenchResult:
     if args.seconds <= 0:
         raise BenchError("--seconds must be above 0")
     with tempfile.TemporaryDirectory(prefix="facematch-idle-") as tmp:
-        room = _empty_room(video, Path(tmp) / "empty-room.avi")
+        room = empty_room_video(video, Path(tmp) / "empty-room.avi")
         configured = _measure(Path(tmp) / "configured", room, settings.door.idle_fps, args.seconds)
         reference = _measure(Path(tmp) / "reference", room, 0.0, args.seconds)
     return IdleBenchResult(seconds=args.seconds, configured=configured, reference=reference)

@@ -239,7 +239,7 @@ def run(base: Settings, tmp: Path, challenge_video: Path, quick_video: Path, wal
                     end_access.append(marks["access"] - marks["last_window_end"])
                 elif "door_command" in marks:
                     steady_door.append(marks["door_command"] - marks["steady"])
-        empty_room = _empty_room(quick_video, tmp / "empty-room.avi")
+        empty_room = empty_room_video(quick_video, tmp / "empty-room.avi")
         flow_parts = (engine, gallery, store, worker)
         idle_reference = _idle(settings, flow_parts, empty_room, 0.0)
         idle = _idle(settings, flow_parts, empty_room, settings.door.idle_fps)
@@ -266,7 +266,7 @@ def run(base: Settings, tmp: Path, challenge_video: Path, quick_video: Path, wal
         redis.stop()
 
 
-def _empty_room(quick_video: Path, out: Path) -> Path:
+def empty_room_video(quick_video: Path, out: Path) -> Path:
     """The quick video's empty room on its own (Motion-JPEG AVI, which every OpenCV build writes)."""
     capture = cv2.VideoCapture(str(quick_video))
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
