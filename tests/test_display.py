@@ -112,10 +112,10 @@ def test_the_display_process_draws_the_challenge_on_schedule_and_the_result(sett
         while not (shots / "display-idle.png").exists():
             assert time.monotonic() < deadline and process.poll() is None, "the display did not start"
             time.sleep(0.1)
-        # The idle screen does not change: the loop runs at its 60 a second, the screen is drawn about once a second.
+        # The idle screen does not change: the loop goes on (up to 60 a second), the screen is drawn once a second.
         stats.get(timeout=5)  # the second from the start up, which draws the first screens
         idle = Stats.model_validate_json(stats.get(timeout=5).payload)
-        assert idle.component == Component.DISPLAY and idle.figures["loop_fps"] > 20, idle
+        assert idle.component == Component.DISPLAY and idle.figures["loop_fps"] > 10, idle
         assert idle.figures["drawn_fps"] <= 3, idle
         start = challenge(clock.now() + 0.8, area=0.6)
         sender.publish(sender.topics.challenge_start, start.to_bytes(), qos=1)
