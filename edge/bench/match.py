@@ -47,22 +47,45 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def resident_mb(parent: int) -> dict[str, float]:
-    """Resident memory of the hub and the inference daemon started by ``facematch up`` (Linux /proc)."""
-    sizes = {}
+# What `facematch up` starts, by the module each child runs (`python -m …`).
+UP_PROCESSES = {"edge.inference": "inference", "hub": "hub", "edge.camera": "camera", "display": "display"}
+
+
+def process_name(command: list[bytes]) -> str:
+    """A process's name from its command line: the product's by module, anything else by its program."""
+    if len(command) > 2 and command[1] == b"-m":
+        return UP_PROCESSES.get(command[2].decode(), command[2].decode())
+    return Path(command[0].decode().split(" ")[0] or "?").name  # Redis writes its address into its argv[0]
+
+
+def processes_of(parent: int) -> Iterator[tuple[str, Path]]:
+    """``facematch up`` itself (named "up") and each process it started, by name, with its /proc folder (Linux)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != parent:
-                continue
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(entry.name) == parent:
+            yield "up", entry
+        elif ppid == parent:
+            yield process_name(command), entry
+
+
+def resident_mb(parent: int) -> dict[str, float]:
+    """Resident memory of the hub and the inference daemon started by ``facematch up`` (Linux /proc)."""
+    sizes = {}
+    for name, entry in processes_of(parent):
+        if name not in ("hub", "inference"):
+            continue
+        try:
             status = (entry / "status").read_text()
         except OSError:
             continue
-        name = {b"hub": "hub", b"edge.inference": "inference"}.get(command[2] if len(command) > 2 else b"")
         rss = next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")), None)
-        if name and rss:
+        if rss:
             sizes[name] = int(rss) / 1024
     return sizes
 
